@@ -1,0 +1,1 @@
+//! Docker config.json credentials (being written).

@@ -1,0 +1,14 @@
+//! airgap: move container images and their Kubernetes manifests into air-gapped networks.
+//!
+//! The data flows one way, and the modules follow it:
+//! `spec` (airgap.yaml) → `pack` (resolve through `registry`) → `bundle` (tar.zst OCI layout)
+//! → `load` (push through `registry`, names from `naming`) → `image_map` → `rewrite` (manifests).
+
+pub mod credentials;
+pub mod digest;
+pub mod image_map;
+pub mod platform;
+pub mod reference;
+pub mod docker_config;
+pub mod rewrite;
+pub mod spec;

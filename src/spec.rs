@@ -1,0 +1,1 @@
+//! The airgap.yaml spec file (being written).
