@@ -4,11 +4,18 @@
 //! `spec` (airgap.yaml) → `pack` (resolve through `registry`) → `bundle` (tar.zst OCI layout)
 //! → `load` (push through `registry`, names from `naming`) → `image_map` → `rewrite` (manifests).
 
+pub mod bundle;
 pub mod credentials;
 pub mod digest;
-pub mod image_map;
-pub mod platform;
-pub mod reference;
 pub mod docker_config;
+pub mod image_map;
+pub mod load;
+pub mod manifest;
+pub mod naming;
+pub mod pack;
+pub mod platform;
+pub mod progress;
+pub mod reference;
+pub mod registry;
 pub mod rewrite;
 pub mod spec;

@@ -1,2 +1,322 @@
-//! placeholder
-fn main() {}
+//! The `airgap` binary: parse, run a library pipeline, print. Exit 0 on success, 1 on any
+//! failure, 2 on a usage error, 130 when interrupted.
+
+mod cli;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use airgap::bundle;
+use airgap::credentials::Credentials;
+use airgap::load::{self, LoadOptions};
+use airgap::naming::Target;
+use airgap::pack::{self, ImageRequest, K8sFile, PackOptions};
+use airgap::platform::Platform;
+use airgap::progress::{human_bytes, Progress, Reporter};
+use airgap::registry::{parse_mirror, ConnectOptions};
+use airgap::spec::Spec;
+use cli::{Cli, Command, InspectArgs, LoadArgs, PackArgs, TlsArgs, VerifyArgs};
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(async {
+        tokio::select! {
+            r = run(cli) => match r {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    1
+                }
+            },
+            _ = tokio::signal::ctrl_c() => {
+                // Dropping the pipeline removes temporary files; nothing partial is left.
+                eprintln!("interrupted");
+                130
+            }
+        }
+    });
+    // Do not wait for blocking workers that may sit in a read.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Pack(a) => run_pack(a).await,
+        Command::Load(a) => run_load(a).await,
+        Command::Inspect(a) => run_inspect(a),
+        Command::Verify(a) => run_verify(a),
+    }
+}
+
+fn connect_options(t: &TlsArgs, progress: &dyn Progress) -> ConnectOptions {
+    if t.insecure_skip_tls_verify {
+        progress.warn("TLS certificate verification is disabled (--insecure-skip-tls-verify)");
+    }
+    ConnectOptions {
+        ca_file: t.ca_file.clone(),
+        insecure_skip_tls_verify: t.insecure_skip_tls_verify,
+        retries: t.retries,
+        ..ConnectOptions::default()
+    }
+}
+
+async fn run_pack(a: PackArgs) -> Result<()> {
+    let progress: Arc<dyn Progress> = Arc::new(Reporter::new(a.quiet));
+    let spec = Spec::load(&a.spec)?;
+    for w in &spec.warnings {
+        progress.warn(w);
+    }
+    let mut mirrors: BTreeMap<String, url::Url> = spec.mirrors.clone();
+    for m in &a.mirrors {
+        let (host, url) = parse_mirror(m)?;
+        mirrors.insert(host, url);
+    }
+    let platforms = if a.platforms.is_empty() {
+        spec.platforms.clone()
+    } else {
+        a.platforms
+            .iter()
+            .map(|p| Platform::parse(p))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let mut images = Vec::new();
+    for e in &spec.images {
+        let credentials = e.credentials_or_docker_config().with_context(|| {
+            format!(
+                "credentials for {} ({}:{})",
+                e.reference,
+                spec.path.display(),
+                e.line
+            )
+        })?;
+        images.push(ImageRequest {
+            reference: e.reference.clone(),
+            source: e.source.clone(),
+            credentials,
+        });
+    }
+    let mut k8s = Vec::new();
+    for f in spec.manifest_files()? {
+        let content = std::fs::read(&f.path)
+            .with_context(|| format!("reading manifest {}", f.path.display()))?;
+        let path = f
+            .relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/");
+        k8s.push(K8sFile { path, content });
+    }
+    let opts = PackOptions {
+        output: a.output.clone(),
+        platforms,
+        mirrors,
+        connect: connect_options(&a.tls, progress.as_ref()),
+        concurrency: a.concurrency.max(1),
+        level: a.level,
+        threads: a.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(2)
+        }),
+        spec_name: a.spec.file_name().map(|n| n.to_string_lossy().into_owned()),
+    };
+    let started = std::time::Instant::now();
+    let s = pack::pack(images, k8s, &opts, progress.clone()).await?;
+    if !a.quiet {
+        println!(
+            "packed {} image(s), {} blob(s), {} into {} ({} compressed) in {:.1}s",
+            s.images,
+            s.blobs,
+            human_bytes(s.bytes),
+            a.output.display(),
+            human_bytes(s.compressed),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn read_password_stdin() -> Result<String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("reading the password from standard input")?;
+    let p = s.trim_end_matches(['\n', '\r']).to_string();
+    if p.is_empty() {
+        bail!("--password-stdin: standard input was empty");
+    }
+    Ok(p)
+}
+
+async fn run_load(a: LoadArgs) -> Result<()> {
+    let progress: Arc<dyn Progress> = Arc::new(Reporter::new(a.quiet));
+    let target = Target::parse(&a.registry)?;
+    if a.plain_http {
+        progress.warn(&format!(
+            "talking plain HTTP to {} (--plain-http)",
+            target.host
+        ));
+    }
+    let credentials = match &a.username {
+        Some(u) => Some(Credentials::new(u.clone(), read_password_stdin()?)),
+        None => airgap::docker_config::lookup(&target.host)
+            .with_context(|| format!("reading docker credentials for {}", target.host))?,
+    };
+    if !a.bundle.is_file() {
+        bail!(
+            "bundle {} does not exist or is not a file",
+            a.bundle.display()
+        );
+    }
+    let opts = LoadOptions {
+        bundle: a.bundle.clone(),
+        target,
+        mode: a.mode,
+        plain_http: a.plain_http,
+        connect: connect_options(&a.tls, progress.as_ref()),
+        credentials,
+        concurrency: a.concurrency.max(1),
+    };
+    let s = load::load(&opts, progress.clone()).await?;
+    if let Some(path) = &a.image_map {
+        write_atomic(path, &serde_json::to_vec_pretty(&s.image_map)?)
+            .with_context(|| format!("writing image map {}", path.display()))?;
+    }
+    if !a.quiet {
+        println!(
+            "loaded {} image(s) into {} ({} already present): {} blob(s) uploaded ({}), {} mounted, {} skipped, {} manifest(s) pushed, in {:.1}s",
+            s.images,
+            opts.target.host,
+            s.images_unchanged,
+            s.blobs_uploaded,
+            human_bytes(s.bytes_uploaded),
+            s.blobs_mounted,
+            s.blobs_skipped,
+            s.manifests_pushed,
+            s.elapsed.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Writes to a temporary file beside `path`, then renames: never a half-written file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path)?;
+    Ok(())
+}
+
+fn open_bundle(path: &Path) -> Result<std::io::BufReader<std::fs::File>> {
+    let f =
+        std::fs::File::open(path).with_context(|| format!("opening bundle {}", path.display()))?;
+    Ok(std::io::BufReader::with_capacity(1 << 20, f))
+}
+
+fn run_inspect(a: InspectArgs) -> Result<()> {
+    let i = bundle::inspect(open_bundle(&a.bundle)?)
+        .with_context(|| format!("bundle {}", a.bundle.display()))?;
+    let md = &i.metadata;
+    if a.json {
+        let images: Vec<serde_json::Value> = md
+            .images
+            .iter()
+            .map(|img| {
+                let mut v = serde_json::json!({
+                    "reference": img.reference,
+                    "digest": img.digest,
+                    "mediaType": img.media_type,
+                    "platforms": img.platforms.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                    "size": img.total_size,
+                    "source": img.source,
+                });
+                if let Some(sd) = &img.source_digest {
+                    v["sourceDigest"] = serde_json::json!(sd);
+                }
+                v
+            })
+            .collect();
+        let out = serde_json::json!({
+            "formatVersion": md.format_version,
+            "tool": md.tool,
+            "platforms": md.platforms.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "images": images,
+            "manifests": i.k8s_files,
+            "totals": { "images": md.images.len(), "blobs": md.blobs.len(), "size": md.total_size },
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "bundle {} (format {}, {})",
+        a.bundle.display(),
+        md.format_version,
+        md.tool
+    );
+    for img in &md.images {
+        let plats = if img.platforms.is_empty() {
+            "-".to_string()
+        } else {
+            img.platforms
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        println!("  {}", img.reference);
+        println!("    digest    {}", img.digest);
+        if let Some(sd) = &img.source_digest {
+            println!("    source    {sd} (index filtered to the platforms above)");
+        }
+        println!("    type      {}", img.media_type);
+        println!("    platforms {plats}");
+        println!("    size      {}", human_bytes(img.total_size));
+    }
+    for f in &i.k8s_files {
+        println!("  manifest {f}");
+    }
+    println!(
+        "total: {} image(s), {} blob(s), {}",
+        md.images.len(),
+        md.blobs.len(),
+        human_bytes(md.total_size)
+    );
+    Ok(())
+}
+
+fn run_verify(a: VerifyArgs) -> Result<()> {
+    let r = bundle::verify(open_bundle(&a.bundle)?)
+        .with_context(|| format!("bundle {} failed verification", a.bundle.display()))?;
+    if !a.quiet {
+        println!(
+            "bundle {} is intact: {} image(s), {} blob(s), {} verified, {} manifest file(s)",
+            a.bundle.display(),
+            r.images,
+            r.blobs,
+            human_bytes(r.bytes),
+            r.k8s_files
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! The bundle format (bundle-spec/FORMAT.md): a zstd-compressed tar holding an OCI image
+//! layout plus `airgap.json`, ordered so a reader learns the whole plan before any layer.
+//!
+//! Entry order: `airgap.json`, `oci-layout`, `index.json`, `manifests/…` (Kubernetes YAML),
+//! then `blobs/sha256/<hex>`: indexes and manifests, configs, layers.
+
+mod reader;
+mod verify;
+mod writer;
+
+pub use reader::{read_bundle, BlobContent, Flow, Head, Visitor};
+pub use verify::{inspect, parse_index, verify, Inspection, VerifyReport};
+pub use writer::BundleWriter;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::platform::Platform;
+use crate::reference::Reference;
+
+/// The format version this airgap writes and reads. A reader refuses a newer one.
+pub const FORMAT_VERSION: u32 = 1;
+pub const METADATA_NAME: &str = "airgap.json";
+pub const LAYOUT_NAME: &str = "oci-layout";
+pub const INDEX_NAME: &str = "index.json";
+pub const MANIFESTS_DIR: &str = "manifests/";
+pub const BLOBS_DIR: &str = "blobs/sha256/";
+pub const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+
+/// Limits on entries read into memory, so a hostile header cannot make us allocate.
+pub const MAX_METADATA_SIZE: u64 = 64 * 1024 * 1024;
+pub const MAX_INDEX_SIZE: u64 = 64 * 1024 * 1024;
+pub const MAX_K8S_FILE_SIZE: u64 = 16 * 1024 * 1024;
+
+/// `airgap.json`: everything a loader needs to plan before the first layer arrives.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    pub format_version: u32,
+    /// `airgap <version>` that wrote the bundle.
+    pub tool: String,
+    /// The spec file's name (not its path: paths can leak user names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
+    /// The platform filter in force (empty: every platform).
+    #[serde(default)]
+    pub platforms: Vec<Platform>,
+    pub images: Vec<ImageRecord>,
+    /// Every blob. Indexes and manifests come first in the stream, then configs, then layers
+    /// (in any order).
+    pub blobs: Vec<BlobRecord>,
+    /// Kubernetes YAML carried under `manifests/`.
+    #[serde(default)]
+    pub manifests: Vec<FileRecord>,
+    /// Sum of all blob sizes.
+    pub total_size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRecord {
+    /// Normalised reference; also the `ref.name` annotation in `index.json`.
+    pub reference: Reference,
+    /// Where it came from: the spec's source name, or `image` for the plain form.
+    pub source: String,
+    /// Digest of the top manifest or index as stored in the bundle.
+    pub digest: Digest,
+    /// The digest the registry served, when platform filtering made a new index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<Digest>,
+    pub media_type: String,
+    /// Size of the top manifest.
+    pub size: u64,
+    pub platforms: Vec<Platform>,
+    /// Bytes of every blob this image needs (manifests, configs, layers; each once).
+    pub total_size: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobKind {
+    /// An image index or manifest list.
+    Index,
+    /// An image manifest.
+    Manifest,
+    Config,
+    Layer,
+}
+
+impl BlobKind {
+    pub fn is_manifest(self) -> bool {
+        matches!(self, BlobKind::Index | BlobKind::Manifest)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobRecord {
+    pub digest: Digest,
+    pub size: u64,
+    pub kind: BlobKind,
+    pub media_type: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FileRecord {
+    /// Path below `manifests/`, with `/` separators.
+    pub path: String,
+    pub size: u64,
+    pub digest: Digest,
+}
+
+pub fn blob_entry_name(d: &Digest) -> String {
+    format!("{BLOBS_DIR}{}", d.hex())
+}
+
+/// Errors reading or writing a bundle. Each names the entry, digest or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bundle is truncated or unreadable at {entry}: {reason}")]
+    Corrupt { entry: String, reason: String },
+    #[error("this is not an airgap bundle: {0}")]
+    NotABundle(String),
+    #[error("bundle format version {found} is newer than this airgap understands ({FORMAT_VERSION}); upgrade airgap")]
+    FutureVersion { found: u32 },
+    #[error("blob {digest} does not match its digest (content hashes to {actual})")]
+    DigestMismatch { digest: Digest, actual: Digest },
+    #[error("blob {digest} is {actual} bytes, but {expected} were declared")]
+    SizeMismatch {
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("unexpected entry {entry:?} in bundle: {reason}")]
+    UnexpectedEntry { entry: String, reason: String },
+    #[error("entry {entry} appears twice in the bundle")]
+    Duplicate { entry: String },
+    #[error("blob {digest} is listed in airgap.json but missing from the bundle")]
+    MissingBlob { digest: Digest },
+    #[error("{what} is missing from the bundle")]
+    Missing { what: String },
+    #[error("{entry} is larger than the {limit}-byte limit for it")]
+    TooLarge { entry: String, limit: u64 },
+    #[error("invalid {entry}: {reason}")]
+    Invalid { entry: String, reason: String },
+    #[error("stopped: {0}")]
+    Visitor(String),
+}

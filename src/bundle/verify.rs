@@ -1,0 +1,172 @@
+//! `inspect` (reads only the head) and `verify` (reads everything, offline).
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+
+use super::reader::{read_bundle, BlobContent, Flow, Head, Visitor};
+use super::{
+    BlobKind, BlobRecord, BundleError, Metadata, INDEX_NAME, LAYOUT_NAME, OCI_LAYOUT_CONTENT,
+    REF_NAME_ANNOTATION,
+};
+use crate::digest::Digest;
+use crate::manifest::{Descriptor, ManifestView};
+
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    pub metadata: Metadata,
+    pub k8s_files: Vec<String>,
+}
+
+/// Reads just the head of a bundle: cheap even for a huge bundle.
+pub fn inspect(input: impl Read) -> Result<Inspection, BundleError> {
+    struct V(Option<Inspection>);
+    impl Visitor for V {
+        fn head(&mut self, head: &Head) -> Result<Flow, BundleError> {
+            self.0 = Some(Inspection {
+                metadata: head.metadata.clone(),
+                k8s_files: head.k8s.iter().map(|(p, _)| p.clone()).collect(),
+            });
+            Ok(Flow::Stop)
+        }
+        fn blob(&mut self, _: &BlobRecord, _: &mut BlobContent<'_>) -> Result<Flow, BundleError> {
+            Ok(Flow::Stop)
+        }
+    }
+    let mut v = V(None);
+    read_bundle(input, &mut v)?;
+    v.0.ok_or_else(|| BundleError::Missing {
+        what: "the bundle head".into(),
+    })
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    pub images: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+    pub k8s_files: usize,
+}
+
+/// Parses `index.json` and checks it against the metadata: one entry per image, each with
+/// its reference annotation and digest.
+pub fn parse_index(head: &Head) -> Result<Vec<Descriptor>, BundleError> {
+    let invalid = |reason: String| BundleError::Invalid {
+        entry: INDEX_NAME.into(),
+        reason,
+    };
+    let view: ManifestView =
+        serde_json::from_slice(&head.index).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+    for img in &head.metadata.images {
+        let found = view.manifests.iter().any(|d| {
+            d.digest == img.digest
+                && d.annotations
+                    .as_ref()
+                    .and_then(|a| a.get(REF_NAME_ANNOTATION))
+                    .and_then(|v| v.as_str())
+                    == Some(&img.reference.to_string())
+        });
+        if !found {
+            return Err(invalid(format!(
+                "no entry for image {} ({})",
+                img.reference, img.digest
+            )));
+        }
+    }
+    Ok(view.manifests)
+}
+
+/// Reads the whole bundle and checks every blob's digest and size, that every manifest's
+/// children are present, and that no entry is unexpected.
+pub fn verify(input: impl Read) -> Result<VerifyReport, BundleError> {
+    struct V {
+        report: VerifyReport,
+        records: HashMap<Digest, BlobKind>,
+        tops: Vec<Descriptor>,
+        children: Vec<(Digest, Descriptor)>,
+    }
+    impl Visitor for V {
+        fn head(&mut self, head: &Head) -> Result<Flow, BundleError> {
+            if head.layout != OCI_LAYOUT_CONTENT {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&head.layout).map_err(|e| BundleError::Invalid {
+                        entry: LAYOUT_NAME.into(),
+                        reason: e.to_string(),
+                    })?;
+                if v.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
+                    return Err(BundleError::Invalid {
+                        entry: LAYOUT_NAME.into(),
+                        reason: "imageLayoutVersion is not 1.0.0".into(),
+                    });
+                }
+            }
+            self.tops = parse_index(head)?;
+            self.records = head
+                .metadata
+                .blobs
+                .iter()
+                .map(|b| (b.digest.clone(), b.kind))
+                .collect();
+            self.report.images = head.metadata.images.len();
+            self.report.k8s_files = head.k8s.len();
+            Ok(Flow::Continue)
+        }
+        fn blob(
+            &mut self,
+            record: &BlobRecord,
+            content: &mut BlobContent<'_>,
+        ) -> Result<Flow, BundleError> {
+            self.report.blobs += 1;
+            self.report.bytes += record.size;
+            if record.kind.is_manifest() {
+                let mut bytes = Vec::with_capacity(record.size as usize);
+                content
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| BundleError::Corrupt {
+                        entry: super::blob_entry_name(&record.digest),
+                        reason: e.to_string(),
+                    })?;
+                let (view, _) = ManifestView::parse(&bytes, &record.media_type, &record.digest)
+                    .map_err(|e| BundleError::Invalid {
+                        entry: super::blob_entry_name(&record.digest),
+                        reason: e.to_string(),
+                    })?;
+                for d in view.manifests.iter().chain(view.blobs()) {
+                    self.children.push((record.digest.clone(), d.clone()));
+                }
+            }
+            Ok(Flow::Continue)
+        }
+    }
+    let mut v = V {
+        report: VerifyReport::default(),
+        records: HashMap::new(),
+        tops: Vec::new(),
+        children: Vec::new(),
+    };
+    read_bundle(input, &mut v)?;
+    // The stream was complete, so every listed blob is present; check the graph's edges.
+    let mut referenced = HashSet::new();
+    for top in &v.tops {
+        if !v.records.get(&top.digest).is_some_and(|k| k.is_manifest()) {
+            return Err(BundleError::Missing {
+                what: format!("manifest {} named by index.json", top.digest),
+            });
+        }
+        referenced.insert(top.digest.clone());
+    }
+    for (parent, child) in &v.children {
+        if !v.records.contains_key(&child.digest) {
+            return Err(BundleError::Missing {
+                what: format!("blob {} referenced by manifest {parent}", child.digest),
+            });
+        }
+        referenced.insert(child.digest.clone());
+    }
+    if let Some(orphan) = v.records.keys().find(|d| !referenced.contains(*d)) {
+        return Err(BundleError::UnexpectedEntry {
+            entry: super::blob_entry_name(orphan),
+            reason: "no manifest refers to this blob".into(),
+        });
+    }
+    Ok(v.report)
+}

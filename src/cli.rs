@@ -1,0 +1,130 @@
+//! Command-line definitions. Everything here is parsing; `main.rs` runs and prints.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use airgap::naming::Mode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "airgap",
+    version,
+    about = "Move container images and their Kubernetes manifests into air-gapped networks",
+    long_about = "Move container images and their Kubernetes manifests into air-gapped networks.\n\n\
+On the connected side, `airgap pack` reads an airgap.yaml image list, resolves every image to its \
+digest and writes one verifiable bundle.tar.zst. Carry it across; on the isolated side, \
+`airgap load bundle.tar.zst --registry 10.0.0.5:5000` pushes every image into the local \
+registry under its new name, with every digest unchanged.",
+    after_help = "Examples:\n  airgap pack airgap.yaml -o bundle.tar.zst\n  airgap verify bundle.tar.zst\n  airgap inspect bundle.tar.zst\n  airgap load bundle.tar.zst --registry 10.10.254.254:8000 --image-map images.json"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Resolve the images of a spec file and write a bundle (connected side)
+    Pack(PackArgs),
+    /// Push a bundle's images into a registry (isolated side)
+    Load(LoadArgs),
+    /// Show a bundle's images, digests, platforms and sizes (reads only its head)
+    Inspect(InspectArgs),
+    /// Check a whole bundle offline: every digest and size, every manifest's children
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TlsArgs {
+    /// Trust this CA certificate (PEM) in addition to the system roots
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Do not verify TLS certificates (dangerous; for testing only)
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
+    /// Retries for transient network failures (connection reset, 429, 5xx)
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub retries: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct PackArgs {
+    /// The spec file listing the images
+    #[arg(default_value = "airgap.yaml")]
+    pub spec: PathBuf,
+    /// Where to write the bundle (written to a temporary name first, renamed when complete)
+    #[arg(short, long, value_name = "BUNDLE")]
+    pub output: PathBuf,
+    /// Send requests for a registry to another endpoint: HOST=URL, e.g.
+    /// docker.io=https://mirror.internal; the URL's scheme says http or https (repeatable)
+    #[arg(long = "mirror", value_name = "HOST=URL")]
+    pub mirrors: Vec<String>,
+    /// Keep only these platforms of multi-platform images: os/arch[/variant] (repeatable;
+    /// overrides the spec's `platforms:`)
+    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
+    pub platforms: Vec<String>,
+    /// Blobs downloaded at once
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub concurrency: usize,
+    /// zstd compression level (1-19); layers are usually compressed already, so low is fast
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Compression threads (default: the number of CPUs)
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u32>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Print only warnings and errors
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// The bundle to load
+    pub bundle: PathBuf,
+    /// The target registry: HOST[:PORT][/PATH]
+    #[arg(long, value_name = "HOST[:PORT][/PATH]")]
+    pub registry: String,
+    /// How images are named in the target registry
+    #[arg(long, value_enum, default_value_t = Mode::Replace)]
+    pub mode: Mode,
+    /// Talk plain HTTP to the target registry
+    #[arg(long)]
+    pub plain_http: bool,
+    /// User name for the target registry (with --password-stdin); default: docker
+    /// config.json credentials, else anonymous
+    #[arg(long, short = 'u', requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the target registry password from standard input
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+    /// Write a JSON map of every image's source reference, target reference and digest
+    #[arg(long, value_name = "FILE")]
+    pub image_map: Option<PathBuf>,
+    /// Blobs uploaded at once
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub concurrency: usize,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Print only warnings and errors
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    pub bundle: PathBuf,
+    /// Print JSON for scripts
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    pub bundle: PathBuf,
+    /// Print only errors
+    #[arg(short, long)]
+    pub quiet: bool,
+}

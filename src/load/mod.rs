@@ -1,0 +1,232 @@
+//! `load`: stream a bundle once into a registry. Blobs are verified as they pass and
+//! uploaded (or mounted, or skipped when present); manifests are pushed by digest only after
+//! every blob landed, and tags last, so an image whose content failed is never tagged.
+
+mod graph;
+mod visitor;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::bundle::{read_bundle, BundleError};
+use crate::credentials::Credentials;
+use crate::digest::Digest;
+use crate::image_map::{ImageMap, ImageMapEntry};
+use crate::naming::{Mode, NamingError, Target};
+use crate::progress::Progress;
+use crate::reference::Reference;
+use crate::registry::{Client, ConnectOptions, Endpoint, RegistryError};
+
+pub use graph::ImageGraph;
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub bundle: PathBuf,
+    pub target: Target,
+    pub mode: Mode,
+    pub plain_http: bool,
+    pub connect: ConnectOptions,
+    pub credentials: Option<Credentials>,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("bundle {path}: {source}")]
+    Bundle {
+        path: PathBuf,
+        #[source]
+        source: BundleError,
+    },
+    #[error("{0}")]
+    Naming(#[from] NamingError),
+    #[error("pushing {image}: {source}")]
+    Push {
+        image: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("pushing blob {digest} to {repository}: {source}")]
+    Blob {
+        digest: Digest,
+        repository: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("registry {registry}: {source}")]
+    Registry {
+        registry: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("bundle {path}: {reason}")]
+    Inconsistent { path: PathBuf, reason: String },
+}
+
+/// What one load did.
+#[derive(Debug, Clone, Default)]
+pub struct LoadSummary {
+    pub images: usize,
+    pub images_unchanged: usize,
+    pub blobs_uploaded: u64,
+    pub blobs_mounted: u64,
+    pub blobs_skipped: u64,
+    pub bytes_uploaded: u64,
+    pub manifests_pushed: u64,
+    pub elapsed: Duration,
+    pub image_map: ImageMap,
+}
+
+/// Counters shared by the upload tasks.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub uploaded: AtomicU64,
+    pub mounted: AtomicU64,
+    pub skipped: AtomicU64,
+    pub bytes: AtomicU64,
+    pub manifests: AtomicU64,
+}
+
+/// One image of the bundle and where it goes.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub source: Reference,
+    pub target: Reference,
+    pub digest: Digest,
+    pub source_digest: Option<Digest>,
+    pub media_type: String,
+}
+
+impl Placement {
+    pub fn repo(&self) -> &str {
+        self.target.repository()
+    }
+}
+
+pub async fn load(
+    opts: &LoadOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<LoadSummary, LoadError> {
+    let started = Instant::now();
+    let endpoint = Endpoint::resolve(&opts.target.host, &BTreeMap::new(), opts.plain_http);
+    let client =
+        Client::new(endpoint, opts.credentials.clone(), &opts.connect).map_err(|source| {
+            LoadError::Registry {
+                registry: opts.target.host.clone(),
+                source,
+            }
+        })?;
+    // Fail fast on an unreachable registry or bad credentials, before reading the bundle.
+    client.ping().await.map_err(|source| LoadError::Registry {
+        registry: opts.target.host.clone(),
+        source,
+    })?;
+    let counters = Arc::new(Counters::default());
+    let handle = tokio::runtime::Handle::current();
+    let mut state = visitor::LoadVisitor::new(
+        opts.clone(),
+        client.clone(),
+        handle,
+        progress.clone(),
+        counters.clone(),
+    );
+    let path = opts.bundle.clone();
+    let bundle_err = |source| LoadError::Bundle {
+        path: path.clone(),
+        source,
+    };
+    // Pass 1 streams the bundle; pass 2 re-reads it only for big blobs a registry refused to
+    // mount (we cannot replay a stream, and buffering a layer is not an option).
+    for pass in 1..=2 {
+        let file = std::fs::File::open(&opts.bundle).map_err(|e| {
+            bundle_err(BundleError::Io {
+                path: opts.bundle.clone(),
+                source: e,
+            })
+        })?;
+        state.begin_pass(pass);
+        let result = tokio::task::spawn_blocking(move || {
+            let mut st = state;
+            let r = read_bundle(std::io::BufReader::with_capacity(1 << 20, file), &mut st);
+            (st, r)
+        })
+        .await
+        .map_err(|e| LoadError::Inconsistent {
+            path: opts.bundle.clone(),
+            reason: format!("reader thread failed: {e}"),
+        })?;
+        state = result.0;
+        let read_result = result.1;
+        // Upload errors are more precise than the reader's "stopped" error they cause.
+        let uploads = state.join_uploads().await;
+        if let Err(e) = read_result {
+            uploads?;
+            return Err(match state.take_failure() {
+                Some(f) => f,
+                None => bundle_err(e),
+            });
+        }
+        uploads?;
+        state.finish_plan_if_needed().await?;
+        if !state.needs_another_pass() {
+            break;
+        }
+    }
+    progress.finish_bytes();
+    state.push_manifests().await?;
+    let placements = state.placements().to_vec();
+    let unchanged = state.unchanged_images();
+    let map = ImageMap::new(
+        placements
+            .iter()
+            .map(|p| ImageMapEntry {
+                source: p.source.clone(),
+                target: p.target.clone(),
+                digest: p.digest.clone(),
+                source_digest: p.source_digest.clone(),
+            })
+            .collect(),
+    );
+    Ok(LoadSummary {
+        images: placements.len(),
+        images_unchanged: unchanged,
+        blobs_uploaded: counters.uploaded.load(Ordering::Relaxed),
+        blobs_mounted: counters.mounted.load(Ordering::Relaxed),
+        blobs_skipped: counters.skipped.load(Ordering::Relaxed),
+        bytes_uploaded: counters.bytes.load(Ordering::Relaxed),
+        manifests_pushed: counters.manifests.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        image_map: map,
+    })
+}
+
+/// Target names for every image of a bundle without pushing anything (for `rewrite --bundle`).
+pub fn placements(
+    metadata: &crate::bundle::Metadata,
+    target: &Target,
+    mode: Mode,
+) -> Result<Vec<Placement>, NamingError> {
+    let pairs: Vec<(Reference, Digest)> = metadata
+        .images
+        .iter()
+        .map(|i| (i.reference.clone(), i.digest.clone()))
+        .collect();
+    let names = crate::naming::plan(target, mode, &pairs)?;
+    Ok(metadata
+        .images
+        .iter()
+        .zip(names)
+        .map(|(i, t)| Placement {
+            source: i.reference.clone(),
+            target: t,
+            digest: i.digest.clone(),
+            source_digest: i.source_digest.clone(),
+            media_type: i.media_type.clone(),
+        })
+        .collect())
+}
+
+pub(crate) type RepoSet = HashMap<Digest, Vec<String>>;

@@ -1,0 +1,614 @@
+//! The bundle visitor that drives a load: it runs on a blocking thread (the tar stream is
+//! synchronous) and hands uploads to the async runtime, bounded by a semaphore.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::graph::{ImageGraph, Walk};
+use super::{Counters, LoadError, LoadOptions, Placement, RepoSet};
+use crate::bundle::{parse_index, BlobContent, BlobRecord, BundleError, Flow, Head, Visitor};
+use crate::digest::Digest;
+use crate::progress::Progress;
+use crate::registry::Client;
+
+/// Blobs up to this size are read into memory and uploaded concurrently; bigger ones stream.
+const SMALL_BLOB: u64 = 4 * 1024 * 1024;
+const CHUNK: usize = 256 * 1024;
+
+pub struct LoadVisitor {
+    opts: LoadOptions,
+    client: Client,
+    rt: Handle,
+    progress: Arc<dyn Progress>,
+    counters: Arc<Counters>,
+    placements: Vec<Placement>,
+    complete: Vec<bool>,
+    walks: Vec<Option<Walk>>,
+    graph: ImageGraph,
+    records: HashMap<Digest, BlobRecord>,
+    planned: bool,
+    needs: RepoSet,
+    pending: Arc<Mutex<RepoSet>>,
+    pass: u32,
+    tasks: Vec<JoinHandle<Result<(), LoadError>>>,
+    sem: Arc<Semaphore>,
+    failed: Arc<AtomicBool>,
+    failure: Option<LoadError>,
+}
+
+impl LoadVisitor {
+    pub fn new(
+        opts: LoadOptions,
+        client: Client,
+        rt: Handle,
+        progress: Arc<dyn Progress>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        let permits = opts.concurrency.max(1);
+        LoadVisitor {
+            opts,
+            client,
+            rt,
+            progress,
+            counters,
+            placements: Vec::new(),
+            complete: Vec::new(),
+            walks: Vec::new(),
+            graph: ImageGraph::default(),
+            records: HashMap::new(),
+            planned: false,
+            needs: HashMap::new(),
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            pass: 0,
+            tasks: Vec::new(),
+            sem: Arc::new(Semaphore::new(permits)),
+            failed: Arc::new(AtomicBool::new(false)),
+            failure: None,
+        }
+    }
+
+    pub fn begin_pass(&mut self, pass: u32) {
+        self.pass = pass;
+        if pass > 1 {
+            self.needs = std::mem::take(&mut *self.pending.lock().expect("pending lock"));
+        }
+    }
+
+    pub fn placements(&self) -> &[Placement] {
+        &self.placements
+    }
+
+    pub fn unchanged_images(&self) -> usize {
+        self.complete.iter().filter(|c| **c).count()
+    }
+
+    pub fn take_failure(&mut self) -> Option<LoadError> {
+        self.failure.take()
+    }
+
+    pub fn needs_another_pass(&self) -> bool {
+        self.pass == 1 && !self.pending.lock().expect("pending lock").is_empty()
+    }
+
+    fn fail(&mut self, e: LoadError) -> BundleError {
+        let msg = e.to_string();
+        self.failure = Some(e);
+        BundleError::Visitor(msg)
+    }
+
+    /// Waits for every upload started in this pass; the first error wins.
+    pub async fn join_uploads(&mut self) -> Result<(), LoadError> {
+        let mut first = None;
+        for t in self.tasks.drain(..) {
+            match t.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first.get_or_insert(e);
+                }
+                Err(e) => {
+                    first.get_or_insert(LoadError::Inconsistent {
+                        path: self.opts.bundle.clone(),
+                        reason: format!("upload task failed: {e}"),
+                    });
+                }
+            }
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// When the stream ended before any config or layer (or was stopped at the head), plan
+    /// now: anything still needed then cannot come from this bundle.
+    pub async fn finish_plan_if_needed(&mut self) -> Result<(), LoadError> {
+        if self.planned || self.complete.iter().all(|c| *c) {
+            return Ok(());
+        }
+        self.plan_async().await?;
+        if let Some((d, repos)) = self.needs.iter().next() {
+            return Err(LoadError::Inconsistent {
+                path: self.opts.bundle.clone(),
+                reason: format!(
+                    "blob {d} needed by {} is not in the bundle",
+                    repos.join(", ")
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Which images are already at the target with the right digest (a re-load skips them).
+    async fn check_complete(&mut self) -> Result<(), LoadError> {
+        let client = self.client.clone();
+        let checks = futures::stream::iter(self.placements.iter().map(|p| {
+            let client = client.clone();
+            let reference = p
+                .target
+                .tag()
+                .map(str::to_string)
+                .unwrap_or_else(|| p.digest.to_string());
+            let repo = p.repo().to_string();
+            let want = p.digest.clone();
+            let image = p.target.to_string();
+            async move {
+                let have = client
+                    .manifest_digest(&repo, &reference)
+                    .await
+                    .map_err(|source| LoadError::Push { image, source })?;
+                Ok::<bool, LoadError>(have.as_ref() == Some(&want))
+            }
+        }))
+        .buffered(self.opts.concurrency.max(1) * 2)
+        .collect::<Vec<_>>()
+        .await;
+        self.complete = checks.into_iter().collect::<Result<_, _>>()?;
+        Ok(())
+    }
+
+    /// Works out which blob each repository still lacks: HEADs, then mounts from a repository
+    /// of the target that already has the blob.
+    async fn plan_async(&mut self) -> Result<(), LoadError> {
+        self.planned = true;
+        let mut wanted: RepoSet = HashMap::new();
+        self.walks = vec![None; self.placements.len()];
+        for (i, p) in self.placements.iter().enumerate() {
+            if self.complete[i] {
+                continue;
+            }
+            let walk = self
+                .graph
+                .walk(&p.digest)
+                .map_err(|d| LoadError::Inconsistent {
+                    path: self.opts.bundle.clone(),
+                    reason: format!("manifest {d} needed by {} is not in the bundle", p.source),
+                })?;
+            for b in &walk.blobs {
+                let repos = wanted.entry(b.clone()).or_default();
+                if !repos.iter().any(|r| r == p.repo()) {
+                    repos.push(p.repo().to_string());
+                }
+            }
+            self.walks[i] = Some(walk);
+        }
+        let pairs: Vec<(Digest, String)> = wanted
+            .iter()
+            .flat_map(|(d, repos)| repos.iter().map(move |r| (d.clone(), r.clone())))
+            .collect();
+        let client = self.client.clone();
+        let found = futures::stream::iter(pairs.into_iter().map(|(d, repo)| {
+            let client = client.clone();
+            async move {
+                let has =
+                    client
+                        .blob_exists(&repo, &d)
+                        .await
+                        .map_err(|source| LoadError::Blob {
+                            digest: d.clone(),
+                            repository: repo.clone(),
+                            source,
+                        })?;
+                Ok::<_, LoadError>((d, repo, has))
+            }
+        }))
+        .buffer_unordered(self.opts.concurrency.max(1) * 4)
+        .collect::<Vec<_>>()
+        .await;
+        let mut have: HashMap<Digest, Vec<String>> = HashMap::new();
+        let mut lack: RepoSet = HashMap::new();
+        for r in found {
+            let (d, repo, has) = r?;
+            if has {
+                have.entry(d).or_default().push(repo);
+            } else {
+                lack.entry(d).or_default().push(repo);
+            }
+        }
+        // Mount what some repository of the target already holds.
+        let mounts: Vec<(Digest, String, String)> = lack
+            .iter()
+            .filter_map(|(d, repos)| {
+                have.get(d).and_then(|h| h.first()).map(|from| {
+                    repos
+                        .iter()
+                        .map(|r| (d.clone(), r.clone(), from.clone()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .flatten()
+            .collect();
+        let results = futures::stream::iter(mounts.into_iter().map(|(d, repo, from)| {
+            let client = client.clone();
+            async move {
+                let ok = client
+                    .mount_blob(&repo, &d, &from)
+                    .await
+                    .map_err(|source| LoadError::Blob {
+                        digest: d.clone(),
+                        repository: repo.clone(),
+                        source,
+                    })?;
+                Ok::<_, LoadError>((d, repo, ok))
+            }
+        }))
+        .buffer_unordered(self.opts.concurrency.max(1) * 2)
+        .collect::<Vec<_>>()
+        .await;
+        for r in results {
+            let (d, repo, ok) = r?;
+            if ok {
+                self.counters.mounted.fetch_add(1, Ordering::Relaxed);
+                if let Some(v) = lack.get_mut(&d) {
+                    v.retain(|x| x != &repo);
+                }
+            }
+        }
+        lack.retain(|_, v| !v.is_empty());
+        let skipped = wanted.len() - lack.len();
+        self.counters
+            .skipped
+            .fetch_add(skipped as u64, Ordering::Relaxed);
+        let bytes: u64 = lack
+            .keys()
+            .map(|d| self.records.get(d).map(|r| r.size).unwrap_or(0))
+            .sum();
+        self.progress.stage(&format!(
+            "{} blob(s) to upload ({}), {} already at the target",
+            lack.len(),
+            crate::progress::human_bytes(bytes),
+            skipped
+        ));
+        self.progress.start_bytes("load", bytes);
+        self.needs = lack;
+        Ok(())
+    }
+
+    /// Starts the upload of one blob to its first repository, then mounts it into the rest.
+    fn upload(
+        &mut self,
+        record: &BlobRecord,
+        content: &mut BlobContent<'_>,
+    ) -> Result<(), BundleError> {
+        let repos = self.needs.get(&record.digest).cloned().unwrap_or_default();
+        let permit = self
+            .rt
+            .block_on(self.sem.clone().acquire_owned())
+            .map_err(|e| BundleError::Visitor(e.to_string()))?;
+        let client = self.client.clone();
+        let counters = self.counters.clone();
+        let pending = self.pending.clone();
+        let failed = self.failed.clone();
+        let digest = record.digest.clone();
+        let size = record.size;
+        let progress = self.progress.clone();
+        if size <= SMALL_BLOB {
+            let mut buf = Vec::with_capacity(size as usize);
+            content
+                .read_to_end(&mut buf)
+                .map_err(|e| corrupt(record, e))?;
+            let bytes = Bytes::from(buf);
+            progress.add_bytes(size);
+            self.tasks.push(self.rt.spawn(async move {
+                let _permit = permit;
+                let r = push_to_repos(
+                    &client,
+                    &digest,
+                    size,
+                    &repos,
+                    Source::Memory(bytes),
+                    &counters,
+                    &pending,
+                )
+                .await;
+                if r.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                r
+            }));
+            return Ok(());
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+        let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+        let task_failed = failed.clone();
+        let task = self.rt.spawn(async move {
+            let _permit = permit;
+            let r = push_to_repos(
+                &client,
+                &digest,
+                size,
+                &repos,
+                Source::Stream(body),
+                &counters,
+                &pending,
+            )
+            .await;
+            if r.is_err() {
+                task_failed.store(true, Ordering::Relaxed);
+            }
+            r
+        });
+        let mut buf = vec![0u8; CHUNK];
+        let mut read_err = None;
+        loop {
+            match content.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    progress.add_bytes(n as u64);
+                    if tx
+                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                    {
+                        break; // the upload ended early; its error is collected with the task
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                    read_err = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        self.tasks.push(task);
+        if let Some(e) = read_err {
+            return Err(corrupt(record, e));
+        }
+        Ok(())
+    }
+}
+
+fn corrupt(record: &BlobRecord, e: std::io::Error) -> BundleError {
+    BundleError::Corrupt {
+        entry: crate::bundle::blob_entry_name(&record.digest),
+        reason: e.to_string(),
+    }
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+enum Source {
+    Memory(Bytes),
+    Stream(reqwest::Body),
+}
+
+async fn push_to_repos(
+    client: &Client,
+    digest: &Digest,
+    size: u64,
+    repos: &[String],
+    source: Source,
+    counters: &Counters,
+    pending: &Mutex<RepoSet>,
+) -> Result<(), LoadError> {
+    let Some((first, rest)) = repos.split_first() else {
+        return Ok(());
+    };
+    let blob_err = |repo: &str| {
+        let repo = repo.to_string();
+        let digest = digest.clone();
+        move |source| LoadError::Blob {
+            digest,
+            repository: repo,
+            source,
+        }
+    };
+    let memory = match &source {
+        Source::Memory(b) => Some(b.clone()),
+        Source::Stream(_) => None,
+    };
+    let body = match source {
+        Source::Memory(b) => reqwest::Body::from(b),
+        Source::Stream(s) => s,
+    };
+    client
+        .upload_blob(first, digest, size, body)
+        .await
+        .map_err(blob_err(first))?;
+    counters.uploaded.fetch_add(1, Ordering::Relaxed);
+    counters.bytes.fetch_add(size, Ordering::Relaxed);
+    for repo in rest {
+        if client
+            .mount_blob(repo, digest, first)
+            .await
+            .map_err(blob_err(repo))?
+        {
+            counters.mounted.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        match &memory {
+            Some(b) => {
+                client
+                    .upload_blob(repo, digest, size, reqwest::Body::from(b.clone()))
+                    .await
+                    .map_err(blob_err(repo))?;
+                counters.uploaded.fetch_add(1, Ordering::Relaxed);
+                counters.bytes.fetch_add(size, Ordering::Relaxed);
+            }
+            None => {
+                pending
+                    .lock()
+                    .expect("pending lock")
+                    .entry(digest.clone())
+                    .or_default()
+                    .push(repo.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Visitor for LoadVisitor {
+    fn head(&mut self, head: &Head) -> Result<Flow, BundleError> {
+        if self.pass > 1 {
+            return Ok(Flow::Continue);
+        }
+        parse_index(head)?;
+        self.records = head
+            .metadata
+            .blobs
+            .iter()
+            .map(|b| (b.digest.clone(), b.clone()))
+            .collect();
+        self.placements = match super::placements(&head.metadata, &self.opts.target, self.opts.mode)
+        {
+            Ok(p) => p,
+            Err(e) => return Err(self.fail(e.into())),
+        };
+        self.progress.stage(&format!(
+            "loading {} image(s) into {} ({} mode)",
+            self.placements.len(),
+            self.opts.target.host,
+            self.opts.mode
+        ));
+        let rt = self.rt.clone();
+        if let Err(e) = rt.block_on(self.check_complete()) {
+            return Err(self.fail(e));
+        }
+        if self.complete.iter().all(|c| *c) {
+            self.progress
+                .stage("every image is already at the target with the same digest");
+            return Ok(Flow::Stop);
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn blob(
+        &mut self,
+        record: &BlobRecord,
+        content: &mut BlobContent<'_>,
+    ) -> Result<Flow, BundleError> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(BundleError::Visitor("an upload failed".into()));
+        }
+        if record.kind.is_manifest() {
+            if self.pass > 1 {
+                content.skip();
+                return Ok(Flow::Continue);
+            }
+            let mut buf = Vec::with_capacity(record.size as usize);
+            content
+                .read_to_end(&mut buf)
+                .map_err(|e| corrupt(record, e))?;
+            self.graph
+                .add(record.digest.clone(), &record.media_type, Bytes::from(buf))
+                .map_err(|e| BundleError::Invalid {
+                    entry: crate::bundle::blob_entry_name(&record.digest),
+                    reason: e.to_string(),
+                })?;
+            return Ok(Flow::Continue);
+        }
+        if !self.planned {
+            let rt = self.rt.clone();
+            if let Err(e) = rt.block_on(self.plan_async()) {
+                return Err(self.fail(e));
+            }
+            if self.needs.is_empty() {
+                return Ok(Flow::Stop);
+            }
+        }
+        if !self.needs.contains_key(&record.digest) {
+            content.skip();
+            return Ok(Flow::Continue);
+        }
+        self.upload(record, content)?;
+        self.needs.remove(&record.digest);
+        if self.needs.is_empty() {
+            // Everything needed has been read; the rest of the stream holds nothing for us.
+            return Ok(Flow::Stop);
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+impl LoadVisitor {
+    /// Pushes manifests by digest (children first), then tags, for every image not already
+    /// complete. Runs only after every blob upload succeeded.
+    pub async fn push_manifests(&mut self) -> Result<(), LoadError> {
+        let pushed: Arc<Mutex<HashSet<(String, Digest)>>> = Arc::default();
+        let jobs: Vec<(Placement, Walk)> = self
+            .placements
+            .iter()
+            .zip(self.walks.iter())
+            .zip(self.complete.iter())
+            .filter(|(_, done)| !**done)
+            .filter_map(|((p, w), _)| w.clone().map(|w| (p.clone(), w)))
+            .collect();
+        let graph = &self.graph;
+        let client = &self.client;
+        let counters = &self.counters;
+        let progress = &self.progress;
+        let results = futures::stream::iter(jobs.into_iter().map(|(p, walk)| {
+            let pushed = pushed.clone();
+            async move {
+                let image = p.target.to_string();
+                let err = |source| LoadError::Push {
+                    image: image.clone(),
+                    source,
+                };
+                for d in &walk.manifests {
+                    let key = (p.repo().to_string(), d.clone());
+                    if pushed.lock().expect("pushed lock").contains(&key) {
+                        continue;
+                    }
+                    let m = graph.get(d).expect("walked manifests are in the graph");
+                    client
+                        .put_manifest(p.repo(), d.as_str(), &m.media_type, &m.bytes)
+                        .await
+                        .map_err(err)?;
+                    counters.manifests.fetch_add(1, Ordering::Relaxed);
+                    pushed.lock().expect("pushed lock").insert(key);
+                }
+                if let Some(tag) = p.target.tag() {
+                    let m = graph.get(&p.digest).expect("top manifest is in the graph");
+                    client
+                        .put_manifest(p.repo(), tag, &m.media_type, &m.bytes)
+                        .await
+                        .map_err(err)?;
+                }
+                progress.item(&format!(
+                    "pushed {} -> {} ({})",
+                    p.source,
+                    p.target,
+                    p.digest.short()
+                ));
+                Ok::<(), LoadError>(())
+            }
+        }))
+        .buffer_unordered(self.opts.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+        results.into_iter().collect()
+    }
+}

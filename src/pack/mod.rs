@@ -1,0 +1,540 @@
+//! `pack`: resolve every image to its digest, fetch every blob once (concurrently, verified
+//! as it streams) and write the bundle to a temporary name that is renamed only on success.
+
+mod resolve;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use url::Url;
+
+use crate::bundle::{
+    BlobKind, BlobRecord, BundleError, BundleWriter, FileRecord, ImageRecord, Metadata,
+    FORMAT_VERSION, INDEX_NAME, LAYOUT_NAME, MANIFESTS_DIR, METADATA_NAME, OCI_LAYOUT_CONTENT,
+    REF_NAME_ANNOTATION,
+};
+use crate::credentials::Credentials;
+use crate::digest::Digest;
+use crate::manifest::{is_index, ManifestError, OCI_INDEX};
+use crate::platform::Platform;
+use crate::progress::Progress;
+use crate::reference::Reference;
+use crate::registry::{Client, ConnectOptions, Endpoint, RegistryError};
+
+pub use resolve::ResolvedImage;
+
+/// One image to pack, with the credentials for its registry (if any).
+#[derive(Debug, Clone)]
+pub struct ImageRequest {
+    pub reference: Reference,
+    /// The spec source it came from (`public`, a source name, or `image`).
+    pub source: String,
+    pub credentials: Option<Credentials>,
+}
+
+/// A Kubernetes YAML file to carry under `manifests/`.
+#[derive(Debug, Clone)]
+pub struct K8sFile {
+    /// Relative path with `/` separators.
+    pub path: String,
+    pub content: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    pub output: PathBuf,
+    pub platforms: Vec<Platform>,
+    pub mirrors: BTreeMap<String, Url>,
+    pub connect: ConnectOptions,
+    pub concurrency: usize,
+    pub level: i32,
+    pub threads: u32,
+    pub spec_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PackSummary {
+    pub images: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+    pub compressed: u64,
+    pub metadata: Metadata,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("image {image}: {source}")]
+    Registry {
+        image: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("image {image}: {source}")]
+    Manifest {
+        image: String,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("image {image} has no manifest for platform(s) {}; it has: {}", wanted.join(", "), if available.is_empty() { "none listed".to_string() } else { available.join(", ") })]
+    NoPlatform {
+        image: String,
+        wanted: Vec<String>,
+        available: Vec<String>,
+    },
+    #[error("image {image}: {reason}")]
+    Invalid { image: String, reason: String },
+    #[error("blob {digest} (needed by {image}): {source}")]
+    Blob {
+        digest: Digest,
+        image: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("writing bundle: {0}")]
+    Bundle(#[from] BundleError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no images to pack")]
+    Empty,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PackError + '_ {
+    move |source| PackError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Builds one client per (registry, credentials) pair.
+fn clients(
+    images: &[ImageRequest],
+    opts: &PackOptions,
+) -> Result<HashMap<(String, Option<Credentials>), Client>, PackError> {
+    let mut out = HashMap::new();
+    for img in images {
+        let key = (
+            img.reference.registry().to_string(),
+            img.credentials.clone(),
+        );
+        if out.contains_key(&key) {
+            continue;
+        }
+        let ep = Endpoint::resolve(img.reference.registry(), &opts.mirrors, false);
+        let c = Client::new(ep, img.credentials.clone(), &opts.connect).map_err(|source| {
+            PackError::Registry {
+                image: img.reference.to_string(),
+                source,
+            }
+        })?;
+        out.insert(key, c);
+    }
+    Ok(out)
+}
+
+/// Where a layer or config can be fetched from.
+struct BlobSource {
+    record: BlobRecord,
+    client: Client,
+    repo: String,
+    image: String,
+}
+
+pub async fn pack(
+    images: Vec<ImageRequest>,
+    k8s: Vec<K8sFile>,
+    opts: &PackOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<PackSummary, PackError> {
+    if images.is_empty() {
+        return Err(PackError::Empty);
+    }
+    // The same image listed twice is packed once.
+    let mut seen = std::collections::HashSet::new();
+    let images: Vec<ImageRequest> = images
+        .into_iter()
+        .filter(|i| seen.insert(i.reference.clone()))
+        .collect();
+    let clients = clients(&images, opts)?;
+    progress.stage(&format!("resolving {} image(s)", images.len()));
+    let concurrency = opts.concurrency.max(1);
+    let resolved: Vec<ResolvedImage> = futures::stream::iter(images.into_iter().map(|req| {
+        let client = clients[&(
+            req.reference.registry().to_string(),
+            req.credentials.clone(),
+        )]
+            .clone();
+        let filter = opts.platforms.clone();
+        let progress = progress.clone();
+        async move {
+            let r = resolve::resolve(&client, req, &filter).await?;
+            progress.item(&format!(
+                "resolved {} -> {}",
+                r.request.reference, r.top.digest
+            ));
+            Ok::<_, PackError>((r, client))
+        }
+    }))
+    .buffered(concurrency)
+    .map_ok(|(r, _)| r)
+    .try_collect()
+    .await?;
+
+    let plan = plan(&resolved, &clients)?;
+    let metadata = metadata(&resolved, &plan, &k8s, opts)?;
+    write_bundle(&resolved, plan, metadata, &k8s, opts, progress).await
+}
+
+struct Plan {
+    /// Index and manifest blobs, held in memory (each at most 4 MiB).
+    manifests: Vec<(BlobRecord, bytes::Bytes)>,
+    /// Configs then layers, each once.
+    blobs: Vec<BlobSource>,
+}
+
+fn plan(
+    resolved: &[ResolvedImage],
+    clients: &HashMap<(String, Option<Credentials>), Client>,
+) -> Result<Plan, PackError> {
+    let mut manifests: Vec<(BlobRecord, bytes::Bytes)> = Vec::new();
+    let mut seen: HashMap<Digest, u64> = HashMap::new();
+    let mut blobs: Vec<BlobSource> = Vec::new();
+    for img in resolved {
+        let image = img.request.reference.to_string();
+        for m in std::iter::once(&img.top).chain(img.children.iter()) {
+            if seen
+                .insert(m.digest.clone(), m.bytes.len() as u64)
+                .is_none()
+            {
+                let kind = if is_index(&m.media_type) {
+                    BlobKind::Index
+                } else {
+                    BlobKind::Manifest
+                };
+                manifests.push((
+                    BlobRecord {
+                        digest: m.digest.clone(),
+                        size: m.bytes.len() as u64,
+                        kind,
+                        media_type: m.media_type.clone(),
+                    },
+                    m.bytes.clone(),
+                ));
+            }
+        }
+        let client = &clients[&(
+            img.request.reference.registry().to_string(),
+            img.request.credentials.clone(),
+        )];
+        for d in &img.blobs {
+            if let Some(&size) = seen.get(&d.digest) {
+                if size != d.size {
+                    return Err(PackError::Invalid {
+                        image,
+                        reason: format!(
+                            "blob {} is described with size {} here and {size} elsewhere",
+                            d.digest, d.size
+                        ),
+                    });
+                }
+                continue;
+            }
+            seen.insert(d.digest.clone(), d.size);
+            let kind = if is_config_type(&d.media_type) {
+                BlobKind::Config
+            } else {
+                BlobKind::Layer
+            };
+            blobs.push(BlobSource {
+                record: BlobRecord {
+                    digest: d.digest.clone(),
+                    size: d.size,
+                    kind,
+                    media_type: d.media_type.clone(),
+                },
+                client: client.clone(),
+                repo: img.request.reference.repository().to_string(),
+                image: image.clone(),
+            });
+        }
+    }
+    // Indexes first so a reader meets parents before children; configs before layers; big
+    // layers first so the longest downloads start early.
+    manifests.sort_by_key(|(r, _)| r.kind);
+    blobs.sort_by(|a, b| {
+        a.record
+            .kind
+            .cmp(&b.record.kind)
+            .then(b.record.size.cmp(&a.record.size))
+    });
+    Ok(Plan { manifests, blobs })
+}
+
+fn is_config_type(media_type: &str) -> bool {
+    media_type.contains("config") || media_type == "application/vnd.oci.empty.v1+json"
+}
+
+fn metadata(
+    resolved: &[ResolvedImage],
+    plan: &Plan,
+    k8s: &[K8sFile],
+    opts: &PackOptions,
+) -> Result<Metadata, PackError> {
+    let sizes: HashMap<&Digest, u64> = plan
+        .manifests
+        .iter()
+        .map(|(r, _)| (&r.digest, r.size))
+        .chain(plan.blobs.iter().map(|b| (&b.record.digest, b.record.size)))
+        .collect();
+    let mut images = Vec::new();
+    for img in resolved {
+        let mut digests: Vec<&Digest> = std::iter::once(&img.top.digest)
+            .chain(img.children.iter().map(|c| &c.digest))
+            .chain(img.blobs.iter().map(|b| &b.digest))
+            .collect();
+        digests.sort();
+        digests.dedup();
+        let total_size = digests
+            .iter()
+            .map(|d| sizes.get(d).copied().unwrap_or(0))
+            .sum();
+        let mut platforms = img.platforms.clone();
+        platforms.dedup();
+        images.push(ImageRecord {
+            reference: img.request.reference.clone(),
+            source: img.request.source.clone(),
+            digest: img.top.digest.clone(),
+            source_digest: img.source_digest.clone(),
+            media_type: img.top.media_type.clone(),
+            size: img.top.bytes.len() as u64,
+            platforms,
+            total_size,
+        });
+    }
+    let blobs: Vec<BlobRecord> = plan
+        .manifests
+        .iter()
+        .map(|(r, _)| r.clone())
+        .chain(plan.blobs.iter().map(|b| b.record.clone()))
+        .collect();
+    let total_size = blobs.iter().map(|b| b.size).sum();
+    Ok(Metadata {
+        format_version: FORMAT_VERSION,
+        tool: format!("airgap {}", env!("CARGO_PKG_VERSION")),
+        spec: opts.spec_name.clone(),
+        platforms: opts.platforms.clone(),
+        images,
+        blobs,
+        manifests: k8s
+            .iter()
+            .map(|f| FileRecord {
+                path: f.path.clone(),
+                size: f.content.len() as u64,
+                digest: Digest::of(&f.content),
+            })
+            .collect(),
+        total_size,
+    })
+}
+
+fn index_json(resolved: &[ResolvedImage]) -> Vec<u8> {
+    let manifests: Vec<serde_json::Value> = resolved
+        .iter()
+        .map(|img| {
+            serde_json::json!({
+                "mediaType": img.top.media_type,
+                "digest": img.top.digest,
+                "size": img.top.bytes.len(),
+                "annotations": { REF_NAME_ANNOTATION: img.request.reference.to_string() },
+            })
+        })
+        .collect();
+    let v = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": manifests,
+    });
+    serde_json::to_vec_pretty(&v).expect("index.json serialises")
+}
+
+enum Spooled {
+    Blob {
+        record: BlobRecord,
+        file: tempfile::NamedTempFile,
+    },
+}
+
+async fn write_bundle(
+    resolved: &[ResolvedImage],
+    plan: Plan,
+    metadata: Metadata,
+    k8s: &[K8sFile],
+    opts: &PackOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<PackSummary, PackError> {
+    let out_dir = match opts.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = opts
+        .output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "bundle.tar.zst".into());
+    // Written under a temporary name beside the output, renamed only when complete: a failed
+    // or interrupted pack never leaves a partial bundle at the output path.
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}.partial-"))
+        .tempfile_in(&out_dir)
+        .map_err(io_err(&out_dir))?;
+    let spool = tempfile::Builder::new()
+        .prefix(".airgap-spool-")
+        .tempdir_in(&out_dir)
+        .map_err(io_err(&out_dir))?;
+
+    let total = metadata.total_size;
+    progress.stage(&format!(
+        "packing {} image(s), {} blob(s), {}",
+        metadata.images.len(),
+        metadata.blobs.len(),
+        crate::progress::human_bytes(total)
+    ));
+    progress.start_bytes("pack", total);
+
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Spooled>(opts.concurrency.max(1) * 2);
+    let file = tmp.reopen().map_err(io_err(tmp.path()))?;
+    let head_files = head_entries(resolved, &metadata, k8s);
+    let manifests = plan.manifests;
+    let level = opts.level;
+    let threads = opts.threads;
+    let wprogress = progress.clone();
+    let writer = tokio::task::spawn_blocking(move || -> Result<u64, PackError> {
+        let mut w = BundleWriter::new(BufWriter::with_capacity(1 << 20, file), level, threads)?;
+        for (name, bytes) in &head_files {
+            w.add_file(name, bytes)?;
+        }
+        for (rec, bytes) in &manifests {
+            w.add_blob(&rec.digest, rec.size, &bytes[..], true)?;
+            wprogress.add_bytes(rec.size);
+        }
+        for msg in rx {
+            let Spooled::Blob { record, file } = msg;
+            let reader = std::io::BufReader::with_capacity(
+                1 << 20,
+                file.reopen().map_err(io_err(file.path()))?,
+            );
+            // Verified while downloading into our own spool file: counting suffices here.
+            w.add_blob(&record.digest, record.size, reader, false)?;
+            drop(file);
+        }
+        let mut out = w.finish()?;
+        out.flush().map_err(|e| PackError::Io {
+            path: PathBuf::from("bundle"),
+            source: e,
+        })?;
+        let f = out.into_inner().map_err(|e| PackError::Io {
+            path: PathBuf::from("bundle"),
+            source: e.into_error(),
+        })?;
+        f.sync_all().map_err(|e| PackError::Io {
+            path: PathBuf::from("bundle"),
+            source: e,
+        })?;
+        Ok(f.metadata().map(|m| m.len()).unwrap_or(0))
+    });
+
+    let spool_dir = spool.path().to_path_buf();
+    let fetches = futures::stream::iter(plan.blobs.into_iter().map(|b| {
+        let spool_dir = spool_dir.clone();
+        let progress = progress.clone();
+        async move {
+            let file = tempfile::NamedTempFile::new_in(&spool_dir).map_err(io_err(&spool_dir))?;
+            let mut w = BufWriter::with_capacity(1 << 20, file.as_file());
+            b.client
+                .stream_blob(&b.repo, &b.record.digest, b.record.size, |chunk| {
+                    progress.add_bytes(chunk.len() as u64);
+                    w.write_all(chunk)
+                })
+                .await
+                .map_err(|source| PackError::Blob {
+                    digest: b.record.digest.clone(),
+                    image: b.image.clone(),
+                    source,
+                })?;
+            w.flush().map_err(io_err(file.path()))?;
+            drop(w);
+            Ok::<_, PackError>(Spooled::Blob {
+                record: b.record,
+                file,
+            })
+        }
+    }))
+    .buffer_unordered(opts.concurrency.max(1));
+    futures::pin_mut!(fetches);
+    let mut fetch_result = Ok(());
+    while let Some(item) = fetches.next().await {
+        match item {
+            Ok(s) => {
+                let tx = tx.clone();
+                // The channel is bounded: waiting here keeps the spool from outrunning the writer.
+                if tokio::task::spawn_blocking(move || tx.send(s))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .is_none()
+                {
+                    break; // the writer failed; its error is reported below
+                }
+            }
+            Err(e) => {
+                fetch_result = Err(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer.await.map_err(|e| PackError::Io {
+        path: opts.output.clone(),
+        source: std::io::Error::other(e.to_string()),
+    });
+    progress.finish_bytes();
+    fetch_result?;
+    let compressed = written??;
+    tmp.persist(&opts.output).map_err(|e| PackError::Io {
+        path: opts.output.clone(),
+        source: e.error,
+    })?;
+    drop(spool);
+    Ok(PackSummary {
+        images: metadata.images.len(),
+        blobs: metadata.blobs.len(),
+        bytes: total,
+        compressed,
+        metadata,
+    })
+}
+
+/// `airgap.json`, `oci-layout`, `index.json` and the Kubernetes files, in stream order.
+fn head_entries(
+    resolved: &[ResolvedImage],
+    metadata: &Metadata,
+    k8s: &[K8sFile],
+) -> Vec<(String, Vec<u8>)> {
+    let mut out = vec![
+        (
+            METADATA_NAME.to_string(),
+            serde_json::to_vec_pretty(metadata).expect("metadata serialises"),
+        ),
+        (LAYOUT_NAME.to_string(), OCI_LAYOUT_CONTENT.to_vec()),
+        (INDEX_NAME.to_string(), index_json(resolved)),
+    ];
+    for f in k8s {
+        out.push((format!("{MANIFESTS_DIR}{}", f.path), f.content.clone()));
+    }
+    out
+}
