@@ -39,7 +39,7 @@ fn main() {
             r = run(cli) => match r {
                 Ok(()) => 0,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", error_chain(&e));
                     1
                 }
             },
@@ -53,6 +53,23 @@ fn main() {
     // Do not wait for blocking workers that may sit in a read.
     rt.shutdown_timeout(std::time::Duration::from_millis(500));
     std::process::exit(code);
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the message before
+/// it already includes (library errors often quote their source).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if msg.contains(&s) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&s);
+    }
+    msg
 }
 
 async fn run(cli: Cli) -> Result<()> {

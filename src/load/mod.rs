@@ -47,20 +47,20 @@ pub enum LoadError {
     Push {
         image: String,
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     #[error("pushing blob {digest} to {repository}: {source}")]
     Blob {
         digest: Digest,
         repository: String,
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     #[error("registry {registry}: {source}")]
     Registry {
         registry: String,
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     #[error("bundle {path}: {reason}")]
     Inconsistent { path: PathBuf, reason: String },
@@ -116,13 +116,13 @@ pub async fn load(
         Client::new(endpoint, opts.credentials.clone(), &opts.connect).map_err(|source| {
             LoadError::Registry {
                 registry: opts.target.host.clone(),
-                source,
+                source: Box::new(source),
             }
         })?;
     // Fail fast on an unreachable registry or bad credentials, before reading the bundle.
     client.ping().await.map_err(|source| LoadError::Registry {
         registry: opts.target.host.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let counters = Arc::new(Counters::default());
     let handle = tokio::runtime::Handle::current();

@@ -163,7 +163,7 @@ impl LoadVisitor {
                 let have = client
                     .manifest_digest(&repo, &reference)
                     .await
-                    .map_err(|source| LoadError::Push { image, source })?;
+                    .map_err(|source| LoadError::Push { image, source: Box::new(source) })?;
                 Ok::<bool, LoadError>(have.as_ref() == Some(&want))
             }
         }))
@@ -214,7 +214,7 @@ impl LoadVisitor {
                         .map_err(|source| LoadError::Blob {
                             digest: d.clone(),
                             repository: repo.clone(),
-                            source,
+                            source: Box::new(source),
                         })?;
                 Ok::<_, LoadError>((d, repo, has))
             }
@@ -254,7 +254,7 @@ impl LoadVisitor {
                     .map_err(|source| LoadError::Blob {
                         digest: d.clone(),
                         repository: repo.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
                 Ok::<_, LoadError>((d, repo, ok))
             }
@@ -421,7 +421,7 @@ async fn push_to_repos(
         move |source| LoadError::Blob {
             digest,
             repository: repo,
-            source,
+            source: Box::new(source),
         }
     };
     let memory = match &source {
@@ -575,7 +575,7 @@ impl LoadVisitor {
                 let image = p.target.to_string();
                 let err = |source| LoadError::Push {
                     image: image.clone(),
-                    source,
+                    source: Box::new(source),
                 };
                 for d in &walk.manifests {
                     let key = (p.repo().to_string(), d.clone());

@@ -70,7 +70,7 @@ pub enum PackError {
     Registry {
         image: String,
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     #[error("image {image}: {source}")]
     Manifest {
@@ -91,7 +91,7 @@ pub enum PackError {
         digest: Digest,
         image: String,
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     #[error("writing bundle: {0}")]
     Bundle(#[from] BundleError),
@@ -129,7 +129,7 @@ fn clients(
         let c = Client::new(ep, img.credentials.clone(), &opts.connect).map_err(|source| {
             PackError::Registry {
                 image: img.reference.to_string(),
-                source,
+                source: Box::new(source),
             }
         })?;
         out.insert(key, c);
@@ -464,7 +464,7 @@ async fn write_bundle(
                 .map_err(|source| PackError::Blob {
                     digest: b.record.digest.clone(),
                     image: b.image.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             w.flush().map_err(io_err(file.path()))?;
             drop(w);
@@ -505,6 +505,12 @@ async fn write_bundle(
     progress.finish_bytes();
     fetch_result?;
     let compressed = written??;
+    // tempfile creates 0600; a bundle is not secret (credentials never enter it).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
+    }
     tmp.persist(&opts.output).map_err(|e| PackError::Io {
         path: opts.output.clone(),
         source: e.error,

@@ -36,7 +36,7 @@ pub async fn resolve(
         .await
         .map_err(|source| PackError::Registry {
             image: image.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let (view, media_type) = ManifestView::parse(&top.bytes, &top.media_type, &top.digest)
         .map_err(|source| PackError::Manifest {
@@ -153,7 +153,7 @@ async fn fetch_child(
         .await
         .map_err(|source| PackError::Registry {
             image: image.to_string(),
-            source,
+            source: Box::new(source),
         })?;
     if m.bytes.len() as u64 != d.size {
         return Err(PackError::Invalid {
