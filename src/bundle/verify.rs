@@ -80,7 +80,7 @@ pub fn parse_index(head: &Head) -> Result<Vec<Descriptor>, BundleError> {
 pub fn verify(input: impl Read) -> Result<VerifyReport, BundleError> {
     struct V {
         report: VerifyReport,
-        records: HashMap<Digest, BlobKind>,
+        records: HashMap<Digest, (BlobKind, u64)>,
         tops: Vec<Descriptor>,
         children: Vec<(Digest, Descriptor)>,
     }
@@ -104,7 +104,7 @@ pub fn verify(input: impl Read) -> Result<VerifyReport, BundleError> {
                 .metadata
                 .blobs
                 .iter()
-                .map(|b| (b.digest.clone(), b.kind))
+                .map(|b| (b.digest.clone(), (b.kind, b.size)))
                 .collect();
             self.report.images = head.metadata.images.len();
             self.report.k8s_files = head.k8s.len();
@@ -147,7 +147,7 @@ pub fn verify(input: impl Read) -> Result<VerifyReport, BundleError> {
     // The stream was complete, so every listed blob is present; check the graph's edges.
     let mut referenced = HashSet::new();
     for top in &v.tops {
-        if !v.records.get(&top.digest).is_some_and(|k| k.is_manifest()) {
+        if !v.records.get(&top.digest).is_some_and(|(k, _)| k.is_manifest()) {
             return Err(BundleError::Missing {
                 what: format!("manifest {} named by index.json", top.digest),
             });
@@ -155,10 +155,20 @@ pub fn verify(input: impl Read) -> Result<VerifyReport, BundleError> {
         referenced.insert(top.digest.clone());
     }
     for (parent, child) in &v.children {
-        if !v.records.contains_key(&child.digest) {
-            return Err(BundleError::Missing {
-                what: format!("blob {} referenced by manifest {parent}", child.digest),
-            });
+        match v.records.get(&child.digest) {
+            None => {
+                return Err(BundleError::Missing {
+                    what: format!("blob {} referenced by manifest {parent}", child.digest),
+                })
+            }
+            Some((_, size)) if *size != child.size => {
+                return Err(BundleError::SizeMismatch {
+                    digest: child.digest.clone(),
+                    expected: child.size,
+                    actual: *size,
+                })
+            }
+            _ => {}
         }
         referenced.insert(child.digest.clone());
     }
