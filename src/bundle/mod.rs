@@ -5,6 +5,8 @@
 //! then `blobs/sha256/<hex>`: indexes and manifests, configs, layers.
 
 mod reader;
+#[cfg(test)]
+mod tests;
 mod verify;
 mod writer;
 

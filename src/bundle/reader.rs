@@ -211,7 +211,9 @@ pub fn read_bundle(input: impl Read, visitor: &mut dyn Visitor) -> Result<(), Bu
         if !seen.insert(name.clone()) {
             return Err(BundleError::Duplicate { entry: name });
         }
-        let size = entry.header().size().map_err(corrupt(&name))?;
+        // The size tar will read: a PAX `size` record overrides the header's field, so the
+        // header alone could agree with airgap.json while the entry holds something else.
+        let size = entry.size();
         if first {
             first = false;
             if name != METADATA_NAME {

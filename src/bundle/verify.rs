@@ -147,9 +147,17 @@ pub fn verify(input: impl Read) -> Result<VerifyReport, BundleError> {
     // The stream was complete, so every listed blob is present; check the graph's edges.
     let mut referenced = HashSet::new();
     for top in &v.tops {
-        if !v.records.get(&top.digest).is_some_and(|(k, _)| k.is_manifest()) {
+        let Some((_, size)) = v.records.get(&top.digest).filter(|(k, _)| k.is_manifest()) else {
             return Err(BundleError::Missing {
                 what: format!("manifest {} named by index.json", top.digest),
+            });
+        };
+        // index.json has no digest of its own: its sizes must agree with the records.
+        if *size != top.size {
+            return Err(BundleError::SizeMismatch {
+                digest: top.digest.clone(),
+                expected: top.size,
+                actual: *size,
             });
         }
         referenced.insert(top.digest.clone());
