@@ -170,7 +170,21 @@ fn valid_k8s_path(p: &str) -> bool {
 /// Reads a bundle (a zstd-compressed tar stream) once, verifying every entry, calling the
 /// visitor with the head and then each blob.
 pub fn read_bundle(input: impl Read, visitor: &mut dyn Visitor) -> Result<(), BundleError> {
-    let decoder = zstd::stream::Decoder::new(input)
+    // Tell "not a bundle at all" from "a bundle cut short" by the zstd magic number.
+    let mut input = std::io::BufReader::new(input);
+    let start =
+        std::io::BufRead::fill_buf(&mut input).map_err(corrupt("the start of the bundle"))?;
+    if start.is_empty() {
+        return Err(BundleError::NotABundle("the file is empty".into()));
+    }
+    let n = start.len().min(ZSTD_MAGIC.len());
+    if start[..n] != ZSTD_MAGIC[..n] || n < ZSTD_MAGIC.len() {
+        return Err(BundleError::NotABundle(format!(
+            "not zstd-compressed (it starts with {:02x?}; an airgap bundle is a .tar.zst)",
+            &start[..n]
+        )));
+    }
+    let decoder = zstd::stream::Decoder::with_buffer(input)
         .map_err(|e| BundleError::NotABundle(format!("cannot start zstd decompression: {e}")))?;
     let mut archive = tar::Archive::new(decoder);
     let mut metadata: Option<Metadata> = None;
@@ -347,15 +361,14 @@ pub fn read_bundle(input: impl Read, visitor: &mut dyn Visitor) -> Result<(), Bu
     Ok(())
 }
 
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// The stream starts with the zstd magic, so a failure before the first entry is damage or
+/// truncation, not a wrong file type.
 fn map_start_error(e: io::Error, entry: &str) -> BundleError {
-    let text = e.to_string();
-    if text.contains("Unknown frame descriptor") || text.contains("frame") {
-        BundleError::NotABundle(format!("not a zstd-compressed bundle ({text})"))
-    } else {
-        BundleError::Corrupt {
-            entry: entry.to_string(),
-            reason: text,
-        }
+    BundleError::Corrupt {
+        entry: entry.to_string(),
+        reason: format!("truncated or damaged: {e}"),
     }
 }
 

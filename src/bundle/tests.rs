@@ -502,8 +502,13 @@ fn truncated_bundle_never_verifies() {
             .find(|(_, s)| (s.data..s.data + s.size).contains(&pos));
         match (&err, within) {
             // Not even the first header: nothing says this was a bundle.
-            (BundleError::NotABundle(m), _) if pos < 512 => {
-                assert!(m.contains("incomplete frame"), "cut at {cut}: {m}")
+            (BundleError::NotABundle(m), _) if cut < 4 => {
+                assert!(m.contains("not zstd"), "cut at {cut}: {m}")
+            }
+            // The magic is there, so a cut before the first header is truncation.
+            (BundleError::Corrupt { entry, reason }, None) if pos < 512 => {
+                assert_eq!(entry, "the first entry", "cut at {cut}");
+                assert!(reason.contains("truncated"), "cut at {cut}: {reason}")
             }
             // Inside an entry's data: that entry is named.
             (BundleError::Corrupt { entry, reason }, Some((name, _))) => {
