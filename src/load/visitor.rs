@@ -163,7 +163,10 @@ impl LoadVisitor {
                 let have = client
                     .manifest_digest(&repo, &reference)
                     .await
-                    .map_err(|source| LoadError::Push { image, source: Box::new(source) })?;
+                    .map_err(|source| LoadError::Push {
+                        image,
+                        source: Box::new(source),
+                    })?;
                 Ok::<bool, LoadError>(have.as_ref() == Some(&want))
             }
         }))
