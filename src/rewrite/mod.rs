@@ -1,1 +1,181 @@
-//! Kubernetes manifest rewriting (being written).
+//! Kubernetes manifest rewriting: text and an image map in, text out. No I/O.
+//!
+//! Every pod spec of every YAML document is found by the object's `kind` (Pod, Deployment,
+//! StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob, PodTemplate, and
+//! the items of `List`s, in any apiVersion); the `image` of each of its `containers`,
+//! `initContainers` and `ephemeralContainers` that the image map knows is replaced by its
+//! target name. Other kinds are data and are left alone.
+//!
+//! The output is the input with a few spans replaced or inserted: comments, key
+//! order, quoting style, document markers, white space and line endings stay as they were.
+//! No YAML emitter keeps comments, so nothing is ever re-emitted.
+//!
+//! Choices worth knowing:
+//! - **Aliases.** `image: *img` rewrites the anchored scalar (`&img redis:7`) in place, once,
+//!   however many times it is referenced; the alias stays an alias. Structural aliases
+//!   (`containers: *ctrs`) and merge keys (`<<: *base`) are followed the same way. The anchored
+//!   text is what changes, so a non-image use of the same anchor sees the new name too.
+//! - **Flow style.** In `{name: a, image: b}` the policy is inserted right after the image
+//!   value (`image: b, imagePullPolicy: IfNotPresent`), which stays valid with trailing commas,
+//!   comments and line breaks; new pull secrets go after the last item (`[{name: a}, {name: s}]`).
+//! - **Block style.** New keys are whole new lines, indented like their siblings, after the
+//!   line where the previous value ends (after its comment); the file's line ending is used.
+//! - **Digests.** The pushed digest is written when `pin_digests` is set, when the manifest
+//!   pinned a digest itself, and when the target has no tag. `name@digest` stays digest-only
+//!   (`target-name@digest`); `name:tag@digest` becomes `target-name:tag@digest`.
+//! - **Running twice** changes nothing: a reference that already names a target is neither
+//!   missing nor rewritten, and its pod spec still gets `imagePullPolicy: IfNotPresent`.
+//! - A container without `image` gets no policy. `imagePullPolicy` of a pod spec none of whose
+//!   images the map matched is left alone; `pull_secret` goes to every pod spec.
+
+mod locate;
+mod plan;
+mod splice;
+mod tree;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+use crate::image_map::ImageMap;
+use crate::reference::Reference;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RewriteOptions {
+    /// Write `target:tag@sha256:…` with the pushed digest.
+    pub pin_digests: bool,
+    /// Add `{name: NAME}` to the `imagePullSecrets` of every pod spec and ServiceAccount.
+    pub pull_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewritten {
+    pub text: String,
+    /// What changed, in order of line.
+    pub changes: Vec<Change>,
+    /// Images the manifests use that the image map does not have, in order of line. They are
+    /// left as they are; the caller decides whether that is an error.
+    pub missing: Vec<Missing>,
+}
+
+impl Rewritten {
+    pub fn images_rewritten(&self) -> usize {
+        self.changes
+            .iter()
+            .filter(|c| c.kind == ChangeKind::Image)
+            .count()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// An image reference replaced.
+    Image,
+    /// `imagePullPolicy` set to `IfNotPresent` (`from` is empty when the key was added).
+    PullPolicy,
+    /// A pull secret added (`to` is its name).
+    PullSecret,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// 1-based line of the changed text (of the anchored scalar when reached by an alias).
+    pub line: usize,
+    pub kind: ChangeKind,
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// 1-based line of the `image` value (of the alias when it is one).
+    pub line: usize,
+    /// The reference as written.
+    pub reference: String,
+}
+
+/// A container image a manifest uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageUse {
+    /// 1-based line of the `image` value.
+    pub line: usize,
+    /// The reference as written.
+    pub text: String,
+    /// The reference normalised.
+    pub reference: Reference,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RewriteError {
+    /// `col` is 1-based.
+    #[error("line {line}, column {col}: invalid YAML: {message}")]
+    Yaml {
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("line {line}: invalid image reference {reference:?}: {reason}")]
+    BadReference {
+        line: usize,
+        reference: String,
+        reason: String,
+    },
+    /// The spliced text failed to parse again: a bug; the input is not rewritten.
+    #[error("internal error: the rewritten manifests would not be valid YAML ({message}); please report this")]
+    Internal { message: String },
+}
+
+/// Rewrites the image references of every pod spec in `text` (a stream of YAML documents).
+pub fn rewrite(
+    text: &str,
+    map: &ImageMap,
+    opts: &RewriteOptions,
+) -> Result<Rewritten, RewriteError> {
+    let tree = parse(text)?;
+    let mut planner = plan::Planner::new(&tree, map, opts);
+    planner.plan()?;
+    let mut changes = std::mem::take(&mut planner.changes);
+    let mut missing = std::mem::take(&mut planner.missing);
+    let edits = std::mem::take(&mut planner.edits);
+    let text = if edits.is_empty() {
+        text.to_string()
+    } else {
+        let out = splice::apply(text, edits);
+        match tree::Tree::parse(&out) {
+            Ok(t) if t.documents.len() == tree.documents.len() => {}
+            Ok(_) => {
+                return Err(RewriteError::Internal {
+                    message: "the number of documents changed".to_string(),
+                })
+            }
+            Err(e) => {
+                return Err(RewriteError::Internal {
+                    message: e.to_string(),
+                })
+            }
+        }
+        out
+    };
+    changes.sort_by_key(|c| c.line);
+    missing.sort_by_key(|m| m.line);
+    Ok(Rewritten {
+        text,
+        changes,
+        missing,
+    })
+}
+
+/// Every container image reference of every pod spec in `text`, in document order (pack
+/// checks that the bundle has them all). An invalid reference is an error.
+pub fn image_references(text: &str) -> Result<Vec<ImageUse>, RewriteError> {
+    plan::image_uses(&parse(text)?)
+}
+
+fn parse(text: &str) -> Result<tree::Tree<'_>, RewriteError> {
+    tree::Tree::parse(text).map_err(|e| RewriteError::Yaml {
+        line: e.marker().line(),
+        col: e.marker().col() + 1,
+        message: e.info().to_string(),
+    })
+}
