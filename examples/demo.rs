@@ -7,23 +7,24 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+// The harness modules refer to each other as `super::…`, so they sit at this crate's root.
 #[allow(dead_code)]
-mod support {
-    #[path = "../../tests/support/fixtures.rs"]
-    pub mod fixtures;
-    #[path = "../../tests/support/registry.rs"]
-    pub mod registry;
-    #[path = "../../tests/support/tls.rs"]
-    pub mod tls;
+#[path = "../tests/support/fixtures.rs"]
+mod fixtures;
+#[allow(dead_code)]
+#[path = "../tests/support/registry.rs"]
+mod registry;
+#[allow(dead_code)]
+#[path = "../tests/support/tls.rs"]
+mod tls;
 
-    pub fn sha256_digest(bytes: &[u8]) -> String {
-        use sha2::{Digest as _, Sha256};
-        format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-    }
+fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-use support::fixtures::AllFixtures;
-use support::registry::{Registry, RegistryOpts};
+use fixtures::AllFixtures;
+use registry::{Registry, RegistryOpts};
 
 fn main() {
     let airgap = std::env::var_os("AIRGAP_BIN")
@@ -68,7 +69,10 @@ fn main() {
     run(
         &airgap,
         &["pack", path(&spec_path), "-o", path(&bundle)],
-        &[("VENDOR_USER", "vendor"), ("VENDOR_PASS", "s3cret-demo-pass")],
+        &[
+            ("VENDOR_USER", "vendor"),
+            ("VENDOR_PASS", "s3cret-demo-pass"),
+        ],
         dir,
     );
     step("airgap verify bundle.tar.zst");
@@ -78,10 +82,20 @@ fn main() {
 
     let map = dir.join("images.json");
     let reg = format!("{}/demo", target.host());
-    step(&format!("airgap load bundle.tar.zst --registry {reg} --plain-http --image-map images.json"));
+    step(&format!(
+        "airgap load bundle.tar.zst --registry {reg} --plain-http --image-map images.json"
+    ));
     run(
         &airgap,
-        &["load", path(&bundle), "--registry", &reg, "--plain-http", "--image-map", path(&map)],
+        &[
+            "load",
+            path(&bundle),
+            "--registry",
+            &reg,
+            "--plain-http",
+            "--image-map",
+            path(&map),
+        ],
         &[],
         dir,
     );
@@ -98,12 +112,17 @@ fn main() {
             .arg(format!("docker://{target_ref}"))
             .output()
             .expect("run skopeo");
-        let got = support::sha256_digest(&out.stdout);
+        let got = sha256_digest(&out.stdout);
         let ok = out.status.success() && got == want;
         if !ok {
             bad += 1;
         }
-        println!("  {} {:<62} {}", if ok { "ok  " } else { "BAD " }, target_ref, short(&got));
+        println!(
+            "  {} {:<62} {}",
+            if ok { "ok  " } else { "BAD " },
+            target_ref,
+            short(&got)
+        );
     }
 
     step("Loading again: nothing to do");
