@@ -33,6 +33,22 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Check a whole bundle offline: every digest and size, every manifest's children
     Verify(VerifyArgs),
+    /// Rewrite image references in Kubernetes YAML to their names in the target registry
+    Rewrite(RewriteArgs),
+}
+
+/// How Kubernetes manifests are rewritten (`load --manifests-out` and `rewrite`).
+#[derive(Args, Debug, Clone)]
+pub struct RewriteFlags {
+    /// Write `target:tag@sha256:…`, so a moved tag cannot change what runs
+    #[arg(long)]
+    pub pin_digests: bool,
+    /// Add this pull secret to every pod spec's and ServiceAccount's imagePullSecrets
+    #[arg(long, value_name = "NAME")]
+    pub pull_secret: Option<String>,
+    /// Warn, instead of failing, when a manifest uses an image the bundle does not have
+    #[arg(long)]
+    pub allow_missing: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -73,6 +89,9 @@ pub struct PackArgs {
     /// Compression threads (default: the number of CPUs)
     #[arg(long, value_name = "N")]
     pub threads: Option<u32>,
+    /// Ship the spec's manifests even if they use images the bundle lacks (a warning each)
+    #[arg(long)]
+    pub allow_missing: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Print only warnings and errors
@@ -103,6 +122,12 @@ pub struct LoadArgs {
     /// Write a JSON map of every image's source reference, target reference and digest
     #[arg(long, value_name = "FILE")]
     pub image_map: Option<PathBuf>,
+    /// Write the bundle's Kubernetes manifests here, rewritten to the target names with
+    /// imagePullPolicy: IfNotPresent (checked before anything is pushed)
+    #[arg(long, value_name = "DIR")]
+    pub manifests_out: Option<PathBuf>,
+    #[command(flatten)]
+    pub rewrite: RewriteFlags,
     /// Blobs uploaded at once
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub concurrency: usize,
@@ -127,4 +152,36 @@ pub struct VerifyArgs {
     /// Print only errors
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  airgap rewrite k8s/ --image-map images.json -o out/\n  helm template app ./chart | airgap rewrite - --image-map images.json | kubectl apply -f -\n  airgap rewrite deploy.yaml --bundle bundle.tar.zst --registry 10.0.0.5:5000"
+)]
+pub struct RewriteArgs {
+    /// YAML files or directories (every .yaml/.yml below), or - for standard input
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// The JSON image map `airgap load --image-map` wrote
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "bundle",
+        required_unless_present = "bundle"
+    )]
+    pub image_map: Option<PathBuf>,
+    /// Compute the names from a bundle instead, without pushing (needs --registry)
+    #[arg(long, value_name = "BUNDLE", requires = "registry")]
+    pub bundle: Option<PathBuf>,
+    /// The target registry the bundle is (or will be) loaded into: HOST[:PORT][/PATH]
+    #[arg(long, value_name = "HOST[:PORT][/PATH]", requires = "bundle")]
+    pub registry: Option<String>,
+    /// Naming mode, as for load
+    #[arg(long, value_enum, default_value_t = Mode::Replace)]
+    pub mode: Mode,
+    /// Output directory (same relative names); default: standard output, for a single input
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub rewrite: RewriteFlags,
 }

@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod digest;
 pub mod docker_config;
 pub mod image_map;
+pub mod k8s;
 pub mod load;
 pub mod manifest;
 pub mod naming;

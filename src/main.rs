@@ -13,14 +13,19 @@ use clap::Parser;
 
 use airgap::bundle;
 use airgap::credentials::Credentials;
+use airgap::image_map::ImageMap;
+use airgap::k8s::{self, K8sOptions};
 use airgap::load::{self, LoadOptions};
 use airgap::naming::Target;
 use airgap::pack::{self, ImageRequest, K8sFile, PackOptions};
 use airgap::platform::Platform;
 use airgap::progress::{human_bytes, Progress, Reporter};
 use airgap::registry::{parse_mirror, ConnectOptions};
+use airgap::rewrite::RewriteOptions;
 use airgap::spec::Spec;
-use cli::{Cli, Command, InspectArgs, LoadArgs, PackArgs, TlsArgs, VerifyArgs};
+use cli::{
+    Cli, Command, InspectArgs, LoadArgs, PackArgs, RewriteArgs, RewriteFlags, TlsArgs, VerifyArgs,
+};
 
 fn main() {
     let cli = Cli::parse();
@@ -78,6 +83,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Load(a) => run_load(a).await,
         Command::Inspect(a) => run_inspect(a),
         Command::Verify(a) => run_verify(a),
+        Command::Rewrite(a) => run_rewrite(a),
     }
 }
 
@@ -152,6 +158,7 @@ async fn run_pack(a: PackArgs) -> Result<()> {
                 .map(|n| n.get() as u32)
                 .unwrap_or(2)
         }),
+        allow_missing_images: a.allow_missing,
         spec_name: a.spec.file_name().map(|n| n.to_string_lossy().into_owned()),
     };
     let started = std::time::Instant::now();
@@ -202,6 +209,20 @@ async fn run_load(a: LoadArgs) -> Result<()> {
             a.bundle.display()
         );
     }
+    // Rewrite the carried manifests before pushing anything: a manifest that would fail in
+    // the cluster stops the load while nothing has changed.
+    let k8s_opts = k8s_options(&a.rewrite);
+    let rewritten = match &a.manifests_out {
+        None => None,
+        Some(_) => {
+            let (map, files) = bundle_names(&a.bundle, &target, a.mode)?;
+            let set = k8s::rewrite_all(&files, &map, &k8s_opts)?;
+            for m in &set.missing {
+                progress.warn(&format!("{m}: image is not in the bundle; left as it is"));
+            }
+            Some(set)
+        }
+    };
     let opts = LoadOptions {
         bundle: a.bundle.clone(),
         target,
@@ -216,6 +237,25 @@ async fn run_load(a: LoadArgs) -> Result<()> {
         write_atomic(path, &serde_json::to_vec_pretty(&s.image_map)?)
             .with_context(|| format!("writing image map {}", path.display()))?;
     }
+    if let (Some(dir), Some(set)) = (&a.manifests_out, rewritten) {
+        let files: Vec<(String, String)> =
+            set.files.into_iter().map(|(n, r)| (n, r.text)).collect();
+        let mut secrets = Vec::new();
+        if let (Some(name), Some(creds)) = (&a.rewrite.pull_secret, &opts.credentials) {
+            secrets.push((
+                format!("{name}-pull-secret.yaml"),
+                k8s::pull_secret_manifest(name, &opts.target.host, creds),
+            ));
+        }
+        let written = k8s::write_out(dir, &files, &secrets)?;
+        if !a.quiet {
+            println!(
+                "wrote {} manifest file(s) to {}",
+                written.len(),
+                dir.display()
+            );
+        }
+    }
     if !a.quiet {
         println!(
             "loaded {} image(s) into {} ({} already present): {} blob(s) uploaded ({}), {} mounted, {} skipped, {} manifest(s) pushed, in {:.1}s",
@@ -229,6 +269,128 @@ async fn run_load(a: LoadArgs) -> Result<()> {
             s.manifests_pushed,
             s.elapsed.as_secs_f64()
         );
+    }
+    Ok(())
+}
+
+fn k8s_options(f: &RewriteFlags) -> K8sOptions {
+    K8sOptions {
+        rewrite: RewriteOptions {
+            pin_digests: f.pin_digests,
+            pull_secret: f.pull_secret.clone(),
+        },
+        allow_missing: f.allow_missing,
+    }
+}
+
+/// The image map a load of `bundle` into `target` would produce, and the bundle's
+/// Kubernetes files; reads only the bundle's head.
+fn bundle_names(
+    bundle: &Path,
+    target: &Target,
+    mode: airgap::naming::Mode,
+) -> Result<(ImageMap, Vec<k8s::NamedFile>)> {
+    let i = bundle::inspect_with_files(open_bundle(bundle)?)
+        .with_context(|| format!("bundle {}", bundle.display()))?;
+    let placements = load::placements(&i.metadata, target, mode)?;
+    Ok((load::image_map(&placements), i.k8s))
+}
+
+/// Collects YAML inputs: files as named, directories walked for .yaml/.yml files (names
+/// relative to the directory), `-` for standard input.
+fn collect_yaml(paths: &[std::path::PathBuf]) -> Result<Vec<k8s::NamedFile>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.as_os_str() == "-" {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("reading standard input")?;
+            out.push(("-".to_string(), buf));
+        } else if p.is_dir() {
+            let mut found = Vec::new();
+            walk_yaml(p, p, &mut found)?;
+            if found.is_empty() {
+                bail!("{}: no .yaml or .yml files in this directory", p.display());
+            }
+            found.sort();
+            for (rel, full) in found {
+                let bytes =
+                    std::fs::read(&full).with_context(|| format!("reading {}", full.display()))?;
+                out.push((rel, bytes));
+            }
+        } else {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| p.display().to_string());
+            out.push((name, bytes));
+        }
+    }
+    Ok(out)
+}
+
+fn walk_yaml(root: &Path, dir: &Path, out: &mut Vec<(String, std::path::PathBuf)>) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if e.file_type()?.is_dir() {
+            walk_yaml(root, &path, out)?;
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            out.push((rel, path));
+        }
+    }
+    Ok(())
+}
+
+fn run_rewrite(a: RewriteArgs) -> Result<()> {
+    let map = match (&a.image_map, &a.bundle, &a.registry) {
+        (Some(p), _, _) => ImageMap::read(p)?,
+        (None, Some(b), Some(r)) => bundle_names(b, &Target::parse(r)?, a.mode)?.0,
+        _ => bail!("give --image-map FILE, or --bundle BUNDLE with --registry REG"),
+    };
+    let files = collect_yaml(&a.paths)?;
+    if a.output.is_none() && files.len() != 1 {
+        bail!(
+            "{} input files: give -o DIR to write them (standard output takes a single input)",
+            files.len()
+        );
+    }
+    let set = k8s::rewrite_all(&files, &map, &k8s_options(&a.rewrite))?;
+    for m in &set.missing {
+        eprintln!("warning: {m}: image is not in the image map; left as it is");
+    }
+    let changed: usize = set.files.iter().map(|(_, r)| r.changes.len()).sum();
+    match &a.output {
+        None => {
+            let (_, r) = &set.files[0];
+            std::io::Write::write_all(&mut std::io::stdout(), r.text.as_bytes())?;
+        }
+        Some(dir) => {
+            if set.files.iter().any(|(n, _)| n == "-") {
+                bail!("standard input cannot go to -o DIR; redirect standard output instead");
+            }
+            let files: Vec<(String, String)> =
+                set.files.into_iter().map(|(n, r)| (n, r.text)).collect();
+            let written = k8s::write_out(dir, &files, &[])?;
+            eprintln!(
+                "rewrote {} file(s) into {} ({changed} change(s))",
+                written.len(),
+                dir.display()
+            );
+        }
     }
     Ok(())
 }

@@ -11,7 +11,9 @@ mod verify;
 mod writer;
 
 pub use reader::{read_bundle, BlobContent, Flow, Head, Visitor};
-pub use verify::{inspect, parse_index, verify, Inspection, VerifyReport};
+pub use verify::{
+    inspect, inspect_with_files, parse_index, verify, Inspection, InspectionWithFiles, VerifyReport,
+};
 pub use writer::BundleWriter;
 
 use std::path::PathBuf;

@@ -17,6 +17,35 @@ pub struct Inspection {
     pub k8s_files: Vec<String>,
 }
 
+/// The head with the Kubernetes files' contents.
+#[derive(Debug, Clone)]
+pub struct InspectionWithFiles {
+    pub metadata: Metadata,
+    pub k8s: Vec<(String, Vec<u8>)>,
+}
+
+/// Reads the head of a bundle, keeping the Kubernetes files (for rewriting).
+pub fn inspect_with_files(input: impl Read) -> Result<InspectionWithFiles, BundleError> {
+    struct V(Option<InspectionWithFiles>);
+    impl Visitor for V {
+        fn head(&mut self, head: &Head) -> Result<Flow, BundleError> {
+            self.0 = Some(InspectionWithFiles {
+                metadata: head.metadata.clone(),
+                k8s: head.k8s.clone(),
+            });
+            Ok(Flow::Stop)
+        }
+        fn blob(&mut self, _: &BlobRecord, _: &mut BlobContent<'_>) -> Result<Flow, BundleError> {
+            Ok(Flow::Stop)
+        }
+    }
+    let mut v = V(None);
+    read_bundle(input, &mut v)?;
+    v.0.ok_or_else(|| BundleError::Missing {
+        what: "the bundle head".into(),
+    })
+}
+
 /// Reads just the head of a bundle: cheap even for a huge bundle.
 pub fn inspect(input: impl Read) -> Result<Inspection, BundleError> {
     struct V(Option<Inspection>);

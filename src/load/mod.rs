@@ -179,17 +179,7 @@ pub async fn load(
     state.push_manifests().await?;
     let placements = state.placements().to_vec();
     let unchanged = state.unchanged_images();
-    let map = ImageMap::new(
-        placements
-            .iter()
-            .map(|p| ImageMapEntry {
-                source: p.source.clone(),
-                target: p.target.clone(),
-                digest: p.digest.clone(),
-                source_digest: p.source_digest.clone(),
-            })
-            .collect(),
-    );
+    let map = image_map(&placements);
     Ok(LoadSummary {
         images: placements.len(),
         images_unchanged: unchanged,
@@ -201,6 +191,21 @@ pub async fn load(
         elapsed: started.elapsed(),
         image_map: map,
     })
+}
+
+/// The image map of a set of placements.
+pub fn image_map(placements: &[Placement]) -> ImageMap {
+    ImageMap::new(
+        placements
+            .iter()
+            .map(|p| ImageMapEntry {
+                source: p.source.clone(),
+                target: p.target.clone(),
+                digest: p.digest.clone(),
+                source_digest: p.source_digest.clone(),
+            })
+            .collect(),
+    )
 }
 
 /// Target names for every image of a bundle without pushing anything (for `rewrite --bundle`).

@@ -53,6 +53,8 @@ pub struct PackOptions {
     pub level: i32,
     pub threads: u32,
     pub spec_name: Option<String>,
+    /// Let the carried manifests use images the bundle lacks (warn instead of failing).
+    pub allow_missing_images: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +104,8 @@ pub enum PackError {
     },
     #[error("no images to pack")]
     Empty,
+    #[error("{0}")]
+    Manifests(#[from] crate::k8s::K8sError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PackError + '_ {
@@ -185,9 +189,49 @@ pub async fn pack(
     .try_collect()
     .await?;
 
+    check_manifests(&resolved, &k8s, opts, progress.as_ref())?;
     let plan = plan(&resolved, &clients)?;
     let metadata = metadata(&resolved, &plan, &k8s, opts)?;
     write_bundle(&resolved, plan, metadata, &k8s, opts, progress).await
+}
+
+/// A bundle must not ship manifests that would fail in the cluster: every image they use has
+/// to be one of the bundle's.
+fn check_manifests(
+    resolved: &[ResolvedImage],
+    k8s: &[K8sFile],
+    opts: &PackOptions,
+    progress: &dyn Progress,
+) -> Result<(), PackError> {
+    if k8s.is_empty() {
+        return Ok(());
+    }
+    let map = crate::image_map::ImageMap::new(
+        resolved
+            .iter()
+            .map(|r| crate::image_map::ImageMapEntry {
+                source: r.request.reference.clone(),
+                target: r.request.reference.clone(),
+                digest: r.top.digest.clone(),
+                source_digest: r.source_digest.clone(),
+            })
+            .collect(),
+    );
+    let files: Vec<(String, Vec<u8>)> = k8s
+        .iter()
+        .map(|f| (f.path.clone(), f.content.clone()))
+        .collect();
+    let missing = crate::k8s::missing_images(&files, &map)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if opts.allow_missing_images {
+        for m in &missing {
+            progress.warn(&format!("{m}: image is not in the bundle"));
+        }
+        return Ok(());
+    }
+    Err(crate::k8s::K8sError::Missing { missing }.into())
 }
 
 struct Plan {

@@ -1,0 +1,306 @@
+//! Kubernetes manifests around the pure rewriter: whole files in, rewritten files out (all
+//! or nothing), the pull-secret Secret, and pack's check that every image a carried manifest
+//! uses is in the bundle.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+
+use crate::credentials::Credentials;
+use crate::image_map::ImageMap;
+use crate::rewrite::{self, RewriteError, RewriteOptions, Rewritten};
+
+/// A manifest file: its relative name (`/` separators) and its bytes.
+pub type NamedFile = (String, Vec<u8>);
+
+#[derive(Debug, Clone, Default)]
+pub struct K8sOptions {
+    pub rewrite: RewriteOptions,
+    /// Report images missing from the map as warnings instead of failing.
+    pub allow_missing: bool,
+}
+
+/// One missing image: where it is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingImage {
+    pub file: String,
+    pub line: usize,
+    pub reference: String,
+}
+
+impl std::fmt::Display for MissingImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.reference)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum K8sError {
+    #[error("{file}:{line}:{col}: invalid YAML: {message}")]
+    Yaml {
+        file: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("{file}:{line}: invalid image reference {reference:?}: {reason}")]
+    BadReference {
+        file: String,
+        line: usize,
+        reference: String,
+        reason: String,
+    },
+    #[error("{file}: {message}")]
+    Other { file: String, message: String },
+    #[error("{} image(s) used by the manifests are not in the bundle (every image must be listed in the spec's images: to be carried; --allow-missing makes this a warning):\n  {}", missing.len(), missing.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Missing { missing: Vec<MissingImage> },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn from_rewrite(file: &str, e: RewriteError) -> K8sError {
+    match e {
+        RewriteError::Yaml { line, col, message } => K8sError::Yaml {
+            file: file.to_string(),
+            line,
+            col,
+            message,
+        },
+        RewriteError::BadReference {
+            line,
+            reference,
+            reason,
+        } => K8sError::BadReference {
+            file: file.to_string(),
+            line,
+            reference,
+            reason,
+        },
+        other => K8sError::Other {
+            file: file.to_string(),
+            message: other.to_string(),
+        },
+    }
+}
+
+fn utf8<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, K8sError> {
+    std::str::from_utf8(bytes).map_err(|e| K8sError::Other {
+        file: file.to_string(),
+        message: format!("not UTF-8 text: {e}"),
+    })
+}
+
+/// The outcome of rewriting a set of files in memory.
+#[derive(Debug, Clone)]
+pub struct RewrittenSet {
+    /// (relative name, rewritten text, what changed)
+    pub files: Vec<(String, Rewritten)>,
+    /// Missing images, when allowed.
+    pub missing: Vec<MissingImage>,
+}
+
+/// Rewrites every file in memory. Any YAML error, bad reference or (unless allowed) missing
+/// image fails the whole set, so nothing is written half-way.
+pub fn rewrite_all(
+    files: &[NamedFile],
+    map: &ImageMap,
+    opts: &K8sOptions,
+) -> Result<RewrittenSet, K8sError> {
+    let mut out = Vec::with_capacity(files.len());
+    let mut missing = Vec::new();
+    for (name, bytes) in files {
+        let text = utf8(name, bytes)?;
+        let r = rewrite::rewrite(text, map, &opts.rewrite).map_err(|e| from_rewrite(name, e))?;
+        missing.extend(r.missing.iter().map(|m| MissingImage {
+            file: name.clone(),
+            line: m.line,
+            reference: m.reference.clone(),
+        }));
+        out.push((name.clone(), r));
+    }
+    if !missing.is_empty() && !opts.allow_missing {
+        return Err(K8sError::Missing { missing });
+    }
+    Ok(RewrittenSet {
+        files: out,
+        missing,
+    })
+}
+
+/// Every image the files use that `map` lacks (pack's check before shipping a bundle).
+pub fn missing_images(
+    files: &[NamedFile],
+    map: &ImageMap,
+) -> Result<Vec<MissingImage>, K8sError> {
+    let mut missing = Vec::new();
+    for (name, bytes) in files {
+        let text = utf8(name, bytes)?;
+        for u in rewrite::image_references(text).map_err(|e| from_rewrite(name, e))? {
+            if map.lookup(&u.reference).is_none() {
+                missing.push(MissingImage {
+                    file: name.clone(),
+                    line: u.line,
+                    reference: u.text.clone(),
+                });
+            }
+        }
+    }
+    Ok(missing)
+}
+
+/// Writes each file under `dir` (same relative names), each through a temporary file and a
+/// rename. `secret_files` are written with mode 0600.
+pub fn write_out(
+    dir: &Path,
+    files: &[(String, String)],
+    secret_files: &[(String, String)],
+) -> Result<Vec<PathBuf>, K8sError> {
+    let mut written = Vec::new();
+    for (name, text, secret) in files
+        .iter()
+        .map(|(n, t)| (n, t, false))
+        .chain(secret_files.iter().map(|(n, t)| (n, t, true)))
+    {
+        let rel = Path::new(name);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(K8sError::Other {
+                file: name.clone(),
+                message: "refusing to write outside the output directory".into(),
+            });
+        }
+        let path = dir.join(rel);
+        let parent = path.parent().unwrap_or(dir).to_path_buf();
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| K8sError::Io { path: p, source }
+        };
+        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&parent).map_err(io(&parent))?;
+        std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io(&path))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = if secret { 0o600 } else { 0o644 };
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
+                .map_err(io(&path))?;
+        }
+        tmp.persist(&path).map_err(|e| K8sError::Io {
+            path: path.clone(),
+            source: e.error,
+        })?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// A `kubernetes.io/dockerconfigjson` Secret named `name` holding `creds` for `registry`.
+pub fn pull_secret_manifest(name: &str, registry: &str, creds: &Credentials) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let auth = b64.encode(format!("{}:{}", creds.username, creds.password));
+    let config = serde_json::json!({
+        "auths": { registry: {
+            "username": creds.username,
+            "password": creds.password,
+            "auth": auth,
+        }}
+    });
+    let data = b64.encode(serde_json::to_vec(&config).expect("JSON"));
+    format!(
+        "# Written by airgap: pull credentials for {registry}. Keep this file private.\n\
+         apiVersion: v1\n\
+         kind: Secret\n\
+         metadata:\n  name: {}\n\
+         type: kubernetes.io/dockerconfigjson\n\
+         data:\n  .dockerconfigjson: {data}\n",
+        serde_json::to_string(name).expect("JSON string")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+    use crate::image_map::ImageMapEntry;
+    use crate::reference::Reference;
+
+    fn map() -> ImageMap {
+        ImageMap::new(vec![ImageMapEntry {
+            source: Reference::parse("redis:7").unwrap(),
+            target: Reference::parse("reg:5000/library/redis:7").unwrap(),
+            digest: Digest::of(b"x"),
+            source_digest: None,
+        }])
+    }
+
+    const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: a\n    image: redis:7\n  - name: b\n    image: nginx:1\n";
+
+    #[test]
+    fn missing_is_an_error_naming_file_and_line_unless_allowed() {
+        let files = vec![("k8s/pod.yaml".to_string(), POD.as_bytes().to_vec())];
+        let e = rewrite_all(&files, &map(), &K8sOptions::default()).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("k8s/pod.yaml:9: nginx:1"), "{msg}");
+        let ok = rewrite_all(
+            &files,
+            &map(),
+            &K8sOptions {
+                allow_missing: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(ok.missing.len(), 1);
+        assert!(ok.files[0]
+            .1
+            .text
+            .contains("image: reg:5000/library/redis:7"));
+        let m = missing_images(&files, &map()).unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].line, 9);
+    }
+
+    #[test]
+    fn yaml_error_names_file_and_line() {
+        let files = vec![("bad.yaml".to_string(), b"kind: Pod\nspec: [\n".to_vec())];
+        let e = rewrite_all(&files, &map(), &K8sOptions::default()).unwrap_err();
+        assert!(e.to_string().starts_with("bad.yaml:"), "{e}");
+    }
+
+    #[test]
+    fn write_out_refuses_escaping_paths_and_sets_secret_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = write_out(dir.path(), &[("../x.yaml".into(), "a".into())], &[]).unwrap_err();
+        assert!(e.to_string().contains("outside"), "{e}");
+        let secret = pull_secret_manifest("regcred", "reg:5000", &Credentials::new("u", "pw"));
+        let w = write_out(
+            dir.path(),
+            &[("a/b.yaml".into(), "x: 1\n".into())],
+            &[("regcred-secret.yaml".into(), secret.clone())],
+        )
+        .unwrap();
+        assert_eq!(std::fs::read_to_string(&w[0]).unwrap(), "x: 1\n");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&w[1]).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        // The secret decodes to a docker config with the credentials for the registry.
+        let data = secret
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(".dockerconfigjson: "))
+            .unwrap();
+        let json = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["auths"]["reg:5000"]["password"], "pw");
+    }
+}
