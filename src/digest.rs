@@ -26,7 +26,11 @@ impl Digest {
                 "digest algorithm {alg:?} is not supported (only sha256)"
             )));
         }
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(DigestParseError(format!(
                 "{s:?} is not a sha256 digest (expected 64 lower-case hex digits)"
             )));

@@ -40,7 +40,9 @@ pub enum ImageMapError {
         path: String,
         source: serde_json::Error,
     },
-    #[error("image map {path} has version {found}; this airgap understands version {IMAGE_MAP_VERSION}")]
+    #[error(
+        "image map {path} has version {found}; this airgap understands version {IMAGE_MAP_VERSION}"
+    )]
     Version { path: String, found: u32 },
 }
 
@@ -111,7 +113,11 @@ mod tests {
     fn lookup_normalises() {
         let m = ImageMap::new(vec![
             entry("docker.io/library/redis:7", "reg:5000/library/redis:7", 'a'),
-            entry("docker.io/library/nginx:latest", "reg:5000/library/nginx:latest", 'b'),
+            entry(
+                "docker.io/library/nginx:latest",
+                "reg:5000/library/nginx:latest",
+                'b',
+            ),
         ]);
         let r = |s: &str| Reference::parse(s).unwrap();
         assert!(m.lookup(&r("redis:7")).is_some());

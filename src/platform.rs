@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Platform {
     pub os: String,
     pub architecture: String,
@@ -11,7 +13,9 @@ pub struct Platform {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid platform {0:?}: expected os/arch or os/arch/variant, e.g. linux/arm64 or linux/arm/v7")]
+#[error(
+    "invalid platform {0:?}: expected os/arch or os/arch/variant, e.g. linux/arm64 or linux/arm/v7"
+)]
 pub struct PlatformError(pub String);
 
 impl Platform {

@@ -389,7 +389,10 @@ mod tests {
         assert!(Reference::parse("redis:latest").unwrap().is_latest());
         assert!(!Reference::parse("redis:7").unwrap().is_latest());
         assert_eq!(
-            Reference::parse("redis").unwrap().with_default_tag().to_string(),
+            Reference::parse("redis")
+                .unwrap()
+                .with_default_tag()
+                .to_string(),
             "docker.io/library/redis:latest"
         );
     }

@@ -1,1 +1,0 @@
-//! The airgap.yaml spec file (being written).
