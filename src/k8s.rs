@@ -131,10 +131,7 @@ pub fn rewrite_all(
 }
 
 /// Every image the files use that `map` lacks (pack's check before shipping a bundle).
-pub fn missing_images(
-    files: &[NamedFile],
-    map: &ImageMap,
-) -> Result<Vec<MissingImage>, K8sError> {
+pub fn missing_images(files: &[NamedFile], map: &ImageMap) -> Result<Vec<MissingImage>, K8sError> {
     let mut missing = Vec::new();
     for (name, bytes) in files {
         let text = utf8(name, bytes)?;
