@@ -264,6 +264,42 @@ mod tests {
     }
 
     #[test]
+    fn filtered_index_pins_and_replaces_the_source_digest_by_the_pushed_one() {
+        // Platform filtering made a new index (pushed) from the served one (not pushed): a
+        // manifest naming the served digest must end up on the pushed one.
+        let served = Digest::of(b"served index");
+        let pushed = Digest::of(b"filtered index");
+        let map = ImageMap::new(vec![ImageMapEntry {
+            source: Reference::parse("redis:7").unwrap(),
+            target: Reference::parse("reg:5000/library/redis:7").unwrap(),
+            digest: pushed.clone(),
+            source_digest: Some(served.clone()),
+        }]);
+        let text = format!(
+            "kind: Pod\nspec:\n  containers:\n  - image: redis@{served}\n  - image: redis:7\n"
+        );
+        let files = vec![("p.yaml".to_string(), text.into_bytes())];
+        let opts = K8sOptions {
+            rewrite: RewriteOptions {
+                pin_digests: true,
+                pull_secret: None,
+            },
+            allow_missing: false,
+        };
+        let set = rewrite_all(&files, &map, &opts).unwrap();
+        let out = &set.files[0].1.text;
+        assert!(
+            out.contains(&format!("image: reg:5000/library/redis@{pushed}\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("image: reg:5000/library/redis:7@{pushed}\n")),
+            "{out}"
+        );
+        assert!(!out.contains(served.as_str()), "{out}");
+    }
+
+    #[test]
     fn yaml_error_names_file_and_line() {
         let files = vec![("bad.yaml".to_string(), b"kind: Pod\nspec: [\n".to_vec())];
         let e = rewrite_all(&files, &map(), &K8sOptions::default()).unwrap_err();
