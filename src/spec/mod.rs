@@ -76,9 +76,9 @@ pub struct Source {
 pub struct AuthEnv {
     pub username_env: String,
     pub password_env: String,
-    /// Position of the `auth:` value, for errors about the variables.
-    pub line: usize,
-    pub column: usize,
+    /// Where each variable name is written, for errors about the variables.
+    pub username_at: Location,
+    pub password_at: Location,
 }
 
 impl Source {

@@ -7,8 +7,8 @@ use saphyr::{MarkedYaml, Scalar, YamlData};
 
 use super::yaml::{Doc, Entries};
 use super::{
-    AuthEnv, ErrorKind, ImageEntry, ManifestSource, Source, Spec, SpecError, IMAGE_SOURCE,
-    PUBLIC_SOURCE, SPEC_VERSION,
+    AuthEnv, ErrorKind, ImageEntry, Location, ManifestSource, Source, Spec, SpecError,
+    IMAGE_SOURCE, PUBLIC_SOURCE, SPEC_VERSION,
 };
 use crate::credentials::Credentials;
 use crate::digest::Digest;
@@ -241,7 +241,7 @@ impl<'a> Parser<'_, 'a> {
             })
         };
         doc.check_keys(&fields, AUTH_KEYS, &what, Some(&hint))?;
-        let var = |key: &str| -> Result<String, SpecError> {
+        let var = |key: &str| -> Result<(String, Location), SpecError> {
             let Some((_, _, v)) = fields.iter().find(|(k, _, _)| *k == key) else {
                 return Err(doc.invalid(
                     node,
@@ -260,14 +260,15 @@ impl<'a> Parser<'_, 'a> {
                     format!("{what}.{key}: {name:?} is not an environment variable name"),
                 ));
             }
-            Ok(name)
+            Ok((name, doc.at(v)))
         };
-        let at = doc.at(node);
+        let (username_env, username_at) = var("usernameEnv")?;
+        let (password_env, password_at) = var("passwordEnv")?;
         Ok(AuthEnv {
-            username_env: var("usernameEnv")?,
-            password_env: var("passwordEnv")?,
-            line: at.line,
-            column: at.column,
+            username_env,
+            password_env,
+            username_at,
+            password_at,
         })
     }
 
@@ -644,8 +645,10 @@ impl<'a> Parser<'_, 'a> {
                 .as_deref()
                 .and_then(|n| sources.iter().find(|s| s.name == n && s.auth.is_some()));
             let by_host = || {
+                // `rev`: `max_by_key` keeps the last of equals, and the first in the file wins.
                 sources
                     .iter()
+                    .rev()
                     .filter(|s| s.auth.is_some() && s.contains(&entry.reference))
                     .max_by_key(|s| s.prefix.len())
                     .or_else(|| {
@@ -660,8 +663,7 @@ impl<'a> Parser<'_, 'a> {
                 }
                 let auth = src.auth.as_ref().expect("filtered on auth");
                 if !resolved.contains_key(src.name.as_str()) {
-                    let at = doc.location(auth.line, auth.column - 1);
-                    let read = |var: &str, field: &'static str| {
+                    let read = |var: &str, at: &Location, field: &'static str| {
                         env(var)
                             .filter(|v| !v.is_empty())
                             .ok_or_else(|| SpecError::MissingEnv {
@@ -671,8 +673,8 @@ impl<'a> Parser<'_, 'a> {
                                 field,
                             })
                     };
-                    let user = read(&auth.username_env, "usernameEnv")?;
-                    let pass = read(&auth.password_env, "passwordEnv")?;
+                    let user = read(&auth.username_env, &auth.username_at, "usernameEnv")?;
+                    let pass = read(&auth.password_env, &auth.password_at, "passwordEnv")?;
                     resolved.insert(&src.name, Credentials::new(user, pass));
                 }
                 entry.credentials = resolved.get(src.name.as_str()).cloned();

@@ -376,6 +376,26 @@ images:
 }
 
 #[test]
+fn first_source_wins_on_the_same_host() {
+    let spec = ok("sources:
+  a: {registry: quay.io, auth: {usernameEnv: QUAY_USER, passwordEnv: QUAY_PASS}}
+  b: {registry: quay.io, auth: {usernameEnv: HUB_USER, passwordEnv: HUB_PASS}}
+  c: {registry: quay.io/team, auth: {usernameEnv: VENDOR_USER, passwordEnv: VENDOR_PASS}}
+images:
+- image: quay.io/x/y:1
+- image: quay.io/team/y:1
+- {source: b, name: x/z, tag: '1'}
+");
+    let from: Vec<Option<&str>> = spec
+        .images
+        .iter()
+        .map(|i| i.credentials_source.as_deref())
+        .collect();
+    assert_eq!(from, [Some("a"), Some("c"), Some("b")]);
+    assert!(spec.warnings.is_empty(), "{:?}", spec.warnings);
+}
+
+#[test]
 fn unused_sources_warn_and_their_variables_are_not_read() {
     let read = RefCell::new(Vec::<String>::new());
     let env = |v: &str| {
@@ -414,7 +434,7 @@ images:
   name: worker
   tag: 1.0.1
 ";
-    let e = fails_at(text, 5, 7, "environment variable NOT_SET is not set");
+    let e = fails_at(text, 5, 20, "environment variable NOT_SET is not set");
     assert!(e.to_string().contains("source `vendor`"), "{e}");
     assert!(matches!(
         e,
@@ -427,8 +447,8 @@ images:
         &text
             .replace("NOT_SET", "VENDOR_USER")
             .replace("VENDOR_PASS", "EMPTY"),
-        5,
-        7,
+        6,
+        20,
         "EMPTY is not set or is empty",
     );
     assert!(
@@ -441,11 +461,11 @@ images:
         ),
         "{e}"
     );
-    // Flow style: the position is the `auth:` mapping.
+    // Flow style: the position is the variable's name.
     fails_at(
         "sources:\n  q:\n    registry: quay.io\n    auth: {usernameEnv: QUAY_USER, passwordEnv: NOPE}\nimages:\n- image: quay.io/a/b:1\n",
         4,
-        11,
+        49,
         "NOPE",
     );
 }
