@@ -50,8 +50,9 @@ fn main() {
 
     step("Writing airgap.yaml");
     let mut spec = String::from("# Sample spec: the credentials are named, never written.\n");
+    // Docker Hub is reached through the local mirror below, which wants the same password.
     spec.push_str(&format!(
-        "sources:\n  vendor:\n    registry: {host}\n    auth: {{usernameEnv: VENDOR_USER, passwordEnv: VENDOR_PASS}}\n"
+        "sources:\n  vendor:\n    registry: {host}\n    auth: {{usernameEnv: VENDOR_USER, passwordEnv: VENDOR_PASS}}\n  hub:\n    registry: docker.io\n    auth: {{usernameEnv: VENDOR_USER, passwordEnv: VENDOR_PASS}}\n"
     ));
     spec.push_str("images:\n");
     for img in fx.all() {
