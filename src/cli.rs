@@ -92,6 +92,10 @@ pub struct PackArgs {
     /// Ship the spec's manifests even if they use images the bundle lacks (a warning each)
     #[arg(long)]
     pub allow_missing: bool,
+    /// Make a delta bundle: leave out every layer and config this earlier bundle carries.
+    /// Give the old bundle, or its airgap.json saved with `airgap inspect --metadata`
+    #[arg(long, value_name = "BUNDLE|airgap.json")]
+    pub base: Option<PathBuf>,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Print only warnings and errors
@@ -142,8 +146,12 @@ pub struct LoadArgs {
 pub struct InspectArgs {
     pub bundle: PathBuf,
     /// Print JSON for scripts
-    #[arg(long)]
+    #[arg(long, conflicts_with = "metadata")]
     pub json: bool,
+    /// Print the bundle's airgap.json as stored (keep it to make deltas against this bundle
+    /// without keeping the bundle)
+    #[arg(long)]
+    pub metadata: bool,
 }
 
 #[derive(Args, Debug)]

@@ -159,6 +159,10 @@ async fn run_pack(a: PackArgs) -> Result<()> {
                 .unwrap_or(2)
         }),
         allow_missing_images: a.allow_missing,
+        base: match &a.base {
+            Some(p) => Some(read_base(p)?),
+            None => None,
+        },
         spec_name: a.spec.file_name().map(|n| n.to_string_lossy().into_owned()),
     };
     let started = std::time::Instant::now();
@@ -271,6 +275,33 @@ async fn run_load(a: LoadArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The base of a delta: a bundle (only its head is read) or a saved `airgap.json`.
+fn read_base(path: &Path) -> Result<pack::BaseBundle> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("opening base {}", path.display()))?;
+    let mut first = [0u8; 1];
+    let n = f.read(&mut first)?;
+    if n == 1 && first[0] == b'{' {
+        let raw =
+            std::fs::read(path).with_context(|| format!("reading base {}", path.display()))?;
+        let metadata: bundle::Metadata = serde_json::from_slice(&raw)
+            .with_context(|| format!("base {}: not an airgap.json", path.display()))?;
+        return Ok(pack::BaseBundle {
+            id: airgap::digest::Digest::of(&raw),
+            name,
+            metadata,
+        });
+    }
+    let i = bundle::inspect(open_bundle(path)?)
+        .with_context(|| format!("base bundle {}", path.display()))?;
+    Ok(pack::BaseBundle {
+        id: i.id,
+        name,
+        metadata: i.metadata,
+    })
 }
 
 fn k8s_options(f: &RewriteFlags) -> K8sOptions {
@@ -417,6 +448,10 @@ fn run_inspect(a: InspectArgs) -> Result<()> {
     let i = bundle::inspect(open_bundle(&a.bundle)?)
         .with_context(|| format!("bundle {}", a.bundle.display()))?;
     let md = &i.metadata;
+    if a.metadata {
+        std::io::Write::write_all(&mut std::io::stdout(), &i.metadata_raw)?;
+        return Ok(());
+    }
     if a.json {
         let images: Vec<serde_json::Value> = md
             .images
@@ -438,6 +473,13 @@ fn run_inspect(a: InspectArgs) -> Result<()> {
             .collect();
         let out = serde_json::json!({
             "formatVersion": md.format_version,
+            "id": i.id,
+            "base": md.base.as_ref().map(|b| serde_json::json!({
+                "id": b.id,
+                "name": b.name,
+                "blobs": b.blobs.len(),
+                "size": b.blobs.iter().map(|r| r.size).sum::<u64>(),
+            })),
             "tool": md.tool,
             "platforms": md.platforms.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             "images": images,
@@ -453,6 +495,16 @@ fn run_inspect(a: InspectArgs) -> Result<()> {
         md.format_version,
         md.tool
     );
+    println!("  id {}", i.id);
+    if let Some(b) = &md.base {
+        println!(
+            "  delta of {} ({}): {} blob(s), {}, left out; load it into a registry that already has that bundle",
+            b.name.as_deref().unwrap_or("an earlier bundle"),
+            b.id,
+            b.blobs.len(),
+            human_bytes(b.blobs.iter().map(|r| r.size).sum())
+        );
+    }
     for img in &md.images {
         let plats = if img.platforms.is_empty() {
             "-".to_string()
@@ -488,6 +540,14 @@ fn run_verify(a: VerifyArgs) -> Result<()> {
     let r = bundle::verify(open_bundle(&a.bundle)?)
         .with_context(|| format!("bundle {} failed verification", a.bundle.display()))?;
     if !a.quiet {
+        if let Some(b) = &r.base {
+            println!(
+                "delta of {} ({}): {} blob(s) it leaves out must already be at the target",
+                b.name.as_deref().unwrap_or("an earlier bundle"),
+                b.id,
+                b.blobs.len()
+            );
+        }
         println!(
             "bundle {} is intact: {} image(s), {} blob(s), {} verified, {} manifest file(s)",
             a.bundle.display(),

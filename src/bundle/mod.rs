@@ -61,6 +61,24 @@ pub struct Metadata {
     pub manifests: Vec<FileRecord>,
     /// Sum of all blob sizes.
     pub total_size: u64,
+    /// Set when this is a delta bundle: the blobs it leaves out because its base carries them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseRef>,
+}
+
+/// The bundle a delta was made against.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseRef {
+    /// The base's identity: the sha256 of its `airgap.json`.
+    pub id: Digest,
+    /// The base bundle's file name when the delta was made (for messages only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The base's images, so a loader can mount left-out blobs from where the base put them.
+    pub images: Vec<Reference>,
+    /// Blobs the images of this bundle need that only the base carries.
+    pub blobs: Vec<BlobRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

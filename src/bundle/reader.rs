@@ -14,10 +14,19 @@ use crate::manifest::MAX_MANIFEST_SIZE;
 #[derive(Debug, Clone)]
 pub struct Head {
     pub metadata: Metadata,
+    /// `airgap.json` exactly as stored: its digest identifies the bundle (see `id`).
+    pub metadata_raw: Vec<u8>,
     pub index: Vec<u8>,
     pub layout: Vec<u8>,
     /// Kubernetes files: path below `manifests/`, content.
     pub k8s: Vec<(String, Vec<u8>)>,
+}
+
+impl Head {
+    /// The bundle's identity: the digest of its `airgap.json` (what a delta names as base).
+    pub fn id(&self) -> Digest {
+        Digest::of(&self.metadata_raw)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +197,7 @@ pub fn read_bundle(input: impl Read, visitor: &mut dyn Visitor) -> Result<(), Bu
         .map_err(|e| BundleError::NotABundle(format!("cannot start zstd decompression: {e}")))?;
     let mut archive = tar::Archive::new(decoder);
     let mut metadata: Option<Metadata> = None;
+    let mut metadata_raw = Vec::new();
     let mut records: HashMap<Digest, BlobRecord> = HashMap::new();
     let mut head = None::<Head>;
     let mut index = None;
@@ -237,6 +247,7 @@ pub fn read_bundle(input: impl Read, visitor: &mut dyn Visitor) -> Result<(), Bu
             }
             let bytes = read_small(&mut entry, &name, size, MAX_METADATA_SIZE)?;
             let md = parse_metadata(&bytes)?;
+            metadata_raw = bytes;
             for b in &md.blobs {
                 if records.insert(b.digest.clone(), b.clone()).is_some() {
                     return Err(BundleError::Invalid {
@@ -276,7 +287,13 @@ pub fn read_bundle(input: impl Read, visitor: &mut dyn Visitor) -> Result<(), Bu
             }
             if !head_sent {
                 head_sent = true;
-                let h = build_head(&mut metadata, &mut index, &mut layout, &mut k8s)?;
+                let h = build_head(
+                    &mut metadata_raw,
+                    &mut metadata,
+                    &mut index,
+                    &mut layout,
+                    &mut k8s,
+                )?;
                 if visitor.head(&h)? == Flow::Stop {
                     return Ok(());
                 }
@@ -325,7 +342,13 @@ pub fn read_bundle(input: impl Read, visitor: &mut dyn Visitor) -> Result<(), Bu
     let head = match head {
         Some(h) => h,
         None => {
-            let h = build_head(&mut metadata, &mut index, &mut layout, &mut k8s)?;
+            let h = build_head(
+                &mut metadata_raw,
+                &mut metadata,
+                &mut index,
+                &mut layout,
+                &mut k8s,
+            )?;
             if visitor.head(&h)? == Flow::Stop {
                 return Ok(());
             }
@@ -412,6 +435,7 @@ fn parse_metadata(bytes: &[u8]) -> Result<Metadata, BundleError> {
 }
 
 fn build_head(
+    metadata_raw: &mut Vec<u8>,
     metadata: &mut Option<Metadata>,
     index: &mut Option<Vec<u8>>,
     layout: &mut Option<Vec<u8>>,
@@ -455,6 +479,7 @@ fn build_head(
     }
     Ok(Head {
         metadata,
+        metadata_raw: std::mem::take(metadata_raw),
         index,
         layout,
         k8s: std::mem::take(k8s),

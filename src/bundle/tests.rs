@@ -128,6 +128,7 @@ impl Fixture {
                 digest: Digest::of(&k8s),
             }],
             total_size: total,
+            base: None,
         };
         let mut top = descriptor(OCI_MANIFEST, &manifest);
         top["annotations"] = serde_json::json!({ REF_NAME_ANNOTATION: REFERENCE });

@@ -14,6 +14,10 @@ use crate::manifest::{Descriptor, ManifestView};
 #[derive(Debug, Clone)]
 pub struct Inspection {
     pub metadata: Metadata,
+    /// The bundle's identity (sha256 of its `airgap.json`).
+    pub id: Digest,
+    /// `airgap.json` as stored, e.g. to keep as the base of a later delta.
+    pub metadata_raw: Vec<u8>,
     pub k8s_files: Vec<String>,
 }
 
@@ -53,6 +57,8 @@ pub fn inspect(input: impl Read) -> Result<Inspection, BundleError> {
         fn head(&mut self, head: &Head) -> Result<Flow, BundleError> {
             self.0 = Some(Inspection {
                 metadata: head.metadata.clone(),
+                id: head.id(),
+                metadata_raw: head.metadata_raw.clone(),
                 k8s_files: head.k8s.iter().map(|(p, _)| p.clone()).collect(),
             });
             Ok(Flow::Stop)
@@ -70,6 +76,8 @@ pub fn inspect(input: impl Read) -> Result<Inspection, BundleError> {
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyReport {
+    /// Set for a delta bundle: the base it needs.
+    pub base: Option<super::BaseRef>,
     pub images: usize,
     pub blobs: usize,
     pub bytes: u64,
@@ -129,12 +137,16 @@ pub fn verify(input: impl Read) -> Result<VerifyReport, BundleError> {
                 }
             }
             self.tops = parse_index(head)?;
+            // A delta's children may be in its base: present for the graph check, but
+            // never in this stream (the reader refuses them as unlisted).
             self.records = head
                 .metadata
                 .blobs
                 .iter()
+                .chain(head.metadata.base.iter().flat_map(|b| b.blobs.iter()))
                 .map(|b| (b.digest.clone(), (b.kind, b.size)))
                 .collect();
+            self.report.base = head.metadata.base.clone();
             self.report.images = head.metadata.images.len();
             self.report.k8s_files = head.k8s.len();
             Ok(Flow::Continue)

@@ -64,6 +64,13 @@ pub enum LoadError {
     },
     #[error("bundle {path}: {reason}")]
     Inconsistent { path: PathBuf, reason: String },
+    #[error("{path} is a delta of {base}: blobs it leaves out are not in registry {registry}, so nothing was pushed; load {base} into {registry} first. Missing: {}", missing.join(", "))]
+    BaseMissing {
+        path: PathBuf,
+        base: String,
+        registry: String,
+        missing: Vec<String>,
+    },
 }
 
 /// What one load did.

@@ -34,6 +34,8 @@ pub struct LoadVisitor {
     walks: Vec<Option<Walk>>,
     graph: ImageGraph,
     records: HashMap<Digest, BlobRecord>,
+    /// For a delta: what the base carries instead of this bundle.
+    base: Option<crate::bundle::BaseRef>,
     planned: bool,
     needs: RepoSet,
     pending: Arc<Mutex<RepoSet>>,
@@ -64,6 +66,7 @@ impl LoadVisitor {
             walks: Vec::new(),
             graph: ImageGraph::default(),
             records: HashMap::new(),
+            base: None,
             planned: false,
             needs: HashMap::new(),
             pending: Arc::new(Mutex::new(HashMap::new())),
@@ -275,6 +278,7 @@ impl LoadVisitor {
             }
         }
         lack.retain(|_, v| !v.is_empty());
+        self.check_base_blobs(&mut lack).await?;
         let skipped = wanted.len() - lack.len();
         self.counters
             .skipped
@@ -291,6 +295,90 @@ impl LoadVisitor {
         ));
         self.progress.start_bytes("load", bytes);
         self.needs = lack;
+        Ok(())
+    }
+
+    /// A delta leaves blobs out: each must already be in the target, in the repository that
+    /// needs it or mountable from where the base's images were loaded. Fails, before anything
+    /// is pushed, listing what is missing.
+    async fn check_base_blobs(&mut self, lack: &mut RepoSet) -> Result<(), LoadError> {
+        let Some(base) = self.base.clone() else {
+            return Ok(());
+        };
+        let left_out: HashSet<&Digest> = base.blobs.iter().map(|b| &b.digest).collect();
+        let candidates: Vec<String> = {
+            let mut v: Vec<String> = base
+                .images
+                .iter()
+                .filter_map(|r| self.opts.target.name_for(r, self.opts.mode).ok())
+                .map(|t| t.repository().to_string())
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let mut missing = Vec::new();
+        for (d, repos) in lack.iter_mut() {
+            if !left_out.contains(d) {
+                continue;
+            }
+            let mut from = None;
+            for c in &candidates {
+                if self
+                    .client
+                    .blob_exists(c, d)
+                    .await
+                    .map_err(|source| LoadError::Blob {
+                        digest: d.clone(),
+                        repository: c.clone(),
+                        source: Box::new(source),
+                    })?
+                {
+                    from = Some(c.clone());
+                    break;
+                }
+            }
+            let mut still = Vec::new();
+            for repo in repos.drain(..) {
+                let mounted = match &from {
+                    Some(f) => self
+                        .client
+                        .mount_blob(&repo, d, f)
+                        .await
+                        .map_err(|source| LoadError::Blob {
+                            digest: d.clone(),
+                            repository: repo.clone(),
+                            source: Box::new(source),
+                        })?,
+                    None => false,
+                };
+                if mounted {
+                    self.counters.mounted.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    missing.push(format!("{d} (for {repo})"));
+                    still.push(repo);
+                }
+            }
+            *repos = still;
+        }
+        lack.retain(|_, v| !v.is_empty());
+        if !missing.is_empty() {
+            missing.sort();
+            if missing.len() > 10 {
+                let more = missing.len() - 10;
+                missing.truncate(10);
+                missing.push(format!("and {more} more"));
+            }
+            return Err(LoadError::BaseMissing {
+                path: self.opts.bundle.clone(),
+                base: match &base.name {
+                    Some(n) => format!("{n} ({})", base.id),
+                    None => base.id.to_string(),
+                },
+                registry: self.opts.target.host.clone(),
+                missing,
+            });
+        }
         Ok(())
     }
 
@@ -484,6 +572,7 @@ impl Visitor for LoadVisitor {
             .iter()
             .map(|b| (b.digest.clone(), b.clone()))
             .collect();
+        self.base = head.metadata.base.clone();
         self.placements = match super::placements(&head.metadata, &self.opts.target, self.opts.mode)
         {
             Ok(p) => p,

@@ -55,6 +55,17 @@ pub struct PackOptions {
     pub spec_name: Option<String>,
     /// Let the carried manifests use images the bundle lacks (warn instead of failing).
     pub allow_missing_images: bool,
+    /// Make a delta: leave out every config and layer this earlier bundle carries.
+    pub base: Option<BaseBundle>,
+}
+
+/// The bundle a delta is made against: its identity and its metadata (read from the bundle
+/// or from a saved copy of its `airgap.json`, so the old bundle need not be kept).
+#[derive(Debug, Clone)]
+pub struct BaseBundle {
+    pub id: Digest,
+    pub name: Option<String>,
+    pub metadata: Metadata,
 }
 
 #[derive(Debug, Clone)]
@@ -190,7 +201,7 @@ pub async fn pack(
     .await?;
 
     check_manifests(&resolved, &k8s, opts, progress.as_ref())?;
-    let plan = plan(&resolved, &clients)?;
+    let plan = plan(&resolved, &clients, opts.base.as_ref())?;
     let metadata = metadata(&resolved, &plan, &k8s, opts)?;
     write_bundle(&resolved, plan, metadata, &k8s, opts, progress).await
 }
@@ -239,12 +250,28 @@ struct Plan {
     manifests: Vec<(BlobRecord, bytes::Bytes)>,
     /// Configs then layers, each once.
     blobs: Vec<BlobSource>,
+    /// Configs and layers left out because the base bundle carries them (deltas only).
+    omitted: Vec<BlobRecord>,
 }
 
 fn plan(
     resolved: &[ResolvedImage],
     clients: &HashMap<(String, Option<Credentials>), Client>,
+    base: Option<&BaseBundle>,
 ) -> Result<Plan, PackError> {
+    // What the base carries, itself or through its own base.
+    let in_base: HashMap<&Digest, &BlobRecord> = base
+        .map(|b| {
+            b.metadata
+                .blobs
+                .iter()
+                .chain(b.metadata.base.iter().flat_map(|bb| bb.blobs.iter()))
+                .filter(|r| !r.kind.is_manifest())
+                .map(|r| (&r.digest, r))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut omitted: Vec<BlobRecord> = Vec::new();
     let mut manifests: Vec<(BlobRecord, bytes::Bytes)> = Vec::new();
     let mut seen: HashMap<Digest, u64> = HashMap::new();
     let mut blobs: Vec<BlobSource> = Vec::new();
@@ -289,6 +316,12 @@ fn plan(
                 continue;
             }
             seen.insert(d.digest.clone(), d.size);
+            if let Some(r) = in_base.get(&d.digest) {
+                if r.size == d.size {
+                    omitted.push((*r).clone());
+                    continue;
+                }
+            }
             let kind = if is_config_type(&d.media_type) {
                 BlobKind::Config
             } else {
@@ -316,7 +349,11 @@ fn plan(
             .cmp(&b.record.kind)
             .then(b.record.size.cmp(&a.record.size))
     });
-    Ok(Plan { manifests, blobs })
+    Ok(Plan {
+        manifests,
+        blobs,
+        omitted,
+    })
 }
 
 fn is_config_type(media_type: &str) -> bool {
@@ -334,6 +371,7 @@ fn metadata(
         .iter()
         .map(|(r, _)| (&r.digest, r.size))
         .chain(plan.blobs.iter().map(|b| (&b.record.digest, b.record.size)))
+        .chain(plan.omitted.iter().map(|r| (&r.digest, r.size)))
         .collect();
     let mut images = Vec::new();
     for img in resolved {
@@ -383,6 +421,17 @@ fn metadata(
             })
             .collect(),
         total_size,
+        base: opts.base.as_ref().map(|b| crate::bundle::BaseRef {
+            id: b.id.clone(),
+            name: b.name.clone(),
+            images: b
+                .metadata
+                .images
+                .iter()
+                .map(|i| i.reference.clone())
+                .collect(),
+            blobs: plan.omitted.clone(),
+        }),
     })
 }
 
