@@ -670,6 +670,11 @@ impl LoadVisitor {
                     source: Box::new(source),
                 };
                 for d in &walk.manifests {
+                    // A tagged top manifest is stored by the tag PUT below; pushing it by
+                    // digest first would only repeat the request.
+                    if d == &p.digest && p.target.tag().is_some() {
+                        continue;
+                    }
                     let key = (p.repo().to_string(), d.clone());
                     if pushed.lock().expect("pushed lock").contains(&key) {
                         continue;

@@ -155,6 +155,8 @@ fn clients(
 /// Where a layer or config can be fetched from.
 struct BlobSource {
     record: BlobRecord,
+    /// The content, when resolving already fetched it (a config).
+    cached: Option<bytes::Bytes>,
     client: Client,
     repo: String,
     image: String,
@@ -327,7 +329,13 @@ fn plan(
             } else {
                 BlobKind::Layer
             };
+            let cached = img
+                .fetched
+                .iter()
+                .find(|(fd, _)| fd == &d.digest)
+                .map(|(_, b)| b.clone());
             blobs.push(BlobSource {
+                cached,
                 record: BlobRecord {
                     digest: d.digest.clone(),
                     size: d.size,
@@ -455,10 +463,18 @@ fn index_json(resolved: &[ResolvedImage]) -> Vec<u8> {
     serde_json::to_vec_pretty(&v).expect("index.json serialises")
 }
 
+/// Blobs up to this size are downloaded into memory rather than a spool file: for many
+/// small images, files cost more than the bytes.
+const IN_MEMORY_BLOB: u64 = 1 << 20;
+
 enum Spooled {
     Blob {
         record: BlobRecord,
         file: tempfile::NamedTempFile,
+    },
+    Memory {
+        record: BlobRecord,
+        bytes: bytes::Bytes,
     },
 }
 
@@ -516,14 +532,20 @@ async fn write_bundle(
             wprogress.add_bytes(rec.size);
         }
         for msg in rx {
-            let Spooled::Blob { record, file } = msg;
-            let reader = std::io::BufReader::with_capacity(
-                1 << 20,
-                file.reopen().map_err(io_err(file.path()))?,
-            );
-            // Verified while downloading into our own spool file: counting suffices here.
-            w.add_blob(&record.digest, record.size, reader, false)?;
-            drop(file);
+            match msg {
+                Spooled::Blob { record, file } => {
+                    let reader = std::io::BufReader::with_capacity(
+                        1 << 20,
+                        file.reopen().map_err(io_err(file.path()))?,
+                    );
+                    // Verified while downloading into our own spool file: counting suffices.
+                    w.add_blob(&record.digest, record.size, reader, false)?;
+                    drop(file);
+                }
+                Spooled::Memory { record, bytes } => {
+                    w.add_blob(&record.digest, record.size, &bytes[..], false)?;
+                }
+            }
         }
         let mut out = w.finish()?;
         out.flush().map_err(|e| PackError::Io {
@@ -546,6 +568,32 @@ async fn write_bundle(
         let spool_dir = spool_dir.clone();
         let progress = progress.clone();
         async move {
+            if let Some(bytes) = b.cached {
+                progress.add_bytes(b.record.size);
+                return Ok(Spooled::Memory {
+                    record: b.record,
+                    bytes,
+                });
+            }
+            if b.record.size <= IN_MEMORY_BLOB {
+                let mut buf = Vec::with_capacity(b.record.size as usize);
+                b.client
+                    .stream_blob(&b.repo, &b.record.digest, b.record.size, |chunk| {
+                        progress.add_bytes(chunk.len() as u64);
+                        buf.extend_from_slice(chunk);
+                        Ok(())
+                    })
+                    .await
+                    .map_err(|source| PackError::Blob {
+                        digest: b.record.digest.clone(),
+                        image: b.image.clone(),
+                        source: Box::new(source),
+                    })?;
+                return Ok(Spooled::Memory {
+                    record: b.record,
+                    bytes: bytes::Bytes::from(buf),
+                });
+            }
             let file = tempfile::NamedTempFile::new_in(&spool_dir).map_err(io_err(&spool_dir))?;
             let mut w = BufWriter::with_capacity(1 << 20, file.as_file());
             b.client

@@ -21,6 +21,9 @@ pub struct ResolvedImage {
     /// Configs and layers of every manifest, as their descriptors say.
     pub blobs: Vec<Descriptor>,
     pub platforms: Vec<Platform>,
+    /// Configs already downloaded (and verified) while resolving, so they are not fetched
+    /// twice.
+    pub fetched: Vec<(Digest, Bytes)>,
 }
 
 pub async fn resolve(
@@ -51,12 +54,14 @@ pub async fn resolve(
         children: Vec::new(),
         blobs: Vec::new(),
         platforms: Vec::new(),
+        fetched: Vec::new(),
     };
     if !is_index(&out.top.media_type) {
         out.blobs.extend(view.blobs().cloned());
         if let Some(cfg) = &view.config {
-            if let Some(p) = config_platform(client, repo, cfg).await {
+            if let Some((p, bytes)) = config_platform(client, repo, cfg).await {
                 out.platforms.push(p);
+                out.fetched.push((cfg.digest.clone(), bytes));
             }
         }
         return Ok(out);
@@ -104,7 +109,11 @@ pub async fn resolve(
 
 /// The platform a single-platform image's config declares (best effort: a config we cannot
 /// read here will still be fetched and verified with the other blobs).
-async fn config_platform(client: &Client, repo: &str, cfg: &Descriptor) -> Option<Platform> {
+async fn config_platform(
+    client: &Client,
+    repo: &str,
+    cfg: &Descriptor,
+) -> Option<(Platform, Bytes)> {
     #[derive(serde::Deserialize)]
     struct Cfg {
         os: Option<String>,
@@ -123,11 +132,12 @@ async fn config_platform(client: &Client, repo: &str, cfg: &Descriptor) -> Optio
         .await
         .ok()?;
     let c: Cfg = serde_json::from_slice(&buf).ok()?;
-    Some(Platform {
+    let p = Platform {
         os: c.os?,
         architecture: c.architecture?,
         variant: c.variant,
-    })
+    };
+    Some((p, Bytes::from(buf)))
 }
 
 /// Fetches a child manifest by digest; nested indexes are walked whole.
