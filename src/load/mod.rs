@@ -56,7 +56,8 @@ pub enum LoadError {
         #[source]
         source: Box<RegistryError>,
     },
-    #[error("registry {registry}: {source}")]
+    // The registry error already names the registry.
+    #[error("{source}")]
     Registry {
         registry: String,
         #[source]

@@ -115,7 +115,16 @@ impl Client {
         let mut attempt = 0u32;
         let mut reauthed = false;
         loop {
-            let req = self.authorize(make(&self.inner.http), scopes, repo).await?;
+            let req = match self.authorize(make(&self.inner.http), scopes, repo).await {
+                Ok(req) => req,
+                // The token server hiccuped (connection, 429, 5xx): retry like the request.
+                Err(e) if e.is_transient() && attempt < self.inner.retries => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt, None)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match req.send().await {
                 Err(e) => {
                     let err = self.connect_error(&e);
@@ -231,6 +240,16 @@ impl Client {
             reason: format!("token server: {}", describe(&e)),
         })?;
         let status = resp.status();
+        if is_transient_status(status) {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(RegistryError::Status {
+                registry: self.registry().to_string(),
+                repository: repo.to_string(),
+                action: format!("a token request to {}", realm_without_query(realm)),
+                status: status.as_u16(),
+                message: body_message(&body),
+            });
+        }
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
             return Err(RegistryError::Auth {
@@ -257,11 +276,28 @@ impl Client {
     /// Turns a non-success answer into an error naming what was asked.
     async fn fail(&self, resp: Response, repo: &str, action: &str, what: &str) -> RegistryError {
         let status = resp.status();
+        // A valid token that does not grant what was asked: the credentials work, the
+        // permission is missing.
+        let insufficient_scope = status == StatusCode::UNAUTHORIZED
+            && resp
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("insufficient_scope"));
         let body = resp.text().await.unwrap_or_default();
         let message = body_message(&body);
         let registry = self.registry().to_string();
         let repository = repo.to_string();
         match status {
+            StatusCode::UNAUTHORIZED if insufficient_scope => RegistryError::Denied {
+                registry,
+                action: action.to_string(),
+                status: 401,
+                message: format!(
+                    "{message} (insufficient_scope: the token issued for these credentials does not allow {action} on {repository})"
+                ),
+                repository,
+            },
             StatusCode::UNAUTHORIZED => RegistryError::Auth {
                 registry,
                 repository,
@@ -272,6 +308,7 @@ impl Client {
                 registry,
                 repository,
                 action: action.to_string(),
+                status: 403,
                 message,
             },
             StatusCode::NOT_FOUND => RegistryError::NotFound {
@@ -296,7 +333,7 @@ impl Client {
         if resp.status().is_success() {
             return Ok(());
         }
-        Err(self.fail(resp, "/v2/", "GET /v2/", "the API root").await)
+        Err(self.fail(resp, "", "GET /v2/", "the API root").await)
     }
 
     /// GETs a manifest by tag or digest, exactly as served, checking its digest and size.
@@ -517,7 +554,36 @@ impl Client {
 
     /// Uploads a blob in one monolithic PUT whose body streams from `body`. The registry
     /// verifies the digest itself, so a corrupt stream can never land under `digest`.
+    ///
+    /// A transient failure (connection, 429, 5xx) of an in-memory body is retried with a new
+    /// upload session; a streamed body can be sent only once, so its failure is final.
     pub async fn upload_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        body: reqwest::Body,
+    ) -> Result<(), RegistryError> {
+        let replay = body.as_bytes().map(Bytes::copy_from_slice);
+        let mut body = Some(body);
+        let mut attempt = 0u32;
+        loop {
+            let this = match (body.take(), &replay) {
+                (Some(b), _) => b,
+                (None, Some(bytes)) => reqwest::Body::from(bytes.clone()),
+                (None, None) => unreachable!("a streamed body is never retried"),
+            };
+            match self.upload_once(repo, digest, size, this).await {
+                Err(e) if e.is_transient() && replay.is_some() && attempt < self.inner.retries => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt, None)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn upload_once(
         &self,
         repo: &str,
         digest: &Digest,
@@ -548,8 +614,8 @@ impl Client {
         put_url
             .query_pairs_mut()
             .append_pair("digest", digest.as_str());
-        // The body can be sent only once, so this request is not retried; auth was settled by
-        // the POST above.
+        // Not retried here (a streamed body can be sent only once; `upload_blob` restarts
+        // in-memory ones); auth was settled by the POST above.
         let req = self
             .authorize(
                 self.inner

@@ -4,28 +4,30 @@ use crate::digest::Digest;
 /// password or token.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("authentication failed at registry {registry} for {repository} (HTTP {status}): {message}. Check the credentials for {registry} (spec usernameEnv/passwordEnv, --username/--password-stdin, or docker config.json)")]
+    #[error("authentication failed at registry {registry}{} (HTTP {status}): {message}. Check the credentials for {registry} (spec usernameEnv/passwordEnv, --username/--password-stdin, or docker config.json)", in_repo(" for", .repository))]
     Auth {
         registry: String,
         repository: String,
         status: u16,
         message: String,
     },
-    #[error("registry {registry} refused {action} on {repository} (HTTP 403, authentication/permission problem): {message}")]
+    #[error("registry {registry} refused {action}{} (HTTP {status}, authentication/permission problem): {message}", in_repo(" on", .repository))]
     Denied {
         registry: String,
         repository: String,
         action: String,
+        /// 403, or 401 when a token was refused for lack of scope (`insufficient_scope`).
+        status: u16,
         message: String,
     },
-    #[error("{what} not found at registry {registry} in {repository}: {message}")]
+    #[error("{what} not found at registry {registry}{}: {message}", in_repo(" in", .repository))]
     NotFound {
         registry: String,
         repository: String,
         what: String,
         message: String,
     },
-    #[error("registry {registry} answered HTTP {status} to {action} on {repository}: {message}")]
+    #[error("registry {registry} answered HTTP {status} to {action}{}: {message}", in_repo(" on", .repository))]
     Status {
         registry: String,
         repository: String,
@@ -65,6 +67,15 @@ pub enum RegistryError {
     Setup(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// `" for REPO"` (with `word`), or nothing for requests outside any repository (`/v2/`).
+fn in_repo(word: &str, repository: &str) -> String {
+    if repository.is_empty() {
+        String::new()
+    } else {
+        format!("{word} {repository}")
+    }
 }
 
 impl RegistryError {

@@ -10,9 +10,11 @@
 pub mod bundle;
 pub mod cli;
 pub mod fixtures;
+pub mod proxy;
 pub mod registry;
 pub mod skopeo;
 pub mod tls;
+pub mod token;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,520 @@
+//! A small fault-injecting HTTP/1.1 proxy put in front of a real registry: it resets
+//! connections, answers chosen statuses (503 with `Retry-After`, 429, 502, 403 …) instead
+//! of forwarding, or cuts a response in the middle of its body.
+//!
+//! Every request is forwarded on a connection of its own (`Connection: close` both ways),
+//! so "the first N requests" is exact and needs no HTTP response parsing. Plain std threads;
+//! the accept loop polls a stop flag and ends after [`MAX_LIFETIME`] or
+//! [`MAX_CONNECTIONS`] at the latest, and every socket has read/write timeouts, so no
+//! thread outlives a test by more than [`IO_TIMEOUT`].
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The longest a proxy accepts connections.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(300);
+/// Connections accepted at most; later ones are closed at once.
+pub const MAX_CONNECTIONS: usize = 20_000;
+/// Read and write timeout of every socket.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest one proxied request may take, body included.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(120);
+const MAX_HEAD: usize = 64 * 1024;
+
+/// What the proxy does to the traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward everything untouched.
+    None,
+    /// Reset (TCP RST) each of the first `n` connections as soon as its request arrives,
+    /// without answering.
+    ResetFirst(usize),
+    /// Answer each of the first `n` requests with `status` (and `Retry-After: SECS` when
+    /// given) instead of forwarding it; forward the rest.
+    StatusFirst {
+        n: usize,
+        status: u16,
+        retry_after: Option<u32>,
+    },
+    /// Answer every request with `status`.
+    StatusAlways {
+        status: u16,
+        retry_after: Option<u32>,
+    },
+    /// Answer `status` to each of the first `n` requests with method `method` and a path
+    /// containing `path_contains`; forward everything else.
+    StatusFirstMatching {
+        method: String,
+        path_contains: String,
+        n: usize,
+        status: u16,
+    },
+    /// Answer `status` to every request whose method is one of `methods`; forward the rest.
+    StatusForMethods { methods: Vec<String>, status: u16 },
+    /// Forward, but for a `GET` whose path contains `path_contains` pass only the response
+    /// head and `after` bytes of its body, then close the connection.
+    CutResponse { path_contains: String, after: u64 },
+}
+
+/// What happened to one request (or connection, for resets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Forwarded,
+    Reset,
+    Answered(u16),
+    Cut,
+}
+
+/// One request the proxy saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub action: Action,
+}
+
+struct State {
+    fault: Mutex<Fault>,
+    upstream: SocketAddr,
+    connections: AtomicUsize,
+    requests: AtomicUsize,
+    /// Requests matched by [`Fault::StatusFirstMatching`].
+    matched: AtomicUsize,
+    log: Mutex<Vec<Seen>>,
+}
+
+pub struct FaultProxy {
+    port: u16,
+    state: Arc<State>,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy on a free loopback port forwarding to `upstream` (`127.0.0.1:PORT`).
+    pub fn start(upstream: &str, fault: Fault) -> FaultProxy {
+        let upstream: SocketAddr = upstream
+            .parse()
+            .unwrap_or_else(|e| panic!("proxy upstream {upstream:?}: {e}"));
+        assert!(
+            upstream.ip().is_loopback(),
+            "the proxy only forwards to loopback"
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy's port");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(State {
+            fault: Mutex::new(fault),
+            upstream,
+            connections: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+            matched: AtomicUsize::new(0),
+            log: Mutex::new(Vec::new()),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let accept = {
+            let (state, stop) = (state.clone(), stop.clone());
+            std::thread::spawn(move || accept_loop(listener, state, stop))
+        };
+        FaultProxy {
+            port,
+            state,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    /// `127.0.0.1:PORT` of the proxy.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.host())
+    }
+    /// Changes the fault; counters keep counting from where they are (see [`Self::reset_counts`]).
+    pub fn set_fault(&self, fault: Fault) {
+        *self.state.fault.lock().unwrap() = fault;
+    }
+    /// Sets the connection and request counters (used by `…First` faults) and the log back to zero.
+    pub fn reset_counts(&self) {
+        self.state.connections.store(0, Ordering::SeqCst);
+        self.state.requests.store(0, Ordering::SeqCst);
+        self.state.matched.store(0, Ordering::SeqCst);
+        self.state.log.lock().unwrap().clear();
+    }
+    /// Every request seen so far, in order of arrival.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.log.lock().unwrap().clone()
+    }
+    /// How many requests (or reset connections) got `action`.
+    pub fn count(&self, action: &Action) -> usize {
+        self.seen().iter().filter(|s| &s.action == action).count()
+    }
+    /// The log as text, for assertion messages.
+    pub fn describe(&self) -> String {
+        self.seen()
+            .iter()
+            .map(|s| format!("{} {} -> {:?}", s.method, s.path, s.action))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, state: Arc<State>, stop: Arc<AtomicBool>) {
+    let deadline = Instant::now() + MAX_LIFETIME;
+    let mut accepted = 0usize;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline && accepted < MAX_CONNECTIONS {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                accepted += 1;
+                let state = state.clone();
+                std::thread::spawn(move || {
+                    let _ = handle(stream, &state);
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+fn log(state: &State, method: &str, path: &str, action: Action) {
+    state.log.lock().unwrap().push(Seen {
+        method: method.to_string(),
+        path: path.to_string(),
+        action,
+    });
+}
+
+fn set_timeouts(s: &TcpStream) -> std::io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    s.set_nodelay(true)
+}
+
+/// The request line and headers of one request.
+struct Head {
+    method: String,
+    path: String,
+    /// `(name, value)` as sent.
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    }
+}
+
+fn find_end_of_head(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// Reads until the end of the head; returns the parsed head and any bytes read past it.
+fn read_head(s: &mut TcpStream) -> std::io::Result<Option<(Head, Vec<u8>)>> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = find_end_of_head(&buf) {
+            break end;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(std::io::Error::other("request head too large"));
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let text = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = text.split("\r\n");
+    let first = lines.next().unwrap_or_default();
+    let mut parts = first.split(' ');
+    let method = parts.next().unwrap_or_default().to_string();
+    let path = parts.next().unwrap_or_default().to_string();
+    let headers = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Ok(Some((
+        Head {
+            method,
+            path,
+            headers,
+        },
+        buf[end..].to_vec(),
+    )))
+}
+
+/// The head to send upstream: same request line and headers, one request per connection.
+fn upstream_head(head: &Head) -> Vec<u8> {
+    let mut out = format!("{} {} HTTP/1.1\r\n", head.method, head.path);
+    for (n, v) in &head.headers {
+        let lower = n.to_ascii_lowercase();
+        if matches!(
+            lower.as_str(),
+            "connection" | "keep-alive" | "proxy-connection"
+        ) {
+            continue;
+        }
+        out.push_str(&format!("{n}: {v}\r\n"));
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out.into_bytes()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Injected",
+    }
+}
+
+/// Reads and discards the request body (Content-Length), so that answering and closing does
+/// not reset the connection under the client. Chunked bodies are read until a short pause.
+fn drain_body(s: &mut TcpStream, head: &Head, already: usize) {
+    let mut buf = vec![0u8; 64 * 1024];
+    if let Some(len) = head
+        .header("content-length")
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let mut left = len.saturating_sub(already as u64);
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while left > 0 && Instant::now() < deadline {
+            let want = buf.len().min(left as usize);
+            match s.read(&mut buf[..want]) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left -= n as u64,
+            }
+        }
+    } else if head
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
+        let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let _ = s.set_read_timeout(Some(IO_TIMEOUT));
+    }
+}
+
+fn answer(s: &mut TcpStream, head: &Head, status: u16, retry_after: Option<u32>) {
+    let code = match status {
+        401 => "UNAUTHORIZED",
+        403 => "DENIED",
+        429 => "TOOMANYREQUESTS",
+        _ => "UNAVAILABLE",
+    };
+    let body = format!(
+        "{{\"errors\":[{{\"code\":\"{code}\",\"message\":\"injected by the airgap test proxy\",\"detail\":null}}]}}\n"
+    );
+    let mut resp = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json; charset=utf-8\r\n\
+         Docker-Distribution-Api-Version: registry/2.0\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reason(status),
+        body.len()
+    );
+    if let Some(secs) = retry_after {
+        resp.push_str(&format!("Retry-After: {secs}\r\n"));
+    }
+    resp.push_str("\r\n");
+    if head.method != "HEAD" {
+        resp.push_str(&body);
+    }
+    let _ = s.write_all(resp.as_bytes());
+    let _ = s.flush();
+    let _ = s.shutdown(Shutdown::Write);
+    // Let the client read the answer and close first (bounded by the read timeout).
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut sink = [0u8; 1024];
+    for _ in 0..64 {
+        match s.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
+    set_timeouts(&client)?;
+    let conn = state.connections.fetch_add(1, Ordering::SeqCst);
+    let fault = state.fault.lock().unwrap().clone();
+    if let Fault::ResetFirst(n) = fault {
+        if conn < n {
+            // Wait for the request to arrive and close without reading it: the kernel
+            // answers unread data with a RST, which the client sees as "connection reset".
+            let mut one = [0u8; 1];
+            let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = client.peek(&mut one);
+            log(state, "?", "?", Action::Reset);
+            drop(client);
+            return Ok(());
+        }
+    }
+    let Some((head, rest)) = read_head(&mut client)? else {
+        return Ok(());
+    };
+    let req = state.requests.fetch_add(1, Ordering::SeqCst);
+    let status = match &fault {
+        Fault::StatusFirst {
+            n,
+            status,
+            retry_after,
+        } if req < *n => Some((*status, *retry_after)),
+        Fault::StatusAlways {
+            status,
+            retry_after,
+        } => Some((*status, *retry_after)),
+        Fault::StatusFirstMatching {
+            method,
+            path_contains,
+            n,
+            status,
+        } if head.method.eq_ignore_ascii_case(method)
+            && head.path.contains(path_contains.as_str())
+            && state.matched.fetch_add(1, Ordering::SeqCst) < *n =>
+        {
+            Some((*status, None))
+        }
+        Fault::StatusForMethods { methods, status }
+            if methods.iter().any(|m| m.eq_ignore_ascii_case(&head.method)) =>
+        {
+            Some((*status, None))
+        }
+        _ => None,
+    };
+    if let Some((status, retry_after)) = status {
+        log(state, &head.method, &head.path, Action::Answered(status));
+        drain_body(&mut client, &head, rest.len());
+        answer(&mut client, &head, status, retry_after);
+        return Ok(());
+    }
+    let cut = match &fault {
+        Fault::CutResponse {
+            path_contains,
+            after,
+        } if head.method == "GET" && head.path.contains(path_contains.as_str()) => Some(*after),
+        _ => None,
+    };
+    log(
+        state,
+        &head.method,
+        &head.path,
+        if cut.is_some() {
+            Action::Cut
+        } else {
+            Action::Forwarded
+        },
+    );
+    let mut upstream = match TcpStream::connect_timeout(&state.upstream, Duration::from_secs(5)) {
+        Ok(u) => u,
+        Err(_) => {
+            // The registry is down: behave like it (the client sees a reset connection).
+            return Ok(());
+        }
+    };
+    set_timeouts(&upstream)?;
+    upstream.write_all(&upstream_head(&head))?;
+    upstream.write_all(&rest)?;
+    // Request body: client -> upstream, on its own thread, until the client is done.
+    let pump = {
+        let mut from = client.try_clone()?;
+        let mut to = upstream.try_clone()?;
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 256 * 1024];
+            let deadline = Instant::now() + REQUEST_DEADLINE;
+            while Instant::now() < deadline {
+                match from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = to.shutdown(Shutdown::Write);
+        })
+    };
+    // Response: upstream -> client, whole or cut after the head plus `cut` body bytes.
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut head_buf: Vec<u8> = Vec::new();
+    let mut body_sent = 0u64;
+    let mut head_done = cut.is_none();
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    while Instant::now() < deadline {
+        let n = match upstream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let Some(limit) = cut else {
+            if client.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            continue;
+        };
+        let mut data: &[u8] = &buf[..n];
+        let mut joined;
+        if !head_done {
+            head_buf.extend_from_slice(data);
+            match find_end_of_head(&head_buf) {
+                None => continue,
+                Some(end) => {
+                    client.write_all(&head_buf[..end])?;
+                    joined = std::mem::take(&mut head_buf);
+                    joined.drain(..end);
+                    data = &joined;
+                    head_done = true;
+                }
+            }
+        }
+        let room = limit.saturating_sub(body_sent) as usize;
+        let take = room.min(data.len());
+        client.write_all(&data[..take])?;
+        body_sent += take as u64;
+        if body_sent >= limit {
+            break;
+        }
+    }
+    let _ = client.flush();
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = upstream.shutdown(Shutdown::Both);
+    let _ = pump.join();
+    Ok(())
+}
