@@ -92,6 +92,10 @@ pub struct PackArgs {
     /// Ship the spec's manifests even if they use images the bundle lacks (a warning each)
     #[arg(long)]
     pub allow_missing: bool,
+    /// Write the bundle in parts of at most SIZE (BUNDLE.001, .002, … plus BUNDLE.parts.json
+    /// with each part's checksum), e.g. 4G, 700MB, or fat32 (4 GiB - 1) for USB sticks
+    #[arg(long, value_name = "SIZE")]
+    pub split: Option<String>,
     /// Make a delta bundle: leave out every layer and config this earlier bundle carries.
     /// Give the old bundle, or its airgap.json saved with `airgap inspect --metadata`
     #[arg(long, value_name = "BUNDLE|airgap.json")]
@@ -105,7 +109,7 @@ pub struct PackArgs {
 
 #[derive(Args, Debug)]
 pub struct LoadArgs {
-    /// The bundle to load
+    /// The bundle to load (for a split bundle: any part, its .parts.json, or the base name)
     pub bundle: PathBuf,
     /// The target registry: HOST[:PORT][/PATH]
     #[arg(long, value_name = "HOST[:PORT][/PATH]")]

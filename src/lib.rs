@@ -20,3 +20,4 @@ pub mod reference;
 pub mod registry;
 pub mod rewrite;
 pub mod spec;
+pub mod volume;

@@ -159,6 +159,10 @@ async fn run_pack(a: PackArgs) -> Result<()> {
                 .unwrap_or(2)
         }),
         allow_missing_images: a.allow_missing,
+        split: match &a.split {
+            Some(s) => Some(airgap::volume::parse_size(s).context("--split")?),
+            None => None,
+        },
         base: match &a.base {
             Some(p) => Some(read_base(p)?),
             None => None,
@@ -207,12 +211,8 @@ async fn run_load(a: LoadArgs) -> Result<()> {
         None => airgap::docker_config::lookup(&target.host)
             .with_context(|| format!("reading docker credentials for {}", target.host))?,
     };
-    if !a.bundle.is_file() {
-        bail!(
-            "bundle {} does not exist or is not a file",
-            a.bundle.display()
-        );
-    }
+    // Fail on a missing bundle before talking to the registry.
+    drop(bundle::open_input(&a.bundle).with_context(|| format!("bundle {}", a.bundle.display()))?);
     // Rewrite the carried manifests before pushing anything: a manifest that would fail in
     // the cluster stops the load while nothing has changed.
     let k8s_opts = k8s_options(&a.rewrite);
@@ -438,10 +438,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn open_bundle(path: &Path) -> Result<std::io::BufReader<std::fs::File>> {
-    let f =
-        std::fs::File::open(path).with_context(|| format!("opening bundle {}", path.display()))?;
-    Ok(std::io::BufReader::with_capacity(1 << 20, f))
+fn open_bundle(path: &Path) -> Result<Box<dyn std::io::Read + Send>> {
+    bundle::open_input(path).with_context(|| format!("opening bundle {}", path.display()))
 }
 
 fn run_inspect(a: InspectArgs) -> Result<()> {
@@ -537,6 +535,27 @@ fn run_inspect(a: InspectArgs) -> Result<()> {
 }
 
 fn run_verify(a: VerifyArgs) -> Result<()> {
+    if airgap::volume::is_split(&a.bundle) {
+        // Each part on its own first, so a bad part is named even when the stream breaks.
+        let set = airgap::volume::open_set(&a.bundle)?;
+        let problems = airgap::volume::check_parts(&set);
+        if !problems.is_empty() {
+            let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            bail!(
+                "split bundle {} failed verification:\n  {}",
+                a.bundle.display(),
+                list.join("\n  ")
+            );
+        }
+        if !a.quiet {
+            let checked = if set.parts.iter().all(|p| p.sha256.is_some()) {
+                "each checked against its sidecar checksum"
+            } else {
+                "no sidecar: part checksums unknown, content still verified below"
+            };
+            println!("{} part(s), {checked}", set.parts.len());
+        }
+    }
     let r = bundle::verify(open_bundle(&a.bundle)?)
         .with_context(|| format!("bundle {} failed verification", a.bundle.display()))?;
     if !a.quiet {

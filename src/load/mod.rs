@@ -149,16 +149,11 @@ pub async fn load(
     // Pass 1 streams the bundle; pass 2 re-reads it only for big blobs a registry refused to
     // mount (we cannot replay a stream, and buffering a layer is not an option).
     for pass in 1..=2 {
-        let file = std::fs::File::open(&opts.bundle).map_err(|e| {
-            bundle_err(BundleError::Io {
-                path: opts.bundle.clone(),
-                source: e,
-            })
-        })?;
+        let file = crate::bundle::open_input(&opts.bundle).map_err(bundle_err)?;
         state.begin_pass(pass);
         let result = tokio::task::spawn_blocking(move || {
             let mut st = state;
-            let r = read_bundle(std::io::BufReader::with_capacity(1 << 20, file), &mut st);
+            let r = read_bundle(file, &mut st);
             (st, r)
         })
         .await
@@ -171,6 +166,10 @@ pub async fn load(
         // Upload errors are more precise than the reader's "stopped" error they cause.
         let uploads = state.join_uploads().await;
         if let Err(e) = read_result {
+            // Damage in the bundle is the root cause of any upload it broke.
+            if !matches!(e, BundleError::Visitor(_)) {
+                return Err(bundle_err(e));
+            }
             uploads?;
             return Err(match state.take_failure() {
                 Some(f) => f,

@@ -57,6 +57,8 @@ pub struct PackOptions {
     pub allow_missing_images: bool,
     /// Make a delta: leave out every config and layer this earlier bundle carries.
     pub base: Option<BaseBundle>,
+    /// Write the bundle as parts of at most this many bytes (`BUNDLE.001`, …, and a sidecar).
+    pub split: Option<u64>,
 }
 
 /// The bundle a delta is made against: its identity and its metadata (read from the bundle
@@ -117,6 +119,10 @@ pub enum PackError {
     Empty,
     #[error("{0}")]
     Manifests(#[from] crate::k8s::K8sError),
+    #[error("{0}")]
+    Volume(#[from] crate::volume::VolumeError),
+    #[error("pack stopped before the bundle was complete")]
+    Aborted,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PackError + '_ {
@@ -476,6 +482,30 @@ enum Spooled {
         record: BlobRecord,
         bytes: bytes::Bytes,
     },
+    /// Every blob was sent: the writer may finish. Without it the writer abandons its output,
+    /// so a failed fetch can never publish a short bundle.
+    Done,
+}
+
+/// Where the compressed stream goes: one file, or rotating parts.
+enum Sink {
+    File(std::fs::File),
+    Split(crate::volume::SplitWriter),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::File(f) => f.write(buf),
+            Sink::Split(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => f.flush(),
+            Sink::Split(s) => s.flush(),
+        }
+    }
 }
 
 async fn write_bundle(
@@ -522,8 +552,15 @@ async fn write_bundle(
     let level = opts.level;
     let threads = opts.threads;
     let wprogress = progress.clone();
+    let split = opts.split;
+    let output = opts.output.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<u64, PackError> {
-        let mut w = BundleWriter::new(BufWriter::with_capacity(1 << 20, file), level, threads)?;
+        let sink = match split {
+            Some(size) => Sink::Split(crate::volume::SplitWriter::create(&output, size)?),
+            None => Sink::File(file),
+        };
+        let mut w = BundleWriter::new(BufWriter::with_capacity(1 << 20, sink), level, threads)?;
+        let mut done = false;
         for (name, bytes) in &head_files {
             w.add_file(name, bytes)?;
         }
@@ -545,7 +582,14 @@ async fn write_bundle(
                 Spooled::Memory { record, bytes } => {
                     w.add_blob(&record.digest, record.size, &bytes[..], false)?;
                 }
+                Spooled::Done => {
+                    done = true;
+                    break;
+                }
             }
+        }
+        if !done {
+            return Err(PackError::Aborted);
         }
         let mut out = w.finish()?;
         out.flush().map_err(|e| PackError::Io {
@@ -556,11 +600,16 @@ async fn write_bundle(
             path: PathBuf::from("bundle"),
             source: e.into_error(),
         })?;
-        f.sync_all().map_err(|e| PackError::Io {
-            path: PathBuf::from("bundle"),
-            source: e,
-        })?;
-        Ok(f.metadata().map(|m| m.len()).unwrap_or(0))
+        match f {
+            Sink::File(f) => {
+                f.sync_all().map_err(|e| PackError::Io {
+                    path: PathBuf::from("bundle"),
+                    source: e,
+                })?;
+                Ok(f.metadata().map(|m| m.len()).unwrap_or(0))
+            }
+            Sink::Split(s) => Ok(s.finish()?.total_size),
+        }
     });
 
     let spool_dir = spool.path().to_path_buf();
@@ -638,6 +687,10 @@ async fn write_bundle(
             }
         }
     }
+    if fetch_result.is_ok() {
+        let tx = tx.clone();
+        let _ = tokio::task::spawn_blocking(move || tx.send(Spooled::Done)).await;
+    }
     drop(tx);
     let written = writer.await.map_err(|e| PackError::Io {
         path: opts.output.clone(),
@@ -652,10 +705,12 @@ async fn write_bundle(
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
     }
-    tmp.persist(&opts.output).map_err(|e| PackError::Io {
-        path: opts.output.clone(),
-        source: e.error,
-    })?;
+    if opts.split.is_none() {
+        tmp.persist(&opts.output).map_err(|e| PackError::Io {
+            path: opts.output.clone(),
+            source: e.error,
+        })?;
+    }
     drop(spool);
     Ok(PackSummary {
         images: metadata.images.len(),
