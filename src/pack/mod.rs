@@ -490,7 +490,7 @@ enum Spooled {
 /// Where the compressed stream goes: one file, or rotating parts.
 enum Sink {
     File(std::fs::File),
-    Split(crate::volume::SplitWriter),
+    Split(Box<crate::volume::SplitWriter>),
 }
 
 impl Write for Sink {
@@ -556,7 +556,7 @@ async fn write_bundle(
     let output = opts.output.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<u64, PackError> {
         let sink = match split {
-            Some(size) => Sink::Split(crate::volume::SplitWriter::create(&output, size)?),
+            Some(size) => Sink::Split(Box::new(crate::volume::SplitWriter::create(&output, size)?)),
             None => Sink::File(file),
         };
         let mut w = BundleWriter::new(BufWriter::with_capacity(1 << 20, sink), level, threads)?;
