@@ -28,15 +28,12 @@ pub struct InspectionWithFiles {
     pub k8s: Vec<(String, Vec<u8>)>,
 }
 
-/// Reads the head of a bundle, keeping the Kubernetes files (for rewriting).
-pub fn inspect_with_files(input: impl Read) -> Result<InspectionWithFiles, BundleError> {
-    struct V(Option<InspectionWithFiles>);
+/// Reads a bundle up to its first blob.
+fn read_head(input: impl Read) -> Result<Head, BundleError> {
+    struct V(Option<Head>);
     impl Visitor for V {
         fn head(&mut self, head: &Head) -> Result<Flow, BundleError> {
-            self.0 = Some(InspectionWithFiles {
-                metadata: head.metadata.clone(),
-                k8s: head.k8s.clone(),
-            });
+            self.0 = Some(head.clone());
             Ok(Flow::Stop)
         }
         fn blob(&mut self, _: &BlobRecord, _: &mut BlobContent<'_>) -> Result<Flow, BundleError> {
@@ -50,27 +47,23 @@ pub fn inspect_with_files(input: impl Read) -> Result<InspectionWithFiles, Bundl
     })
 }
 
+/// Reads the head of a bundle, keeping the Kubernetes files (for rewriting).
+pub fn inspect_with_files(input: impl Read) -> Result<InspectionWithFiles, BundleError> {
+    let head = read_head(input)?;
+    Ok(InspectionWithFiles {
+        metadata: head.metadata,
+        k8s: head.k8s,
+    })
+}
+
 /// Reads just the head of a bundle: cheap even for a huge bundle.
 pub fn inspect(input: impl Read) -> Result<Inspection, BundleError> {
-    struct V(Option<Inspection>);
-    impl Visitor for V {
-        fn head(&mut self, head: &Head) -> Result<Flow, BundleError> {
-            self.0 = Some(Inspection {
-                metadata: head.metadata.clone(),
-                id: head.id(),
-                metadata_raw: head.metadata_raw.clone(),
-                k8s_files: head.k8s.iter().map(|(p, _)| p.clone()).collect(),
-            });
-            Ok(Flow::Stop)
-        }
-        fn blob(&mut self, _: &BlobRecord, _: &mut BlobContent<'_>) -> Result<Flow, BundleError> {
-            Ok(Flow::Stop)
-        }
-    }
-    let mut v = V(None);
-    read_bundle(input, &mut v)?;
-    v.0.ok_or_else(|| BundleError::Missing {
-        what: "the bundle head".into(),
+    let head = read_head(input)?;
+    Ok(Inspection {
+        id: head.id(),
+        k8s_files: head.k8s.iter().map(|(p, _)| p.clone()).collect(),
+        metadata: head.metadata,
+        metadata_raw: head.metadata_raw,
     })
 }
 

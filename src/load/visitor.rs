@@ -400,52 +400,31 @@ impl LoadVisitor {
         let digest = record.digest.clone();
         let size = record.size;
         let progress = self.progress.clone();
+        let spawn = |source: Source| {
+            self.rt.spawn(async move {
+                let _permit = permit;
+                let r = push_to_repos(&client, &digest, size, &repos, source, &counters, &pending)
+                    .await;
+                if r.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                r
+            })
+        };
         if size <= SMALL_BLOB {
             let mut buf = Vec::with_capacity(size as usize);
             content
                 .read_to_end(&mut buf)
                 .map_err(|e| corrupt(record, e))?;
-            let bytes = Bytes::from(buf);
             progress.add_bytes(size);
-            self.tasks.push(self.rt.spawn(async move {
-                let _permit = permit;
-                let r = push_to_repos(
-                    &client,
-                    &digest,
-                    size,
-                    &repos,
-                    Source::Memory(bytes),
-                    &counters,
-                    &pending,
-                )
-                .await;
-                if r.is_err() {
-                    failed.store(true, Ordering::Relaxed);
-                }
-                r
-            }));
+            let task = spawn(Source::Memory(Bytes::from(buf)));
+            self.tasks.push(task);
             return Ok(());
         }
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-        let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
-        let task_failed = failed.clone();
-        let task = self.rt.spawn(async move {
-            let _permit = permit;
-            let r = push_to_repos(
-                &client,
-                &digest,
-                size,
-                &repos,
-                Source::Stream(body),
-                &counters,
-                &pending,
-            )
-            .await;
-            if r.is_err() {
-                task_failed.store(true, Ordering::Relaxed);
-            }
-            r
-        });
+        let task = spawn(Source::Stream(reqwest::Body::wrap_stream(
+            tokio_stream_from(rx),
+        )));
         let mut buf = vec![0u8; CHUNK];
         let mut read_err = None;
         loop {
