@@ -469,14 +469,41 @@ fn index_json(resolved: &[ResolvedImage]) -> Vec<u8> {
     serde_json::to_vec_pretty(&v).expect("index.json serialises")
 }
 
-/// Blobs up to this size are downloaded into memory rather than a spool file: for many
-/// small images, files cost more than the bytes.
+/// Blobs up to this size are downloaded into memory, many at once; bigger ones stream into
+/// the bundle as they download.
 const IN_MEMORY_BLOB: u64 = 1 << 20;
+/// Big blobs downloading at once: the one being written and the next.
+const STREAMS_IN_FLIGHT: usize = 2;
+/// Chunks (typically 8-64 KiB) a big blob's download may run ahead of the writer.
+const STREAM_CHUNKS: usize = 512;
+
+/// Reads a streamed blob's chunks on the writer thread.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
+    }
+}
 
 enum Spooled {
-    Blob {
+    /// A big blob arriving in chunks while it downloads; a chunk may be the download's error.
+    Stream {
         record: BlobRecord,
-        file: tempfile::NamedTempFile,
+        rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
     },
     Memory {
         record: BlobRecord,
@@ -531,10 +558,6 @@ async fn write_bundle(
         .prefix(&format!(".{file_name}.partial-"))
         .tempfile_in(&out_dir)
         .map_err(io_err(&out_dir))?;
-    let spool = tempfile::Builder::new()
-        .prefix(".airgap-spool-")
-        .tempdir_in(&out_dir)
-        .map_err(io_err(&out_dir))?;
 
     let total = metadata.total_size;
     progress.stage(&format!(
@@ -570,14 +593,13 @@ async fn write_bundle(
         }
         for msg in rx {
             match msg {
-                Spooled::Blob { record, file } => {
-                    let reader = std::io::BufReader::with_capacity(
-                        1 << 20,
-                        file.reopen().map_err(io_err(file.path()))?,
-                    );
-                    // Verified while downloading into our own spool file: counting suffices.
+                Spooled::Stream { record, rx } => {
+                    // Verified as it downloads; the writer counts the bytes.
+                    let reader = ChannelReader {
+                        rx,
+                        current: bytes::Bytes::new(),
+                    };
                     w.add_blob(&record.digest, record.size, reader, false)?;
-                    drop(file);
                 }
                 Spooled::Memory { record, bytes } => {
                     w.add_blob(&record.digest, record.size, &bytes[..], false)?;
@@ -612,9 +634,27 @@ async fn write_bundle(
         }
     });
 
-    let spool_dir = spool.path().to_path_buf();
-    let fetches = futures::stream::iter(plan.blobs.into_iter().map(|b| {
-        let spool_dir = spool_dir.clone();
+    // Hands a message to the writer thread; false when the writer has stopped (its error is
+    // reported below). The channel is bounded, so downloads never outrun the writer by much.
+    let send = |s: Spooled| {
+        let tx = tx.clone();
+        async move {
+            tokio::task::spawn_blocking(move || tx.send(s))
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .is_some()
+        }
+    };
+    let (small, large): (Vec<BlobSource>, Vec<BlobSource>) = plan
+        .blobs
+        .into_iter()
+        .partition(|b| b.cached.is_some() || b.record.size <= IN_MEMORY_BLOB);
+    let mut fetch_result = Ok(());
+    let mut writer_gone = false;
+
+    // Small blobs (and configs fetched while resolving): many at once, into memory.
+    let smalls = futures::stream::iter(small.into_iter().map(|b| {
         let progress = progress.clone();
         async move {
             if let Some(bytes) = b.cached {
@@ -624,31 +664,12 @@ async fn write_bundle(
                     bytes,
                 });
             }
-            if b.record.size <= IN_MEMORY_BLOB {
-                let mut buf = Vec::with_capacity(b.record.size as usize);
-                b.client
-                    .stream_blob(&b.repo, &b.record.digest, b.record.size, |chunk| {
-                        progress.add_bytes(chunk.len() as u64);
-                        buf.extend_from_slice(chunk);
-                        Ok(())
-                    })
-                    .await
-                    .map_err(|source| PackError::Blob {
-                        digest: b.record.digest.clone(),
-                        image: b.image.clone(),
-                        source: Box::new(source),
-                    })?;
-                return Ok(Spooled::Memory {
-                    record: b.record,
-                    bytes: bytes::Bytes::from(buf),
-                });
-            }
-            let file = tempfile::NamedTempFile::new_in(&spool_dir).map_err(io_err(&spool_dir))?;
-            let mut w = BufWriter::with_capacity(1 << 20, file.as_file());
+            let mut buf = Vec::with_capacity(b.record.size as usize);
             b.client
                 .stream_blob(&b.repo, &b.record.digest, b.record.size, |chunk| {
                     progress.add_bytes(chunk.len() as u64);
-                    w.write_all(chunk)
+                    buf.extend_from_slice(chunk);
+                    Ok(())
                 })
                 .await
                 .map_err(|source| PackError::Blob {
@@ -656,35 +677,91 @@ async fn write_bundle(
                     image: b.image.clone(),
                     source: Box::new(source),
                 })?;
-            w.flush().map_err(io_err(file.path()))?;
-            drop(w);
-            Ok::<_, PackError>(Spooled::Blob {
+            Ok::<_, PackError>(Spooled::Memory {
                 record: b.record,
-                file,
+                bytes: bytes::Bytes::from(buf),
             })
         }
     }))
     .buffer_unordered(opts.concurrency.max(1));
-    futures::pin_mut!(fetches);
-    let mut fetch_result = Ok(());
-    while let Some(item) = fetches.next().await {
+    futures::pin_mut!(smalls);
+    while let Some(item) = smalls.next().await {
         match item {
             Ok(s) => {
-                let tx = tx.clone();
-                // The channel is bounded: waiting here keeps the spool from outrunning the writer.
-                if tokio::task::spawn_blocking(move || tx.send(s))
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok())
-                    .is_none()
-                {
-                    break; // the writer failed; its error is reported below
+                if !send(s).await {
+                    writer_gone = true;
+                    break;
                 }
             }
             Err(e) => {
                 fetch_result = Err(e);
                 break;
             }
+        }
+    }
+
+    // Big blobs stream straight into the writer, in order, never touching the disk; the
+    // next one downloads into its bounded channel while the writer compresses the current.
+    let mut inflight: std::collections::VecDeque<tokio::task::JoinHandle<Result<(), PackError>>> =
+        std::collections::VecDeque::new();
+    let join = |r: Result<Result<(), PackError>, tokio::task::JoinError>| match r {
+        Ok(r) => r,
+        Err(e) => Err(PackError::Io {
+            path: PathBuf::from("download"),
+            source: std::io::Error::other(e.to_string()),
+        }),
+    };
+    if fetch_result.is_ok() && !writer_gone {
+        for b in large {
+            if inflight.len() >= STREAMS_IN_FLIGHT {
+                let t = inflight.pop_front().expect("in flight");
+                if let Err(e) = join(t.await) {
+                    fetch_result = Err(e);
+                    break;
+                }
+            }
+            let (ctx, crx) = tokio::sync::mpsc::channel(STREAM_CHUNKS);
+            if !send(Spooled::Stream {
+                record: b.record.clone(),
+                rx: crx,
+            })
+            .await
+            {
+                break;
+            }
+            let progress = progress.clone();
+            inflight.push_back(tokio::spawn(async move {
+                let result = b
+                    .client
+                    .stream_blob_async(&b.repo, &b.record.digest, b.record.size, |chunk| {
+                        progress.add_bytes(chunk.len() as u64);
+                        let ctx = ctx.clone();
+                        async move {
+                            ctx.send(Ok(chunk))
+                                .await
+                                .map_err(|_| std::io::Error::other("the bundle writer stopped"))
+                        }
+                    })
+                    .await;
+                if let Err(e) = &result {
+                    // Make the writer fail this entry rather than wait for more bytes.
+                    let _ = ctx.send(Err(std::io::Error::other(e.to_string()))).await;
+                }
+                result.map_err(|source| PackError::Blob {
+                    digest: b.record.digest.clone(),
+                    image: b.image.clone(),
+                    source: Box::new(source),
+                })
+            }));
+        }
+    }
+    while let Some(t) = inflight.pop_front() {
+        if fetch_result.is_err() {
+            t.abort();
+            continue;
+        }
+        if let Err(e) = join(t.await) {
+            fetch_result = Err(e);
         }
     }
     if fetch_result.is_ok() {
@@ -711,7 +788,6 @@ async fn write_bundle(
             source: e.error,
         })?;
     }
-    drop(spool);
     Ok(PackSummary {
         images: metadata.images.len(),
         blobs: metadata.blobs.len(),

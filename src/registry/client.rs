@@ -417,8 +417,10 @@ impl Client {
         Ok(resp)
     }
 
-    /// Downloads a blob, handing each verified chunk to `sink`; fails when the content does
-    /// not match `digest` and `size`. Memory use is one chunk.
+    /// Downloads a blob, handing each chunk to `sink`; fails when the content does not match
+    /// `digest` and `size` (the last chunk is handed over before the digest is known, so the
+    /// caller must treat its output as unverified until this returns Ok). Memory use is one
+    /// chunk.
     pub async fn stream_blob<F>(
         &self,
         repo: &str,
@@ -428,6 +430,25 @@ impl Client {
     ) -> Result<(), RegistryError>
     where
         F: FnMut(&[u8]) -> std::io::Result<()>,
+    {
+        self.stream_blob_async(repo, digest, size, |chunk| {
+            let r = sink(&chunk);
+            async move { r }
+        })
+        .await
+    }
+
+    /// Like `stream_blob`, with a sink that may wait (e.g. for room in a bounded channel).
+    pub async fn stream_blob_async<F, Fut>(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        mut sink: F,
+    ) -> Result<(), RegistryError>
+    where
+        F: FnMut(Bytes) -> Fut,
+        Fut: std::future::Future<Output = std::io::Result<()>>,
     {
         let resp = self.get_blob(repo, digest).await?;
         let mut hasher = Hasher::new();
@@ -444,7 +465,7 @@ impl Client {
                 });
             }
             hasher.update(&chunk);
-            sink(&chunk)?;
+            sink(chunk).await?;
         }
         let (actual, n) = hasher.finish();
         if n != size {
