@@ -11,7 +11,7 @@ pub enum RegistryError {
         status: u16,
         message: String,
     },
-    #[error("registry {registry} refused {action}{} (HTTP {status}, authentication/permission problem): {message}", in_repo(" on", .repository))]
+    #[error("registry {registry} refused {action}{} (HTTP {status}: permission denied; the credentials were accepted but lack the right to do this): {message}", in_repo(" on", .repository))]
     Denied {
         registry: String,
         repository: String,

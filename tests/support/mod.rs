@@ -13,6 +13,7 @@ pub mod fixtures;
 pub mod proxy;
 pub mod registry;
 pub mod skopeo;
+pub mod storage;
 pub mod tls;
 pub mod token;
 

@@ -58,6 +58,17 @@ pub enum Fault {
     /// Forward, but for a `GET` whose path contains `path_contains` pass only the response
     /// head and `after` bytes of its body, then close the connection.
     CutResponse { path_contains: String, after: u64 },
+    /// Answer every request whose method is `method` (any method when `None`) and whose path
+    /// contains `path_contains` with a canned response: `status`, `Content-Type`, the extra
+    /// `headers`, a matching `Content-Length` and `body` (not sent to `HEAD`); forward the rest.
+    Canned {
+        method: Option<String>,
+        path_contains: String,
+        status: u16,
+        content_type: String,
+        headers: Vec<(String, String)>,
+        body: Arc<Vec<u8>>,
+    },
 }
 
 /// What happened to one request (or connection, for resets).
@@ -371,6 +382,40 @@ fn answer(s: &mut TcpStream, head: &Head, status: u16, retry_after: Option<u32>)
     }
 }
 
+fn answer_canned(
+    s: &mut TcpStream,
+    head: &Head,
+    status: u16,
+    content_type: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) {
+    let mut resp = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n",
+        reason(status),
+        body.len()
+    );
+    for (n, v) in headers {
+        resp.push_str(&format!("{n}: {v}\r\n"));
+    }
+    resp.push_str("\r\n");
+    let _ = s.write_all(resp.as_bytes());
+    if head.method != "HEAD" {
+        let _ = s.write_all(body);
+    }
+    let _ = s.flush();
+    let _ = s.shutdown(Shutdown::Write);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut sink = [0u8; 1024];
+    for _ in 0..64 {
+        match s.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
 fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
     set_timeouts(&client)?;
     let conn = state.connections.fetch_add(1, Ordering::SeqCst);
@@ -419,6 +464,26 @@ fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
         }
         _ => None,
     };
+    if let Fault::Canned {
+        method,
+        path_contains,
+        status,
+        content_type,
+        headers,
+        body,
+    } = &fault
+    {
+        if method
+            .as_ref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(&head.method))
+            && head.path.contains(path_contains.as_str())
+        {
+            log(state, &head.method, &head.path, Action::Answered(*status));
+            drain_body(&mut client, &head, rest.len());
+            answer_canned(&mut client, &head, *status, content_type, headers, body);
+            return Ok(());
+        }
+    }
     if let Some((status, retry_after)) = status {
         log(state, &head.method, &head.path, Action::Answered(status));
         drain_body(&mut client, &head, rest.len());
