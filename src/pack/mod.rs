@@ -474,8 +474,11 @@ fn index_json(resolved: &[ResolvedImage]) -> Vec<u8> {
 const IN_MEMORY_BLOB: u64 = 1 << 20;
 /// Big blobs downloading at once: the one being written and the next.
 const STREAMS_IN_FLIGHT: usize = 2;
-/// Chunks (typically 8-64 KiB) a big blob's download may run ahead of the writer.
-const STREAM_CHUNKS: usize = 512;
+/// Pieces a big blob's download may run ahead of the writer, each at most STREAM_PIECE
+/// bytes: 16 MiB per stream, so memory stays bounded whatever size chunks the network hands
+/// over.
+const STREAM_CHUNKS: usize = 64;
+const STREAM_PIECE: usize = 256 * 1024;
 
 /// Reads a streamed blob's chunks on the writer thread.
 struct ChannelReader {
@@ -737,9 +740,14 @@ async fn write_bundle(
                         progress.add_bytes(chunk.len() as u64);
                         let ctx = ctx.clone();
                         async move {
-                            ctx.send(Ok(chunk))
-                                .await
-                                .map_err(|_| std::io::Error::other("the bundle writer stopped"))
+                            let mut chunk = chunk;
+                            while !chunk.is_empty() {
+                                let piece = chunk.split_to(chunk.len().min(STREAM_PIECE));
+                                ctx.send(Ok(piece)).await.map_err(|_| {
+                                    std::io::Error::other("the bundle writer stopped")
+                                })?;
+                            }
+                            Ok(())
                         }
                     })
                     .await;
