@@ -61,7 +61,7 @@ for t in $targets; do
     else
         crashed=1
         kind=$(grep -m1 -oE 'ERROR: libFuzzer: [a-z-]+|ERROR: AddressSanitizer: [a-z-]+|panicked at [^:]*' "$log" || true)
-        result="CRASH (exit $rc${kind:+: $kind})${artifact:+, input in fuzz/$artifact}"
+        result="CRASH (exit $rc${kind:+: $kind})${artifact:+, input in $artifact}"
         tail -40 "$log"
     fi
     line="$(printf '%-11s %6ss fuzzing (%ss wall) %12s execs  %s' "$t" "${fuzzed:-?}" "$elapsed" \
