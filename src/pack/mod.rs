@@ -502,7 +502,8 @@ impl std::io::Read for ChannelReader {
     }
 }
 
-enum Spooled {
+/// What the fetch side hands the bundle writer thread, in stream order.
+enum ToWriter {
     /// A big blob arriving in chunks while it downloads; a chunk may be the download's error.
     Stream {
         record: BlobRecord,
@@ -571,7 +572,7 @@ async fn write_bundle(
     ));
     progress.start_bytes("pack", total);
 
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Spooled>(opts.concurrency.max(1) * 2);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<ToWriter>(opts.concurrency.max(1) * 2);
     let file = tmp.reopen().map_err(io_err(tmp.path()))?;
     let head_files = head_entries(resolved, &metadata, k8s);
     let manifests = plan.manifests;
@@ -596,7 +597,7 @@ async fn write_bundle(
         }
         for msg in rx {
             match msg {
-                Spooled::Stream { record, rx } => {
+                ToWriter::Stream { record, rx } => {
                     // Verified as it downloads; the writer counts the bytes.
                     let reader = ChannelReader {
                         rx,
@@ -604,10 +605,10 @@ async fn write_bundle(
                     };
                     w.add_blob(&record.digest, record.size, reader, false)?;
                 }
-                Spooled::Memory { record, bytes } => {
+                ToWriter::Memory { record, bytes } => {
                     w.add_blob(&record.digest, record.size, &bytes[..], false)?;
                 }
-                Spooled::Done => {
+                ToWriter::Done => {
                     done = true;
                     break;
                 }
@@ -639,7 +640,7 @@ async fn write_bundle(
 
     // Hands a message to the writer thread; false when the writer has stopped (its error is
     // reported below). The channel is bounded, so downloads never outrun the writer by much.
-    let send = |s: Spooled| {
+    let send = |s: ToWriter| {
         let tx = tx.clone();
         async move {
             tokio::task::spawn_blocking(move || tx.send(s))
@@ -662,7 +663,7 @@ async fn write_bundle(
         async move {
             if let Some(bytes) = b.cached {
                 progress.add_bytes(b.record.size);
-                return Ok(Spooled::Memory {
+                return Ok(ToWriter::Memory {
                     record: b.record,
                     bytes,
                 });
@@ -680,7 +681,7 @@ async fn write_bundle(
                     image: b.image.clone(),
                     source: Box::new(source),
                 })?;
-            Ok::<_, PackError>(Spooled::Memory {
+            Ok::<_, PackError>(ToWriter::Memory {
                 record: b.record,
                 bytes: bytes::Bytes::from(buf),
             })
@@ -724,7 +725,7 @@ async fn write_bundle(
                 }
             }
             let (ctx, crx) = tokio::sync::mpsc::channel(STREAM_CHUNKS);
-            if !send(Spooled::Stream {
+            if !send(ToWriter::Stream {
                 record: b.record.clone(),
                 rx: crx,
             })
@@ -774,7 +775,7 @@ async fn write_bundle(
     }
     if fetch_result.is_ok() {
         let tx = tx.clone();
-        let _ = tokio::task::spawn_blocking(move || tx.send(Spooled::Done)).await;
+        let _ = tokio::task::spawn_blocking(move || tx.send(ToWriter::Done)).await;
     }
     drop(tx);
     let written = writer.await.map_err(|e| PackError::Io {
