@@ -556,7 +556,7 @@ fn run_verify(a: VerifyArgs) -> Result<()> {
             println!("{} part(s), {checked}", set.parts.len());
         }
     }
-    let r = bundle::verify(open_bundle(&a.bundle)?)
+    let r = bundle::verify_path(&a.bundle)
         .with_context(|| format!("bundle {} failed verification", a.bundle.display()))?;
     if !a.quiet {
         if let Some(b) = &r.base {
@@ -575,6 +575,9 @@ fn run_verify(a: VerifyArgs) -> Result<()> {
             human_bytes(r.bytes),
             r.k8s_files
         );
+        if !r.seekable {
+            println!("no seek table (packed by an older airgap or recompressed): `serve` must decompress from the start for each read");
+        }
     }
     Ok(())
 }

@@ -5,6 +5,9 @@
 //! then `blobs/sha256/<hex>`: indexes and manifests, configs, layers.
 
 mod reader;
+pub mod seek;
+#[cfg(test)]
+mod seek_tests;
 #[cfg(test)]
 mod tests;
 mod verify;
@@ -12,7 +15,8 @@ mod writer;
 
 pub use reader::{read_bundle, BlobContent, Flow, Head, Visitor};
 pub use verify::{
-    inspect, inspect_with_files, parse_index, verify, Inspection, InspectionWithFiles, VerifyReport,
+    inspect, inspect_with_files, parse_index, verify, verify_path, Inspection, InspectionWithFiles,
+    VerifyReport,
 };
 pub use writer::BundleWriter;
 

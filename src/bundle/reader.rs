@@ -46,6 +46,9 @@ pub trait Visitor {
         record: &BlobRecord,
         content: &mut BlobContent<'_>,
     ) -> Result<Flow, BundleError>;
+    /// Called for every entry before it is read: where its content lies in the tar (verify
+    /// compares this with the seek table).
+    fn entry(&mut self, _location: &super::seek::EntryLoc) {}
 }
 
 /// A blob's bytes as they come out of the stream. Reading past the end yields an
@@ -238,6 +241,11 @@ pub fn read_bundle(input: impl Read, visitor: &mut dyn Visitor) -> Result<(), Bu
         // The size tar will read: a PAX `size` record overrides the header's field, so the
         // header alone could agree with airgap.json while the entry holds something else.
         let size = entry.size();
+        visitor.entry(&super::seek::EntryLoc {
+            name: name.clone(),
+            offset: entry.raw_file_position(),
+            size,
+        });
         if first {
             first = false;
             if name != METADATA_NAME {

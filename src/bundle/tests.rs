@@ -28,7 +28,7 @@ const L1: usize = 384 * 1024;
 // ---------------------------------------------------------------------------------------------
 
 /// Incompressible bytes, so offsets in the compressed file land where we expect.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
+pub(super) fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
         .map(|_| {
@@ -40,7 +40,7 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
+pub(super) fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
     serde_json::json!({
         "mediaType": media_type,
         "digest": Digest::of(bytes).to_string(),
@@ -48,7 +48,7 @@ fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
     })
 }
 
-fn manifest_json(config: serde_json::Value, layers: Vec<serde_json::Value>) -> Vec<u8> {
+pub(super) fn manifest_json(config: serde_json::Value, layers: Vec<serde_json::Value>) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -59,17 +59,17 @@ fn manifest_json(config: serde_json::Value, layers: Vec<serde_json::Value>) -> V
 }
 
 #[derive(Clone)]
-struct Fixture {
-    config: Vec<u8>,
-    layers: Vec<Vec<u8>>,
-    manifest: Vec<u8>,
-    k8s: Vec<u8>,
-    metadata: Metadata,
-    index: Vec<u8>,
+pub(super) struct Fixture {
+    pub(super) config: Vec<u8>,
+    pub(super) layers: Vec<Vec<u8>>,
+    pub(super) manifest: Vec<u8>,
+    pub(super) k8s: Vec<u8>,
+    pub(super) metadata: Metadata,
+    pub(super) index: Vec<u8>,
 }
 
 impl Fixture {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let config =
             br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
                 .to_vec();
@@ -82,7 +82,7 @@ impl Fixture {
     }
 
     /// Derives airgap.json and index.json from the blobs.
-    fn assemble(config: Vec<u8>, layers: Vec<Vec<u8>>, manifest: Vec<u8>) -> Self {
+    pub(super) fn assemble(config: Vec<u8>, layers: Vec<Vec<u8>>, manifest: Vec<u8>) -> Self {
         let k8s = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\nspec:\n  containers:\n  - name: app\n    image: app:1\n".to_vec();
         let platform = Platform::parse("linux/amd64").unwrap();
         let mut blobs = vec![BlobRecord {
@@ -161,7 +161,7 @@ impl Fixture {
     }
 
     /// Every entry of a valid bundle, in stream order.
-    fn entries(&self) -> Vec<(String, Vec<u8>)> {
+    pub(super) fn entries(&self) -> Vec<(String, Vec<u8>)> {
         let mut e = vec![
             (METADATA_NAME.to_string(), self.metadata_json()),
             (LAYOUT_NAME.to_string(), OCI_LAYOUT_CONTENT.to_vec()),
@@ -178,18 +178,18 @@ impl Fixture {
     }
 
     /// A valid bundle, as `BundleWriter` writes it.
-    fn bundle(&self) -> Vec<u8> {
+    pub(super) fn bundle(&self) -> Vec<u8> {
         write_bundle(&self.entries())
     }
 
     /// The uncompressed tar of a valid bundle.
-    fn tar(&self) -> Vec<u8> {
+    pub(super) fn tar(&self) -> Vec<u8> {
         decompress(&self.bundle())
     }
 }
 
 /// Writes entries with `BundleWriter`: names under `blobs/` go through `add_blob`.
-fn write_bundle(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+pub(super) fn write_bundle(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut w = BundleWriter::new(Vec::new(), 3, 0).unwrap();
     for (name, data) in entries {
         match name.strip_prefix(BLOBS_DIR) {
@@ -289,19 +289,19 @@ impl RawTar {
     }
 }
 
-fn raw_bundle(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+pub(super) fn raw_bundle(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     RawTar::new().files(entries).bundle()
 }
 
 /// One zstd frame with a content checksum, like the writer's.
-fn compress(tar: &[u8]) -> Vec<u8> {
+pub(super) fn compress(tar: &[u8]) -> Vec<u8> {
     let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
     enc.include_checksum(true).unwrap();
     enc.write_all(tar).unwrap();
     enc.finish().unwrap()
 }
 
-fn decompress(bundle: &[u8]) -> Vec<u8> {
+pub(super) fn decompress(bundle: &[u8]) -> Vec<u8> {
     zstd::decode_all(bundle).unwrap()
 }
 

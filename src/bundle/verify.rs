@@ -75,6 +75,10 @@ pub struct VerifyReport {
     pub blobs: usize,
     pub bytes: u64,
     pub k8s_files: usize,
+    /// Every entry where the stream put it (compared with the seek table).
+    pub entries: Vec<super::seek::EntryLoc>,
+    /// The bundle has a seek table, and it matches the stream (see [`verify_path`]).
+    pub seekable: bool,
 }
 
 /// Parses `index.json` and checks it against the metadata: one entry per image, each with
@@ -170,6 +174,9 @@ pub fn verify(input: impl Read) -> Result<VerifyReport, BundleError> {
             }
             Ok(Flow::Continue)
         }
+        fn entry(&mut self, location: &super::seek::EntryLoc) {
+            self.report.entries.push(location.clone());
+        }
     }
     let mut v = V {
         report: VerifyReport::default(),
@@ -221,4 +228,29 @@ pub fn verify(input: impl Read) -> Result<VerifyReport, BundleError> {
         });
     }
     Ok(v.report)
+}
+
+/// [`verify`] of a bundle file or split set, plus its seek table when it has one: the table
+/// must list exactly the entries the stream holds, and its frames must be where it says.
+pub fn verify_path(path: &std::path::Path) -> Result<VerifyReport, BundleError> {
+    let mut report = verify(super::open_input(path)?)?;
+    let src = super::seek::open_read_at(path)?;
+    if let Some(index) = super::seek::read_trailer(src.as_ref())? {
+        super::seek::check_frames(src.as_ref(), &index)?;
+        if index.entries != report.entries {
+            let first = index
+                .entries
+                .iter()
+                .zip(&report.entries)
+                .find(|(a, b)| a != b)
+                .map(|(a, _)| a.name.clone())
+                .unwrap_or_else(|| "the entry count".into());
+            return Err(BundleError::Corrupt {
+                entry: "the seek table".into(),
+                reason: format!("its entry index disagrees with the archive at {first}"),
+            });
+        }
+        report.seekable = true;
+    }
+    Ok(report)
 }

@@ -2,15 +2,25 @@ use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
+use super::seek::{EntryLoc, FrameWriter};
 use super::{blob_entry_name, BundleError};
 use crate::digest::{Digest, Hasher};
 
-/// Writes bundle entries in the order given, into a multithreaded zstd stream.
+/// Entries at least this big start a frame of their own, so a reader of one blob decompresses
+/// nothing of the entries before it.
+const OWN_FRAME: u64 = 64 * 1024;
+/// The level for content that is already compressed (gzip or zstd layers): higher levels
+/// spend CPU finding nothing.
+pub const PRECOMPRESSED_LEVEL: i32 = 1;
+
+/// Writes bundle entries in the order given, as a seekable zstd stream (see `seek`).
 /// Every blob is counted (and optionally hashed) as it streams: `tar` alone would silently
 /// write a corrupt archive when a reader comes up short.
 pub struct BundleWriter<W: Write> {
-    tar: tar::Builder<zstd::stream::Encoder<'static, W>>,
+    tar: tar::Builder<FrameWriter<W>>,
     names: HashSet<String>,
+    level: i32,
+    entries: Vec<EntryLoc>,
 }
 
 fn io_err(entry: &str) -> impl FnOnce(io::Error) -> BundleError + '_ {
@@ -24,17 +34,37 @@ impl<W: Write> BundleWriter<W> {
     /// `level`: zstd level (1-19; 3 is zstd's default); `threads`: compression workers
     /// (0 = single-threaded in the caller's thread).
     pub fn new(out: W, level: i32, threads: u32) -> Result<Self, BundleError> {
-        let mut enc = zstd::stream::Encoder::new(out, level).map_err(io_err("zstd"))?;
-        if threads > 0 {
-            enc.multithread(threads).map_err(io_err("zstd"))?;
-        }
-        enc.include_checksum(true).map_err(io_err("zstd"))?;
-        let mut tar = tar::Builder::new(enc);
+        let frames = FrameWriter::new(out, level, threads).map_err(io_err("zstd"))?;
+        let mut tar = tar::Builder::new(frames);
         tar.mode(tar::HeaderMode::Deterministic);
         Ok(BundleWriter {
             tar,
             names: HashSet::new(),
+            level,
+            entries: Vec::new(),
         })
+    }
+
+    /// Starts an entry: a new frame when it is big (or compressed differently).
+    fn begin(&mut self, name: &str, size: u64, level: i32) -> Result<(), BundleError> {
+        self.claim(name)?;
+        let frames = self.tar.get_mut();
+        if size >= OWN_FRAME || level != frames.level() {
+            frames.cut(level).map_err(io_err(name))?;
+        }
+        Ok(())
+    }
+
+    /// Records where the entry's content landed: tar pads it to 512 bytes, and whatever
+    /// headers came before it (long names) end where the content starts.
+    fn end(&mut self, name: &str, size: u64) {
+        let end = self.tar.get_ref().position();
+        let padded = size.div_ceil(512) * 512;
+        self.entries.push(EntryLoc {
+            name: name.to_string(),
+            offset: end - padded,
+            size,
+        });
     }
 
     fn header(size: u64) -> tar::Header {
@@ -59,11 +89,14 @@ impl<W: Write> BundleWriter<W> {
 
     /// Adds a small file held in memory.
     pub fn add_file(&mut self, name: &str, bytes: &[u8]) -> Result<(), BundleError> {
-        self.claim(name)?;
-        let mut h = Self::header(bytes.len() as u64);
+        let size = bytes.len() as u64;
+        self.begin(name, size, self.level)?;
+        let mut h = Self::header(size);
         self.tar
             .append_data(&mut h, name, bytes)
-            .map_err(io_err(name))
+            .map_err(io_err(name))?;
+        self.end(name, size);
+        Ok(())
     }
 
     /// Streams a blob from `content`, which must yield exactly `size` bytes (and, with
@@ -75,8 +108,33 @@ impl<W: Write> BundleWriter<W> {
         content: impl Read,
         check_digest: bool,
     ) -> Result<(), BundleError> {
+        let level = self.level;
+        self.add_blob_at(digest, size, content, check_digest, level)
+    }
+
+    /// [`BundleWriter::add_blob`] for content that is already compressed (a gzip or zstd
+    /// layer): stored at a fast level.
+    pub fn add_compressed_blob(
+        &mut self,
+        digest: &Digest,
+        size: u64,
+        content: impl Read,
+        check_digest: bool,
+    ) -> Result<(), BundleError> {
+        let level = self.level.min(PRECOMPRESSED_LEVEL);
+        self.add_blob_at(digest, size, content, check_digest, level)
+    }
+
+    fn add_blob_at(
+        &mut self,
+        digest: &Digest,
+        size: u64,
+        content: impl Read,
+        check_digest: bool,
+        level: i32,
+    ) -> Result<(), BundleError> {
         let name = blob_entry_name(digest);
-        self.claim(&name)?;
+        self.begin(&name, size, level)?;
         let mut counted = Counted {
             inner: content,
             limit: size,
@@ -88,6 +146,7 @@ impl<W: Write> BundleWriter<W> {
         self.tar
             .append_data(&mut h, &name, &mut counted)
             .map_err(io_err(&name))?;
+        self.end(&name, size);
         if counted.read != size || counted.overflow {
             let actual = if counted.overflow {
                 size + 1
@@ -112,10 +171,11 @@ impl<W: Write> BundleWriter<W> {
         Ok(())
     }
 
-    /// Ends the tar and the zstd frame, returning the underlying writer (not yet synced).
+    /// Ends the tar, the last frame and the seek table, returning the underlying writer (not
+    /// yet synced).
     pub fn finish(self) -> Result<W, BundleError> {
-        let enc = self.tar.into_inner().map_err(io_err("tar"))?;
-        enc.finish().map_err(io_err("zstd"))
+        let frames = self.tar.into_inner().map_err(io_err("tar"))?;
+        frames.finish(self.entries).map_err(io_err("zstd"))
     }
 }
 

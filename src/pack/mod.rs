@@ -4,7 +4,7 @@
 mod resolve;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -480,6 +480,22 @@ const STREAMS_IN_FLIGHT: usize = 2;
 const STREAM_CHUNKS: usize = 64;
 const STREAM_PIECE: usize = 256 * 1024;
 
+/// Adds a downloaded blob (already verified as it arrived), at a fast level when the blob is
+/// a compressed layer: zstd finds nothing to gain there.
+fn add_blob<W: Write>(
+    w: &mut BundleWriter<W>,
+    record: &BlobRecord,
+    content: impl Read,
+) -> Result<(), PackError> {
+    let mt = &record.media_type;
+    if record.kind == BlobKind::Layer && (mt.contains("gzip") || mt.contains("zstd")) {
+        w.add_compressed_blob(&record.digest, record.size, content, false)?;
+    } else {
+        w.add_blob(&record.digest, record.size, content, false)?;
+    }
+    Ok(())
+}
+
 /// Reads a streamed blob's chunks on the writer thread.
 struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
@@ -603,10 +619,10 @@ async fn write_bundle(
                         rx,
                         current: bytes::Bytes::new(),
                     };
-                    w.add_blob(&record.digest, record.size, reader, false)?;
+                    add_blob(&mut w, &record, reader)?;
                 }
                 ToWriter::Memory { record, bytes } => {
-                    w.add_blob(&record.digest, record.size, &bytes[..], false)?;
+                    add_blob(&mut w, &record, &bytes[..])?;
                 }
                 ToWriter::Done => {
                     done = true;
@@ -618,20 +634,15 @@ async fn write_bundle(
             return Err(PackError::Aborted);
         }
         let mut out = w.finish()?;
-        out.flush().map_err(|e| PackError::Io {
-            path: PathBuf::from("bundle"),
-            source: e,
-        })?;
-        let f = out.into_inner().map_err(|e| PackError::Io {
-            path: PathBuf::from("bundle"),
-            source: e.into_error(),
-        })?;
+        let out_err = |source| PackError::Io {
+            path: output.clone(),
+            source,
+        };
+        out.flush().map_err(out_err)?;
+        let f = out.into_inner().map_err(|e| out_err(e.into_error()))?;
         match f {
             Sink::File(f) => {
-                f.sync_all().map_err(|e| PackError::Io {
-                    path: PathBuf::from("bundle"),
-                    source: e,
-                })?;
+                f.sync_all().map_err(out_err)?;
                 Ok(f.metadata().map(|m| m.len()).unwrap_or(0))
             }
             Sink::Split(s) => Ok(s.finish()?.total_size),

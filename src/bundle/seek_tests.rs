@@ -1,0 +1,200 @@
+//! The seekable layout: every entry readable on its own through the seek table, old
+//! single-frame bundles still served (by one indexing pass), and a damaged table refused.
+
+use std::io::Read;
+use std::path::Path;
+
+use super::seek::{open_indexed, read_range, read_trailer, FRAME_SIZE};
+use super::tests::{compress, decompress, descriptor, manifest_json, noise, Fixture};
+use super::*;
+
+const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// A bundle whose first layer spans several frames and whose second is small.
+fn big_fixture() -> Fixture {
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let layers = vec![noise(7, 3 * FRAME_SIZE + 12345), noise(8, 5000)];
+    let manifest = manifest_json(
+        descriptor(CONFIG_TYPE, &config),
+        layers.iter().map(|l| descriptor(LAYER_TYPE, l)).collect(),
+    );
+    Fixture::assemble(config, layers, manifest)
+}
+
+fn write(entries: &[(String, Vec<u8>)], threads: u32) -> Vec<u8> {
+    let mut w = BundleWriter::new(Vec::new(), 3, threads).unwrap();
+    for (name, data) in entries {
+        match name.strip_prefix(BLOBS_DIR) {
+            Some(hex) => {
+                let d = Digest::parse(&format!("sha256:{hex}")).unwrap();
+                // Exercise both levels: the big layer as pre-compressed content.
+                if data.len() > FRAME_SIZE {
+                    w.add_compressed_blob(&d, data.len() as u64, &data[..], true)
+                        .unwrap();
+                } else {
+                    w.add_blob(&d, data.len() as u64, &data[..], true).unwrap();
+                }
+            }
+            None => w.add_file(name, data).unwrap(),
+        }
+    }
+    w.finish().unwrap()
+}
+
+fn to_file(dir: &Path, bytes: &[u8]) -> std::path::PathBuf {
+    let p = dir.join("b.tar.zst");
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn read_all(r: impl Read) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut r = r;
+    r.read_to_end(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn every_entry_reads_back_through_the_seek_table() {
+    let fx = big_fixture();
+    let entries = fx.entries();
+    let dir = tempfile::tempdir().unwrap();
+    let path = to_file(dir.path(), &write(&entries, 2));
+    let (src, index) = open_indexed(&path).unwrap();
+    assert!(index.seekable);
+    assert!(
+        index.frames.len() >= 5,
+        "a 3 MiB layer spans several frames: {}",
+        index.frames.len()
+    );
+    assert!(index.frames.iter().all(|f| f.d_size <= FRAME_SIZE as u64));
+    let names: Vec<&str> = index.entries.iter().map(|e| e.name.as_str()).collect();
+    let expected: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, expected);
+    for (name, data) in &entries {
+        let loc = index.entry(name).unwrap();
+        assert_eq!(loc.size, data.len() as u64, "{name}");
+        let got = read_all(read_range(src.clone(), &index, loc.offset, loc.size).unwrap());
+        assert!(got == *data, "{name} reads back as stored");
+    }
+    // A range in the middle of the big layer, crossing a frame boundary.
+    let layer = &fx.layers[0];
+    let loc = index.entry(&blob_entry_name(&Digest::of(layer))).unwrap();
+    let (from, len) = (FRAME_SIZE as u64 - 100, 1000u64);
+    let got = read_all(read_range(src.clone(), &index, loc.offset + from, len).unwrap());
+    assert_eq!(got, layer[from as usize..(from + len) as usize]);
+}
+
+#[test]
+fn plain_zstd_and_the_stream_reader_see_only_the_tar() {
+    let fx = big_fixture();
+    let bundle = write(&fx.entries(), 2);
+    let tar = decompress(&bundle);
+    let mut archive = tar::Archive::new(&tar[..]);
+    let n = archive.entries().unwrap().count();
+    assert_eq!(n, fx.entries().len());
+    let r = verify(&bundle[..]).unwrap();
+    assert_eq!(r.blobs, 4);
+}
+
+#[test]
+fn output_does_not_depend_on_the_thread_count() {
+    let fx = big_fixture();
+    let a = write(&fx.entries(), 0);
+    let b = write(&fx.entries(), 3);
+    assert!(a == b, "same input, same bytes, whatever the parallelism");
+}
+
+#[test]
+fn verify_path_checks_the_table_against_the_stream() {
+    let fx = big_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let path = to_file(dir.path(), &write(&fx.entries(), 2));
+    let r = verify_path(&path).unwrap();
+    assert!(r.seekable);
+}
+
+#[test]
+fn a_bundle_without_a_seek_table_is_still_read_and_served() {
+    let fx = big_fixture();
+    // What an older airgap wrote (one frame) or `zstd -d | zstd` makes of a bundle.
+    let old = compress(&decompress(&write(&fx.entries(), 0)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = to_file(dir.path(), &old);
+    let r = verify_path(&path).unwrap();
+    assert!(!r.seekable);
+    let (src, index) = open_indexed(&path).unwrap();
+    assert!(!index.seekable);
+    for (name, data) in fx.entries() {
+        let loc = index.entry(&name).unwrap();
+        let got = read_all(read_range(src.clone(), &index, loc.offset, loc.size).unwrap());
+        assert!(got == data, "{name}");
+    }
+}
+
+/// Offset of the last occurrence of `needle` in `hay`.
+fn rfind(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len())
+        .rposition(|w| w == needle)
+        .unwrap()
+}
+
+#[test]
+fn a_moved_entry_in_the_index_fails_verify() {
+    let fx = big_fixture();
+    let mut bundle = write(&fx.entries(), 0);
+    // Change one digit of an offset: valid JSON, wrong place.
+    let at = rfind(&bundle, b"\"offset\":") + b"\"offset\":".len();
+    bundle[at] = if bundle[at] == b'1' { b'2' } else { b'1' };
+    let dir = tempfile::tempdir().unwrap();
+    let path = to_file(dir.path(), &bundle);
+    let e = verify_path(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("seek table") && (e.contains("disagrees") || e.contains("beyond")),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_damaged_seek_table_is_refused_not_ignored() {
+    let fx = big_fixture();
+    let bundle = write(&fx.entries(), 0);
+    let dir = tempfile::tempdir().unwrap();
+    // The first frame's compressed size, in the table's first entry (8 bytes after its
+    // skippable-frame header, found by the table magic).
+    let table = rfind(&bundle, &0x184D_2A5Eu32.to_le_bytes());
+    let mut bad = bundle.clone();
+    bad[table + 8] ^= 0x01;
+    let path = to_file(dir.path(), &bad);
+    let src = super::seek::open_read_at(&path).unwrap();
+    // The frames no longer end where the entry index starts.
+    let e = read_trailer(src.as_ref()).unwrap_err().to_string();
+    assert!(e.contains("seek table") && e.contains("entry index"), "{e}");
+    assert!(verify_path(&path).is_err());
+    assert!(open_indexed(&path).is_err());
+
+    // The entry index frame's JSON broken.
+    let mut bad = bundle.clone();
+    let at = rfind(&bad, b"airgapEntryIndex");
+    bad[at] = b'{';
+    let path = to_file(dir.path(), &bad);
+    let e = open_indexed(&path).err().unwrap().to_string();
+    assert!(e.contains("entry index is not valid"), "{e}");
+    assert!(verify_path(&path).is_err());
+}
+
+#[test]
+fn a_cut_trailer_fails_verify() {
+    let fx = big_fixture();
+    let bundle = write(&fx.entries(), 0);
+    let dir = tempfile::tempdir().unwrap();
+    for cut in [1usize, 9, 20] {
+        let path = to_file(dir.path(), &bundle[..bundle.len() - cut]);
+        let e = verify_path(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("truncated") || e.contains("end of the bundle"),
+            "cut {cut}: {e}"
+        );
+    }
+}
