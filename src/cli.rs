@@ -35,6 +35,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Rewrite image references in Kubernetes YAML to their names in the target registry
     Rewrite(RewriteArgs),
+    /// Answer the read-only registry API straight from a bundle (no registry needed)
+    Serve(ServeArgs),
 }
 
 /// How Kubernetes manifests are rewritten (`load --manifests-out` and `rewrite`).
@@ -162,6 +164,33 @@ pub struct InspectArgs {
 pub struct VerifyArgs {
     pub bundle: PathBuf,
     /// Print only errors
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    long_about = "Answer the read-only OCI distribution API (/v2/, manifests and blobs by tag and \
+digest, HEAD, ranges, _catalog, tags/list) straight from a bundle, under the names `load` would \
+give. Nothing is extracted: each blob is read from the frame that holds it. Clients, or a \
+registry configured as a pull-through cache, pull from it as from any registry. Plain HTTP: \
+clients must be told the registry is insecure (containerd: a hosts.toml with \
+`[host.\"http://HOST:PORT\"]`; docker: \"insecure-registries\").",
+    after_help = "Examples:\n  airgap serve bundle.tar.zst --listen 0.0.0.0:5000\n  airgap serve bundle.tar.zst --path mirror --mode prefix\n  skopeo copy --src-tls-verify=false docker://127.0.0.1:5000/library/redis:7 dir:/tmp/redis"
+)]
+pub struct ServeArgs {
+    /// The bundle (or the first part of a split set)
+    pub bundle: PathBuf,
+    /// Address and port to listen on (port 0: any free port)
+    #[arg(long, default_value = "127.0.0.1:5000", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// How images are named, as for `load --mode`
+    #[arg(long, value_enum, default_value_t = Mode::Replace)]
+    pub mode: Mode,
+    /// Repository prefix, as PATH in `load --registry HOST/PATH`
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+    /// Print no startup listing and no request log (errors only)
     #[arg(short, long)]
     pub quiet: bool,
 }

@@ -19,5 +19,6 @@ pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod rewrite;
+pub mod serve;
 pub mod spec;
 pub mod volume;

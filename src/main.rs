@@ -24,7 +24,8 @@ use airgap::registry::{parse_mirror, ConnectOptions};
 use airgap::rewrite::RewriteOptions;
 use airgap::spec::Spec;
 use cli::{
-    Cli, Command, InspectArgs, LoadArgs, PackArgs, RewriteArgs, RewriteFlags, TlsArgs, VerifyArgs,
+    Cli, Command, InspectArgs, LoadArgs, PackArgs, RewriteArgs, RewriteFlags, ServeArgs, TlsArgs,
+    VerifyArgs,
 };
 
 fn main() {
@@ -84,7 +85,40 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => run_inspect(a),
         Command::Verify(a) => run_verify(a),
         Command::Rewrite(a) => run_rewrite(a),
+        Command::Serve(a) => run_serve(a).await,
     }
+}
+
+async fn run_serve(a: ServeArgs) -> Result<()> {
+    let progress: Arc<dyn Progress> = Arc::new(Reporter::new(a.quiet));
+    let opts = airgap::serve::ServeOptions {
+        bundle: a.bundle.clone(),
+        listen: a.listen,
+        mode: a.mode,
+        path: a.path.clone(),
+        access_log: !a.quiet,
+    };
+    let server = airgap::serve::serve(opts, progress)
+        .await
+        .with_context(|| format!("serving {}", a.bundle.display()))?;
+    let addr = server.local_addr()?;
+    // The first line is the address, for scripts (and `--listen 127.0.0.1:0`).
+    println!("listening on {addr}");
+    if !a.quiet {
+        let cat = server.catalog();
+        println!(
+            "serving {} image(s) from {} read-only over plain HTTP; pull them as:",
+            cat.metadata.images.len(),
+            a.bundle.display()
+        );
+        for n in &cat.names {
+            println!("  {addr}/{n}");
+        }
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    server.run().await?;
+    Ok(())
 }
 
 fn connect_options(t: &TlsArgs, progress: &dyn Progress) -> ConnectOptions {

@@ -2,7 +2,7 @@
 //! uploaded (or mounted, or skipped when present); manifests are pushed by digest only after
 //! every blob landed, and tags last, so an image whose content failed is never tagged.
 
-mod graph;
+pub(crate) mod graph;
 mod visitor;
 
 use std::collections::{BTreeMap, HashMap};

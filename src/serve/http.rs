@@ -1,0 +1,457 @@
+//! The HTTP side of `serve`: routing, distribution-spec error bodies, ranges, and blob bodies
+//! streamed from a blocking reader thread.
+
+use std::convert::Infallible;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Frame;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use super::{Blob, Catalog, ServeError, ServeOptions};
+use crate::bundle::seek::read_range;
+use crate::digest::{Digest, Hasher};
+use crate::progress::Progress;
+
+type Body = BoxBody<Bytes, io::Error>;
+
+/// A bound listener with its catalog: `local_addr` is known before `run`.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    catalog: Arc<Catalog>,
+    progress: Arc<dyn Progress>,
+    access_log: bool,
+}
+
+/// Opens the bundle and binds the listener; [`Server::run`] then answers until cancelled.
+pub async fn serve(opts: ServeOptions, progress: Arc<dyn Progress>) -> Result<Server, ServeError> {
+    let p = progress.clone();
+    let o = opts.clone();
+    let catalog = tokio::task::spawn_blocking(move || {
+        super::Catalog::open(&o.bundle, o.path.as_deref(), o.mode, p.as_ref())
+    })
+    .await
+    .map_err(|e| ServeError::Listen {
+        addr: opts.listen,
+        source: io::Error::other(e.to_string()),
+    })??;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    Ok(Server {
+        listener,
+        catalog: Arc::new(catalog),
+        progress,
+        access_log: opts.access_log,
+    })
+}
+
+impl Server {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Accepts connections forever (the caller stops it, e.g. on Ctrl-C).
+    pub async fn run(self) -> Result<(), ServeError> {
+        loop {
+            let (stream, _) = match self.listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    self.progress.warn(&format!("accepting a connection: {e}"));
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let catalog = self.catalog.clone();
+            let progress = self.progress.clone();
+            let log = self.access_log;
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let catalog = catalog.clone();
+                    let progress = progress.clone();
+                    async move {
+                        let resp = handle(&catalog, &req);
+                        if log {
+                            let len = resp
+                                .headers()
+                                .get(CONTENT_LENGTH)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("-");
+                            progress.item(&format!(
+                                "{} {} -> {} ({len} bytes)",
+                                req.method(),
+                                req.uri(),
+                                resp.status().as_u16()
+                            ));
+                        }
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                // A client that goes away mid-response is not our error to report.
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+/// A distribution-spec error response.
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"errors": [{"code": code, "message": message}]});
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_LENGTH, bytes.len())
+        .body(full(bytes))
+        .expect("static headers are valid")
+}
+
+fn json(value: serde_json::Value, link: Option<String>) -> Response<Body> {
+    let bytes = serde_json::to_vec(&value).unwrap_or_default();
+    let mut b = Response::builder()
+        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_LENGTH, bytes.len());
+    if let Some(l) = link {
+        b = b.header("Link", l);
+    }
+    b.body(full(bytes)).expect("valid headers")
+}
+
+pub(super) fn handle(cat: &Arc<Catalog>, req: &Request<hyper::body::Incoming>) -> Response<Body> {
+    let head = req.method() == Method::HEAD;
+    if req.method() != Method::GET && !head {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            "airgap serve is read-only: load the bundle into a registry to push",
+        );
+    }
+    let mut resp = route(cat, req, head);
+    resp.headers_mut().insert(
+        "Docker-Distribution-API-Version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    if head {
+        // Same headers as GET (Content-Length included), no body.
+        *resp.body_mut() = full(Bytes::new());
+    }
+    resp
+}
+
+fn route(cat: &Arc<Catalog>, req: &Request<hyper::body::Incoming>, head: bool) -> Response<Body> {
+    let path = req.uri().path();
+    let query = req.uri().query().unwrap_or("");
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        if path == "/v2" {
+            return json(serde_json::json!({}), None);
+        }
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "not a /v2/ path");
+    };
+    if rest.is_empty() {
+        return json(serde_json::json!({}), None);
+    }
+    if rest == "_catalog" {
+        let names: Vec<&String> = cat.repos.keys().collect();
+        let (page, link) = paginate(&names, query, "/v2/_catalog");
+        return json(serde_json::json!({ "repositories": page }), link);
+    }
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        let Some(repo) = cat.repos.get(name) else {
+            return name_unknown(name);
+        };
+        let tags: Vec<&String> = repo.tags.keys().collect();
+        let (page, link) = paginate(&tags, query, &format!("/v2/{name}/tags/list"));
+        return json(serde_json::json!({ "name": name, "tags": page }), link);
+    }
+    if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
+        if !cat.repos.contains_key(name) {
+            return name_unknown(name);
+        }
+        let Some((digest, media_type, bytes)) = cat.manifest(name, reference) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "MANIFEST_UNKNOWN",
+                &format!("{name}:{reference} is not in this bundle"),
+            );
+        };
+        return Response::builder()
+            .header(CONTENT_TYPE, media_type)
+            .header(CONTENT_LENGTH, bytes.len())
+            .header("Docker-Content-Digest", digest.to_string())
+            .header("ETag", format!("\"{digest}\""))
+            .body(full(bytes.clone()))
+            .expect("valid headers");
+    }
+    if let Some((name, digest)) = rest.rsplit_once("/blobs/") {
+        if !cat.repos.contains_key(name) {
+            return name_unknown(name);
+        }
+        let Ok(digest) = Digest::parse(digest) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "DIGEST_INVALID",
+                &format!("{digest:?} is not a sha256 digest"),
+            );
+        };
+        return match cat.blob(name, &digest) {
+            None => error(
+                StatusCode::NOT_FOUND,
+                "BLOB_UNKNOWN",
+                &format!("blob {digest} is not part of {name} in this bundle"),
+            ),
+            Some(None) => error(
+                StatusCode::NOT_FOUND,
+                "BLOB_UNKNOWN",
+                &format!(
+                    "blob {digest} is only in the base of this delta bundle; serve the base, or load both into a registry"
+                ),
+            ),
+            Some(Some(blob)) => blob_response(cat, blob, req.headers().get("Range"), head),
+        };
+    }
+    error(StatusCode::NOT_FOUND, "NOT_FOUND", "unknown endpoint")
+}
+
+fn name_unknown(name: &str) -> Response<Body> {
+    error(
+        StatusCode::NOT_FOUND,
+        "NAME_UNKNOWN",
+        &format!("repository {name} is not in this bundle"),
+    )
+}
+
+/// `n` and `last` as the distribution spec pages `_catalog` and tag lists.
+fn paginate<'a>(all: &[&'a String], query: &str, path: &str) -> (Vec<&'a String>, Option<String>) {
+    let mut n = None;
+    let mut last = None;
+    for kv in query.split('&') {
+        match kv.split_once('=') {
+            Some(("n", v)) => n = v.parse::<usize>().ok(),
+            Some(("last", v)) => last = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    let start = match &last {
+        Some(l) => all.partition_point(|s| s.as_str() <= l.as_str()),
+        None => 0,
+    };
+    let rest = &all[start..];
+    match n {
+        Some(n) if n < rest.len() => {
+            let page = rest[..n].to_vec();
+            let link = page
+                .last()
+                .map(|l| format!("<{path}?last={l}&n={n}>; rel=\"next\""));
+            (page, link)
+        }
+        _ => (rest.to_vec(), None),
+    }
+}
+
+/// Parses a single `bytes=` range against `size`: `Err(())` when it cannot be satisfied.
+fn parse_range(value: &str, size: u64) -> Result<(u64, u64), ()> {
+    let spec = value.trim().strip_prefix("bytes=").ok_or(())?;
+    if spec.contains(',') {
+        return Err(());
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (start, end) = if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        (size.saturating_sub(n), size - 1)
+    } else {
+        let start: u64 = a.parse().map_err(|_| ())?;
+        let end = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            b.parse::<u64>()
+                .map_err(|_| ())?
+                .min(size.saturating_sub(1))
+        };
+        (start, end)
+    };
+    if size == 0 || start > end || start >= size {
+        return Err(());
+    }
+    Ok((start, end))
+}
+
+fn blob_response(
+    cat: &Arc<Catalog>,
+    blob: &Blob,
+    range: Option<&HeaderValue>,
+    head: bool,
+) -> Response<Body> {
+    let size = blob.record.size;
+    let digest = blob.record.digest.to_string();
+    let builder = Response::builder()
+        .header(CONTENT_TYPE, "application/octet-stream")
+        .header("Docker-Content-Digest", &digest)
+        .header("ETag", format!("\"{digest}\""))
+        .header("Accept-Ranges", "bytes");
+    let (status, start, len, builder) = match range.map(|v| v.to_str().unwrap_or("")) {
+        None => (StatusCode::OK, 0, size, builder),
+        Some(v) => match parse_range(v, size) {
+            Ok((s, e)) => (
+                StatusCode::PARTIAL_CONTENT,
+                s,
+                e - s + 1,
+                builder.header("Content-Range", format!("bytes {s}-{e}/{size}")),
+            ),
+            Err(()) => {
+                let mut r = error(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "RANGE_INVALID",
+                    &format!("range {v:?} does not fit blob {digest} of {size} bytes"),
+                );
+                if let Ok(h) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    r.headers_mut().insert("Content-Range", h);
+                }
+                return r;
+            }
+        },
+    };
+    let body = if head {
+        full(Bytes::new())
+    } else {
+        stream_blob(
+            cat.clone(),
+            blob.clone(),
+            start,
+            len,
+            status == StatusCode::OK,
+        )
+    };
+    builder
+        .status(status)
+        .header(CONTENT_LENGTH, len)
+        .body(body)
+        .expect("valid headers")
+}
+
+/// Streams `len` bytes of `blob` from `start`, read on a blocking thread. A whole-blob read
+/// is hashed; on a mismatch the body ends in an error, which cuts the connection before the
+/// response completes.
+fn stream_blob(cat: Arc<Catalog>, blob: Blob, start: u64, len: u64, verify: bool) -> Body {
+    const CHUNK: usize = 256 * 1024;
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let result = (|| -> io::Result<()> {
+            let mut r = read_range(cat.src.clone(), &cat.index, blob.loc.offset + start, len)?;
+            let mut hasher = verify.then(Hasher::new);
+            let mut sent = 0u64;
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let n = r.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                if let Some(h) = &mut hasher {
+                    h.update(&buf);
+                }
+                sent += n as u64;
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return Ok(()); // the client went away
+                }
+            }
+            if sent != len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "blob {} ends after {sent} of {len} bytes",
+                        blob.record.digest
+                    ),
+                ));
+            }
+            if let Some(h) = hasher {
+                let (actual, _) = h.finish();
+                if actual != blob.record.digest {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "blob {} in the bundle hashes to {actual}: the bundle is damaged",
+                            blob.record.digest
+                        ),
+                    ));
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    ChannelBody(rx).boxed()
+}
+
+struct ChannelBody(tokio::sync::mpsc::Receiver<io::Result<Bytes>>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = io::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Ok((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Ok((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Ok((90, 99)));
+        assert_eq!(parse_range("bytes=50-1000", 100), Ok((50, 99)));
+        assert_eq!(parse_range("bytes=100-", 100), Err(()));
+        assert_eq!(parse_range("bytes=5-4", 100), Err(()));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Err(()));
+        assert_eq!(parse_range("items=0-1", 100), Err(()));
+        assert_eq!(parse_range("bytes=-0", 100), Err(()));
+        assert_eq!(parse_range("bytes=0-0", 0), Err(()));
+    }
+
+    #[test]
+    fn pages() {
+        let names: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let refs: Vec<&String> = names.iter().collect();
+        let (p, link) = paginate(&refs, "n=2", "/v2/_catalog");
+        assert_eq!(p, vec!["a", "b"]);
+        assert_eq!(link.unwrap(), "</v2/_catalog?last=b&n=2>; rel=\"next\"");
+        let (p, link) = paginate(&refs, "n=2&last=b", "/v2/_catalog");
+        assert_eq!(p, vec!["c", "d"]);
+        assert!(link.is_none());
+        let (p, _) = paginate(&refs, "", "/v2/_catalog");
+        assert_eq!(p.len(), 4);
+    }
+}

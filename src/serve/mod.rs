@@ -1,0 +1,234 @@
+//! `airgap serve`: the read-only OCI distribution API answered straight from a bundle, under
+//! the names `load` would give, so a cluster can pull with no registry installed.
+//!
+//! Startup reads the head and the manifests (small) through the seek table and builds, per
+//! repository, its tags and the digests it may serve; each blob request then decompresses
+//! only from the frame holding the blob's first byte. A whole-blob read is hashed as it goes
+//! and the connection is cut if the bundle's bytes do not match: a client never gets a
+//! complete response with wrong content.
+
+mod http;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::bundle::seek::{open_indexed, read_range, EntryLoc, ReadAt, SeekIndex};
+use crate::bundle::{blob_entry_name, BlobRecord, BundleError, Metadata};
+use crate::digest::Digest;
+use crate::load::graph::ImageGraph;
+use crate::manifest::MAX_MANIFEST_SIZE;
+use crate::naming::{Mode, NamingError, Target};
+use crate::progress::Progress;
+
+pub use http::{serve, Server};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("bundle {path}: {source}")]
+    Bundle { path: PathBuf, source: BundleError },
+    #[error(transparent)]
+    Naming(#[from] NamingError),
+    #[error("bundle {path}: manifest {digest}: {reason}")]
+    Manifest {
+        path: PathBuf,
+        digest: Digest,
+        reason: String,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub bundle: PathBuf,
+    pub listen: SocketAddr,
+    pub mode: Mode,
+    /// Repository prefix, as the PATH of `load --registry HOST/PATH`.
+    pub path: Option<String>,
+    /// Log one line per request.
+    pub access_log: bool,
+}
+
+/// A blob the bundle holds, and where.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub record: BlobRecord,
+    pub loc: EntryLoc,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Repo {
+    pub tags: BTreeMap<String, Digest>,
+    /// Manifests (by digest) and blobs this repository may serve.
+    pub manifests: HashSet<Digest>,
+    pub blobs: HashSet<Digest>,
+}
+
+/// Everything `serve` answers from, built once at startup.
+pub struct Catalog {
+    pub src: Arc<dyn ReadAt>,
+    pub index: SeekIndex,
+    pub metadata: Metadata,
+    pub blobs: HashMap<Digest, Blob>,
+    /// Manifest bytes, held in memory (each at most 4 MiB; they are few and small).
+    pub manifests: HashMap<Digest, (String, Bytes)>,
+    pub repos: BTreeMap<String, Repo>,
+    /// `repo:tag` or `repo@digest` of every image, for the startup listing.
+    pub names: Vec<String>,
+}
+
+impl Catalog {
+    /// Opens `bundle` and names its images as `load --registry HOST[/path] --mode mode` would
+    /// (the host is dropped: a client names it).
+    pub fn open(
+        bundle: &Path,
+        path: Option<&str>,
+        mode: Mode,
+        progress: &dyn Progress,
+    ) -> Result<Catalog, ServeError> {
+        let bundle_err = |source| ServeError::Bundle {
+            path: bundle.to_path_buf(),
+            source,
+        };
+        let target = Target::parse(&match path {
+            Some(p) => format!("serve.invalid/{}", p.trim_matches('/')),
+            None => "serve.invalid".to_string(),
+        })?;
+        let (src, index) = open_indexed(bundle).map_err(bundle_err)?;
+        if !index.seekable {
+            progress.warn(&format!(
+                "{} has no seek table (packed by an older airgap, or recompressed): every read \
+                 decompresses from the start. Re-pack it with this airgap to serve it fast.",
+                bundle.display()
+            ));
+        }
+        let head = crate::bundle::inspect(crate::bundle::open_input(bundle).map_err(bundle_err)?)
+            .map_err(bundle_err)?;
+        let metadata = head.metadata;
+        let mut blobs = HashMap::new();
+        for record in &metadata.blobs {
+            let name = blob_entry_name(&record.digest);
+            let loc = index.entry(&name).cloned().ok_or_else(|| {
+                bundle_err(BundleError::MissingBlob {
+                    digest: record.digest.clone(),
+                })
+            })?;
+            if loc.size != record.size {
+                return Err(bundle_err(BundleError::SizeMismatch {
+                    digest: record.digest.clone(),
+                    expected: record.size,
+                    actual: loc.size,
+                }));
+            }
+            blobs.insert(
+                record.digest.clone(),
+                Blob {
+                    record: record.clone(),
+                    loc,
+                },
+            );
+        }
+        let mut graph = ImageGraph::default();
+        let mut manifests = HashMap::new();
+        for b in blobs.values().filter(|b| b.record.kind.is_manifest()) {
+            let bytes = read_manifest(&src, &index, b).map_err(|reason| ServeError::Manifest {
+                path: bundle.to_path_buf(),
+                digest: b.record.digest.clone(),
+                reason,
+            })?;
+            graph
+                .add(b.record.digest.clone(), &b.record.media_type, bytes.clone())
+                .map_err(|e| ServeError::Manifest {
+                    path: bundle.to_path_buf(),
+                    digest: b.record.digest.clone(),
+                    reason: e.to_string(),
+                })?;
+            let media_type = graph
+                .get(&b.record.digest)
+                .map(|m| m.media_type.clone())
+                .unwrap_or_else(|| b.record.media_type.clone());
+            manifests.insert(b.record.digest.clone(), (media_type, bytes));
+        }
+        let placements = crate::load::placements(&metadata, &target, mode)?;
+        let mut repos: BTreeMap<String, Repo> = BTreeMap::new();
+        let mut names = Vec::new();
+        for p in &placements {
+            let walk = graph.walk(&p.digest).map_err(|d| ServeError::Manifest {
+                path: bundle.to_path_buf(),
+                digest: d,
+                reason: format!("needed by {} but not in the bundle", p.source),
+            })?;
+            let repo = repos.entry(p.repo().to_string()).or_default();
+            repo.manifests.extend(walk.manifests);
+            repo.blobs.extend(walk.blobs);
+            match p.target.tag() {
+                Some(tag) => {
+                    repo.tags.insert(tag.to_string(), p.digest.clone());
+                    names.push(format!("{}:{tag}", p.repo()));
+                }
+                None => names.push(format!("{}@{}", p.repo(), p.digest)),
+            }
+        }
+        if let Some(base) = &metadata.base {
+            progress.warn(&format!(
+                "this is a delta bundle: {} blob(s) are only in its base ({}) and will be \
+                 answered 404",
+                base.blobs.len(),
+                base.name.as_deref().unwrap_or("an earlier bundle")
+            ));
+        }
+        Ok(Catalog {
+            src,
+            index,
+            metadata,
+            blobs,
+            manifests,
+            repos,
+            names,
+        })
+    }
+
+    /// Resolves a manifest reference (tag or digest) in `repo`.
+    pub fn manifest(&self, repo: &str, reference: &str) -> Option<(&Digest, &str, &Bytes)> {
+        let r = self.repos.get(repo)?;
+        let digest = match Digest::parse(reference) {
+            Ok(d) => r.manifests.get(&d)?,
+            Err(_) => r.tags.get(reference)?,
+        };
+        let (mt, bytes) = self.manifests.get(digest)?;
+        Some((digest, mt.as_str(), bytes))
+    }
+
+    /// A blob `repo` may serve: `Ok(None)` when it belongs to the repository but only the
+    /// base of this delta bundle holds it.
+    pub fn blob(&self, repo: &str, digest: &Digest) -> Option<Option<&Blob>> {
+        let r = self.repos.get(repo)?;
+        if !r.blobs.contains(digest) && !r.manifests.contains(digest) {
+            return None;
+        }
+        Some(self.blobs.get(digest))
+    }
+}
+
+fn read_manifest(src: &Arc<dyn ReadAt>, index: &SeekIndex, b: &Blob) -> Result<Bytes, String> {
+    if b.loc.size > MAX_MANIFEST_SIZE {
+        return Err(format!("larger than {MAX_MANIFEST_SIZE} bytes"));
+    }
+    let mut bytes = Vec::with_capacity(b.loc.size as usize);
+    read_range(src.clone(), index, b.loc.offset, b.loc.size)
+        .and_then(|mut r| r.read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    let actual = Digest::of(&bytes);
+    if actual != b.record.digest || bytes.len() as u64 != b.loc.size {
+        return Err(format!("the bundle's bytes hash to {actual}"));
+    }
+    Ok(Bytes::from(bytes))
+}
