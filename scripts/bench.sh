@@ -24,6 +24,8 @@
 #                   --preserve-digests oci:DIR:NAME docker://TARGET/… per image
 #   airgap load     airgap load bundle.tar.zst --registry TARGET --plain-http
 #   re-loads        both again into the same targets (skopeo: extract and copy again)
+#   serve           the GET limit again, answered by `airgap serve` of the bundle
+#   delta           (run 1) v1 = all images but the last, packed; v2 packed --base v1: sizes
 #   limits          zstd -d of airgap's bundle to /dev/null; every blob uploaded with
 #                   BENCH_PARALLEL curls (POST, then a monolithic PUT) into a fresh registry
 # After each load, every manifest at the target (each image by tag, each child of an index by
@@ -108,6 +110,9 @@ SEED_CHILD=
 cleanup() {
   local status=$?
   set +e
+  if [[ -n ${SERVE_PID:-} ]]; then
+    kill "$SERVE_PID" 2>/dev/null
+  fi
   if [[ -n ${SAMPLER_PID:-} ]]; then
     kill "$SAMPLER_PID" 2>/dev/null
     wait "$SAMPLER_PID" 2>/dev/null
@@ -213,10 +218,11 @@ split_blobs() {
     awk -F'\t' -v n="$PAR" -v d="$RUNDIR/chunks" '{ print > (d "/" (NR - 1) % n ".tsv") }'
 }
 
+# $1: the host to GET from (default: the source registry; the serve row uses airgap serve).
 limit_get() {
-  local f
+  local f host=${1:-$SRC_HOST}
   for f in "$RUNDIR"/chunks/*.tsv; do
-    awk -F'\t' -v h="$SRC_HOST" \
+    awk -F'\t' -v h="$host" \
       '{ printf "url = \"http://%s/v2/%s/blobs/%s\"\noutput = \"/dev/null\"\n", h, $1, $2 }' \
       "$f" >"$f.get"
     curl -sS --noproxy '*' -K "$f.get" -w '%{http_code} %{size_download}\n' >"$f.got" &
@@ -365,6 +371,43 @@ record() {
 pos() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; print (d > 0 ? d : 0) }'; }
 maxof() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
 
+SERVE_PID=
+serve_start() {
+  "$AIRGAP" serve "$RUNDIR/airgap-out/bundle.tar.zst" --listen 127.0.0.1:0 -q \
+    >"$RUNDIR/serve.out" 2>"$WORK/logs/serve-run$RUN.err" &
+  SERVE_PID=$!
+  for _ in $(seq 600); do
+    SERVE_HOST=$(awk '/^listening on / { print $3; exit }' "$RUNDIR/serve.out")
+    [[ -n $SERVE_HOST ]] && return 0
+    kill -0 "$SERVE_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$WORK/logs/serve-run$RUN.err" >&2
+  die "airgap serve did not start"
+}
+serve_stop() {
+  kill "$SERVE_PID" 2>/dev/null || true
+  wait "$SERVE_PID" 2>/dev/null || true
+  SERVE_PID=
+}
+
+DELTA_LINE="delta: not measured"
+measure_delta() {
+  local v1spec=$WORK/airgap-v1.yaml last
+  last=$(tail -n 1 "$SEED_DIR/images.tsv" | cut -f2,3 --output-delimiter=:)
+  grep -v -- "- image: $SRC_HOST/$last\$" "$SPEC" >"$v1spec"
+  "$AIRGAP" pack "$v1spec" -o "$RUNDIR/v1.tar.zst" -q </dev/null
+  "$AIRGAP" pack "$SPEC" -o "$RUNDIR/delta.tar.zst" --base "$RUNDIR/v1.tar.zst" -q </dev/null
+  DELTA_LINE=$(printf 'delta: v2 = v1 + %s: full v2 bundle %s MiB, v1 %s MiB, delta --base v1 %s MiB (%s of the full bundle)' \
+    "$last" "$(mib "$(stat -c %s "$RUNDIR/airgap-out/bundle.tar.zst")")" \
+    "$(mib "$(stat -c %s "$RUNDIR/v1.tar.zst")")" "$(mib "$(stat -c %s "$RUNDIR/delta.tar.zst")")" \
+    "$(ratio "$(stat -c %s "$RUNDIR/delta.tar.zst")" "$(stat -c %s "$RUNDIR/airgap-out/bundle.tar.zst")")")
+  echo "    $DELTA_LINE"
+  rm -f "$RUNDIR/v1.tar.zst" "$RUNDIR/delta.tar.zst"
+}
+mib() { awk -v b="$1" 'BEGIN { if (b == "-") print "-"; else printf "%.1f", b / 1048576 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
+
 # ---------------------------------------------------------------------------------------------
 # What the machine is doing
 
@@ -407,6 +450,19 @@ for RUN in $(seq "$RUNS"); do
   split_blobs
   measure "limit: GET blobs" limit_get
   record "limit: GET blobs" "$SEED_BLOB_BYTES" -
+
+  # The same GETs answered by `airgap serve` from the bundle (replace mode keeps the
+  # repository names); RSS is the server's peak (VmHWM), not curl's.
+  serve_start
+  measure "airgap serve: GET" limit_get "$SERVE_HOST"
+  RSS=$(awk '/VmHWM/ { print $2 }' "/proc/$SERVE_PID/status")
+  record "airgap serve: GET" "$SEED_BLOB_BYTES" -
+  serve_stop
+
+  # A delta: v1 = every image but the last, v2 = all of them, packed --base v1.
+  if [[ $RUN == 1 ]]; then
+    measure_delta
+  fi
   measure "limit: zstd -3" limit_zstd
   record "limit: zstd -3" "$(stat -c %s "$RUNDIR/limit.zst")" -
   rm -f "$RUNDIR/limit.zst"
@@ -469,12 +525,13 @@ STATE_AFTER=$(machine_state)
 # ---------------------------------------------------------------------------------------------
 # The report: medians over the runs.
 
-ROWS=("skopeo pack" "airgap pack" "limit: GET blobs" "limit: zstd -3" "skopeo load" "airgap load"
+ROWS=("skopeo pack" "airgap pack" "limit: GET blobs" "airgap serve: GET" "limit: zstd -3" "skopeo load" "airgap load"
   "skopeo re-load" "airgap re-load" "limit: zstd -d" "limit: upload blobs")
 declare -A NOTE=(
   ["skopeo pack"]="copy x$SEED_IMAGES to an OCI dir, then tar | zstd -T0 -3"
   ["airgap pack"]="airgap pack (concurrency 8, zstd -3)"
   ["limit: GET blobs"]="every blob, $PAR curls, to /dev/null"
+  ["airgap serve: GET"]="the same GETs from airgap serve of the bundle (RSS: the server)"
   ["limit: zstd -3"]="zstd -T0 -3 of the same bytes, to a file"
   ["skopeo load"]="zstd -dc | tar -x, then copy x$SEED_IMAGES"
   ["airgap load"]="airgap load (concurrency 8), fresh registry"
@@ -488,8 +545,6 @@ median() {
   awk -F'\t' -v r="$1" -v c="$2" 'NR > 1 && $2 == r { print $c }' "$RAW" | sort -g |
     awk '{ v[NR] = $1 } END { if (NR == 0 || v[1] == "-") print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
-mib() { awk -v b="$1" 'BEGIN { if (b == "-") print "-"; else printf "%.1f", b / 1048576 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
 declare -A MED_WALL
 {
   echo "airgap benchmark, set '$SET' (BENCH_SCALE=$SCALE), median of $RUNS run(s), $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -526,6 +581,11 @@ declare -A MED_WALL
     "$(ratio "${MED_WALL["airgap pack"]}" "$limit_pack")" "$limit_pack" \
     "$(ratio "${MED_WALL["airgap pack"]}" "$limit_pack_max")" \
     "$(ratio "${MED_WALL["airgap load"]}" "${MED_WALL["limit: upload blobs"]}")" "${MED_WALL["limit: upload blobs"]}"
+  printf 'serve           %s MiB/s from airgap serve vs %s MiB/s from the registry (GET limit): %s\n' \
+    "$(awk -v b="$SEED_BLOB_BYTES" -v t="${MED_WALL["airgap serve: GET"]}" 'BEGIN { printf "%.0f", b / 1048576 / t }')" \
+    "$(awk -v b="$SEED_BLOB_BYTES" -v t="${MED_WALL["limit: GET blobs"]}" 'BEGIN { printf "%.0f", b / 1048576 / t }')" \
+    "$(ratio "${MED_WALL["limit: GET blobs"]}" "${MED_WALL["airgap serve: GET"]}")x"
+  echo "$DELTA_LINE"
   for t in source skopeo-target airgap-target; do
     printf 'digests %-14s %s of %s manifest checks match the source\n' \
       "$t" "${CHECK_OK[$t]:-0}" "${CHECK_ALL[$t]:-0}"
