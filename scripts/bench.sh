@@ -10,6 +10,8 @@
 #   BENCH_SCALE=0.1    multiplies every layer size (default 1) for a quick smoke run
 #   BENCH_PARALLEL=4   parallel curl processes for the raw limits (default 4)
 #   BENCH_KEEP=1       keep target/bench/work-SET (registries' storage, bundles, logs)
+#   BENCH_PERF=1       run airgap pack and load under `perf record -g`; the top of each
+#                      profile goes to target/bench/SET-perf-{pack,load}.txt (slows them)
 #
 # Installs what is missing (scripts/install-deps.sh, plus curl), builds airgap and the seeding
 # program (examples/bench_seed.rs), starts a source registry on loopback (the CNCF
@@ -201,14 +203,25 @@ skopeo_load() {
 
 # airgap runs in its own empty directory, with its own TMPDIR, and writes the bundle into
 # a directory of its own: what else appears there during a step is its extra disk.
+# BENCH_PERF=1: airgap under perf record (call graphs), one profile per step and run.
+airgap_cmd() { # STEP ARGS...
+  local step=$1
+  shift
+  if [[ ${BENCH_PERF:-0} == 1 ]]; then
+    perf record -q -F 499 -g -o "$WORK/logs/perf-$step-run$RUN.data" -- "$AIRGAP" "$@"
+  else
+    "$AIRGAP" "$@"
+  fi
+}
+
 airgap_pack() {
   cd "$RUNDIR/airgap-cwd"
-  TMPDIR=$RUNDIR/airgap-tmp "$AIRGAP" pack "$SPEC" -o "$RUNDIR/airgap-out/bundle.tar.zst" -q </dev/null
+  TMPDIR=$RUNDIR/airgap-tmp airgap_cmd pack pack "$SPEC" -o "$RUNDIR/airgap-out/bundle.tar.zst" -q </dev/null
 }
 
 airgap_load() {
   cd "$RUNDIR/airgap-cwd"
-  TMPDIR=$RUNDIR/airgap-tmp "$AIRGAP" load "$RUNDIR/airgap-out/bundle.tar.zst" --registry "$TGT" \
+  TMPDIR=$RUNDIR/airgap-tmp airgap_cmd "load-$1" load "$RUNDIR/airgap-out/bundle.tar.zst" --registry "$TGT" \
     --plain-http -q --image-map "$RUNDIR/airgap-cwd/images-$1.json" </dev/null
 }
 
@@ -288,7 +301,7 @@ check_one() {
   fi
 }
 
-export -f skopeo_pack skopeo_load airgap_pack airgap_load limit_get limit_zstd limit_unzstd \
+export -f airgap_cmd skopeo_pack skopeo_load airgap_pack airgap_load limit_get limit_zstd limit_unzstd \
   limit_upload check_one
 export SEED_BLOB_BYTES SEED_BLOBS
 
@@ -432,7 +445,7 @@ printf 'run\trow\twall_s\trss_kib\tbytes\twritten\textra_disk\n' >"$RAW"
 
 for RUN in $(seq "$RUNS"); do
   echo "==> run $RUN of $RUNS"
-  export RUNDIR=$WORK/run$RUN
+  export RUN RUNDIR=$WORK/run$RUN
   rm -rf "$RUNDIR"
   mkdir -p "$RUNDIR/airgap-cwd" "$RUNDIR/airgap-tmp" "$RUNDIR/airgap-out" "$RUNDIR/chunks"
 
@@ -595,6 +608,15 @@ declare -A MED_WALL
   echo "skopeo flags: copy --all --preserve-digests (all images are OCI-typed: skopeo cannot keep a"
   echo "      Docker manifest list's digest in an OCI layout); plain HTTP via --src/dest-tls-verify=false."
 } >"$REPORT"
+if [[ ${BENCH_PERF:-0} == 1 ]]; then
+  for step in pack load-first; do
+    f=$WORK/logs/perf-$step-run1.data
+    [[ -f $f ]] || continue
+    perf report -i "$f" --stdio --no-children --sort dso,symbol --percent-limit 1.5 2>/dev/null |
+      grep -v '^$' | head -80 >"$OUT/$SET-perf-$step.txt" || true
+    echo "profile of airgap $step: ${OUT#"$ROOT"/}/$SET-perf-$step.txt"
+  done
+fi
 echo
 cat "$REPORT"
 echo
