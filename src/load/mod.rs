@@ -3,6 +3,7 @@
 //! every blob landed, and tags last, so an image whose content failed is never tagged.
 
 pub(crate) mod graph;
+mod manifests;
 mod visitor;
 
 use std::collections::{BTreeMap, HashMap};
@@ -46,6 +47,22 @@ pub enum LoadError {
     #[error("pushing {image}: {source}")]
     Push {
         image: String,
+        #[source]
+        source: Box<RegistryError>,
+    },
+    /// A manifest PUT the registry kept refusing for blobs it said it lacked.
+    #[error("pushing {image}: {source} ({reason})")]
+    Refused {
+        image: String,
+        reason: String,
+        #[source]
+        source: Box<RegistryError>,
+    },
+    #[error("pushing {image}: checking blob {digest} in {repository}, which the registry said it lacked: {source}")]
+    Restore {
+        image: String,
+        digest: Digest,
+        repository: String,
         #[source]
         source: Box<RegistryError>,
     },
@@ -141,49 +158,22 @@ pub async fn load(
         progress.clone(),
         counters.clone(),
     );
-    let path = opts.bundle.clone();
-    let bundle_err = |source| LoadError::Bundle {
-        path: path.clone(),
-        source,
-    };
     // Pass 1 streams the bundle; pass 2 re-reads it only for big blobs a registry refused to
     // mount (we cannot replay a stream, and buffering a layer is not an option).
     for pass in 1..=2 {
-        let file = crate::bundle::open_input(&opts.bundle).map_err(bundle_err)?;
-        state.begin_pass(pass);
-        let result = tokio::task::spawn_blocking(move || {
-            let mut st = state;
-            let r = read_bundle(file, &mut st);
-            (st, r)
-        })
-        .await
-        .map_err(|e| LoadError::Inconsistent {
-            path: opts.bundle.clone(),
-            reason: format!("reader thread failed: {e}"),
-        })?;
-        state = result.0;
-        let read_result = result.1;
-        // Upload errors are more precise than the reader's "stopped" error they cause.
-        let uploads = state.join_uploads().await;
-        if let Err(e) = read_result {
-            // Damage in the bundle is the root cause of any upload it broke.
-            if !matches!(e, BundleError::Visitor(_)) {
-                return Err(bundle_err(e));
-            }
-            uploads?;
-            return Err(match state.take_failure() {
-                Some(f) => f,
-                None => bundle_err(e),
-            });
-        }
-        uploads?;
+        state = read_pass(opts, state, pass).await?;
         state.finish_plan_if_needed().await?;
         if !state.needs_another_pass() {
             break;
         }
     }
     progress.finish_bytes();
-    state.push_manifests().await?;
+    if !state.push_manifests(true).await? {
+        // The registry lost blobs after they were pushed: read the bundle once more for them.
+        state = read_pass(opts, state, 3).await?;
+        progress.finish_bytes();
+        state.push_manifests(false).await?;
+    }
     let placements = state.placements().to_vec();
     let unchanged = state.unchanged_images();
     let map = image_map(&placements);
@@ -198,6 +188,44 @@ pub async fn load(
         elapsed: started.elapsed(),
         image_map: map,
     })
+}
+
+/// Streams the bundle once through the visitor and waits for the uploads it started.
+async fn read_pass(
+    opts: &LoadOptions,
+    mut state: visitor::LoadVisitor,
+    pass: u32,
+) -> Result<visitor::LoadVisitor, LoadError> {
+    let bundle_err = |source| LoadError::Bundle {
+        path: opts.bundle.clone(),
+        source,
+    };
+    let file = crate::bundle::open_input(&opts.bundle).map_err(bundle_err)?;
+    state.begin_pass(pass);
+    let (mut state, read_result) = tokio::task::spawn_blocking(move || {
+        let r = read_bundle(file, &mut state);
+        (state, r)
+    })
+    .await
+    .map_err(|e| LoadError::Inconsistent {
+        path: opts.bundle.clone(),
+        reason: format!("reader thread failed: {e}"),
+    })?;
+    // Upload errors are more precise than the reader's "stopped" error they cause.
+    let uploads = state.join_uploads().await;
+    if let Err(e) = read_result {
+        // Damage in the bundle is the root cause of any upload it broke.
+        if !matches!(e, BundleError::Visitor(_)) {
+            return Err(bundle_err(e));
+        }
+        uploads?;
+        return Err(match state.take_failure() {
+            Some(f) => f,
+            None => bundle_err(e),
+        });
+    }
+    uploads?;
+    Ok(state)
 }
 
 /// The image map of a set of placements.

@@ -24,26 +24,30 @@ const SMALL_BLOB: u64 = 4 * 1024 * 1024;
 const CHUNK: usize = 256 * 1024;
 
 pub struct LoadVisitor {
-    opts: LoadOptions,
-    client: Client,
-    rt: Handle,
-    progress: Arc<dyn Progress>,
-    counters: Arc<Counters>,
-    placements: Vec<Placement>,
-    complete: Vec<bool>,
-    walks: Vec<Option<Walk>>,
-    graph: ImageGraph,
-    records: HashMap<Digest, BlobRecord>,
+    pub(super) opts: LoadOptions,
+    pub(super) client: Client,
+    pub(super) rt: Handle,
+    pub(super) progress: Arc<dyn Progress>,
+    pub(super) counters: Arc<Counters>,
+    pub(super) placements: Vec<Placement>,
+    pub(super) complete: Vec<bool>,
+    pub(super) walks: Vec<Option<Walk>>,
+    pub(super) graph: ImageGraph,
+    pub(super) records: HashMap<Digest, BlobRecord>,
     /// For a delta: what the base carries instead of this bundle.
-    base: Option<crate::bundle::BaseRef>,
-    planned: bool,
-    needs: RepoSet,
-    pending: Arc<Mutex<RepoSet>>,
-    pass: u32,
-    tasks: Vec<JoinHandle<Result<(), LoadError>>>,
-    sem: Arc<Semaphore>,
-    failed: Arc<AtomicBool>,
-    failure: Option<LoadError>,
+    pub(super) base: Option<crate::bundle::BaseRef>,
+    pub(super) planned: bool,
+    pub(super) needs: RepoSet,
+    pub(super) pending: Arc<Mutex<RepoSet>>,
+    pub(super) pass: u32,
+    pub(super) tasks: Vec<JoinHandle<Result<(), LoadError>>>,
+    pub(super) sem: Arc<Semaphore>,
+    pub(super) failed: Arc<AtomicBool>,
+    pub(super) failure: Option<LoadError>,
+    /// Images whose manifests and tag are in (kept across `push_manifests` rounds).
+    pub(super) landed: Vec<bool>,
+    /// (repository, manifest digest) pushed by digest so far.
+    pub(super) pushed: Mutex<HashSet<(String, Digest)>>,
 }
 
 impl LoadVisitor {
@@ -75,6 +79,8 @@ impl LoadVisitor {
             sem: Arc::new(Semaphore::new(permits)),
             failed: Arc::new(AtomicBool::new(false)),
             failure: None,
+            landed: Vec::new(),
+            pushed: Mutex::default(),
         }
     }
 
@@ -298,6 +304,22 @@ impl LoadVisitor {
         Ok(())
     }
 
+    /// The target repositories the base of a delta was loaded into (none for a full bundle).
+    pub(super) fn base_repos(&self) -> Vec<String> {
+        let Some(base) = &self.base else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = base
+            .images
+            .iter()
+            .filter_map(|r| self.opts.target.name_for(r, self.opts.mode).ok())
+            .map(|t| t.repository().to_string())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// A delta leaves blobs out: each must already be in the target, in the repository that
     /// needs it or mountable from where the base's images were loaded. Fails, before anything
     /// is pushed, listing what is missing.
@@ -306,17 +328,7 @@ impl LoadVisitor {
             return Ok(());
         };
         let left_out: HashSet<&Digest> = base.blobs.iter().map(|b| &b.digest).collect();
-        let candidates: Vec<String> = {
-            let mut v: Vec<String> = base
-                .images
-                .iter()
-                .filter_map(|r| self.opts.target.name_for(r, self.opts.mode).ok())
-                .map(|t| t.repository().to_string())
-                .collect();
-            v.sort();
-            v.dedup();
-            v
-        };
+        let candidates = self.base_repos();
         let mut missing = Vec::new();
         for (d, repos) in lack.iter_mut() {
             if !left_out.contains(d) {
@@ -620,71 +632,5 @@ impl Visitor for LoadVisitor {
             return Ok(Flow::Stop);
         }
         Ok(Flow::Continue)
-    }
-}
-
-impl LoadVisitor {
-    /// Pushes manifests by digest (children first), then tags, for every image not already
-    /// complete. Runs only after every blob upload succeeded.
-    pub async fn push_manifests(&mut self) -> Result<(), LoadError> {
-        let pushed: Arc<Mutex<HashSet<(String, Digest)>>> = Arc::default();
-        let jobs: Vec<(Placement, Walk)> = self
-            .placements
-            .iter()
-            .zip(self.walks.iter())
-            .zip(self.complete.iter())
-            .filter(|(_, done)| !**done)
-            .filter_map(|((p, w), _)| w.clone().map(|w| (p.clone(), w)))
-            .collect();
-        let graph = &self.graph;
-        let client = &self.client;
-        let counters = &self.counters;
-        let progress = &self.progress;
-        let results = futures::stream::iter(jobs.into_iter().map(|(p, walk)| {
-            let pushed = pushed.clone();
-            async move {
-                let image = p.target.to_string();
-                let err = |source| LoadError::Push {
-                    image: image.clone(),
-                    source: Box::new(source),
-                };
-                for d in &walk.manifests {
-                    // A tagged top manifest is stored by the tag PUT below; pushing it by
-                    // digest first would only repeat the request.
-                    if d == &p.digest && p.target.tag().is_some() {
-                        continue;
-                    }
-                    let key = (p.repo().to_string(), d.clone());
-                    if pushed.lock().expect("pushed lock").contains(&key) {
-                        continue;
-                    }
-                    let m = graph.get(d).expect("walked manifests are in the graph");
-                    client
-                        .put_manifest(p.repo(), d.as_str(), &m.media_type, &m.bytes)
-                        .await
-                        .map_err(err)?;
-                    counters.manifests.fetch_add(1, Ordering::Relaxed);
-                    pushed.lock().expect("pushed lock").insert(key);
-                }
-                if let Some(tag) = p.target.tag() {
-                    let m = graph.get(&p.digest).expect("top manifest is in the graph");
-                    client
-                        .put_manifest(p.repo(), tag, &m.media_type, &m.bytes)
-                        .await
-                        .map_err(err)?;
-                }
-                progress.item(&format!(
-                    "pushed {} -> {} ({})",
-                    p.source,
-                    p.target,
-                    p.digest.short()
-                ));
-                Ok::<(), LoadError>(())
-            }
-        }))
-        .buffer_unordered(self.opts.concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await;
-        results.into_iter().collect()
     }
 }

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
 
 use super::auth::{basic_header, parse_challenge, Challenge, TokenResponse};
-use super::error::{body_message, describe, RegistryError};
+use super::error::{body_message, describe, unknown_blobs, RegistryError};
 use super::{ConnectOptions, Endpoint};
 use crate::credentials::Credentials;
 use crate::digest::{Digest, Hasher};
@@ -275,17 +275,21 @@ impl Client {
 
     /// Turns a non-success answer into an error naming what was asked.
     async fn fail(&self, resp: Response, repo: &str, action: &str, what: &str) -> RegistryError {
-        let status = resp.status();
-        // A valid token that does not grant what was asked: the credentials work, the
-        // permission is missing.
-        let insufficient_scope = status == StatusCode::UNAUTHORIZED
-            && resp
-                .headers()
-                .get(header::WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains("insufficient_scope"));
+        let (status, insufficient_scope) = failure_head(&resp);
         let body = resp.text().await.unwrap_or_default();
-        let message = body_message(&body);
+        self.fail_with_body(status, insufficient_scope, &body, repo, action, what)
+    }
+
+    fn fail_with_body(
+        &self,
+        status: StatusCode,
+        insufficient_scope: bool,
+        body: &str,
+        repo: &str,
+        action: &str,
+        what: &str,
+    ) -> RegistryError {
+        let message = body_message(body);
         let registry = self.registry().to_string();
         let repository = repo.to_string();
         match status {
@@ -676,14 +680,27 @@ impl Client {
             })
             .await?;
         if !resp.status().is_success() {
-            return Err(self
-                .fail(
-                    resp,
-                    repo,
-                    "push manifest",
-                    &format!("manifest {reference}"),
-                )
-                .await);
+            let (status, insufficient_scope) = failure_head(&resp);
+            let body = resp.text().await.unwrap_or_default();
+            let missing = unknown_blobs(&body);
+            if !missing.is_empty() {
+                return Err(RegistryError::ManifestBlobUnknown {
+                    registry: self.registry().to_string(),
+                    repository: repo.to_string(),
+                    reference: reference.to_string(),
+                    missing,
+                    status: status.as_u16(),
+                    message: body_message(&body),
+                });
+            }
+            return Err(self.fail_with_body(
+                status,
+                insufficient_scope,
+                &body,
+                repo,
+                "push manifest",
+                &format!("manifest {reference}"),
+            ));
         }
         if let Some(d) = resp
             .headers()
@@ -711,6 +728,19 @@ impl Client {
             self.url(loc)
         }
     }
+}
+
+/// The status of a failed answer, and whether it is a valid token refused for lack of scope
+/// (the credentials work, the permission is missing).
+fn failure_head(resp: &Response) -> (StatusCode, bool) {
+    let status = resp.status();
+    let insufficient_scope = status == StatusCode::UNAUTHORIZED
+        && resp
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("insufficient_scope"));
+    (status, insufficient_scope)
 }
 
 fn location(resp: &Response) -> Option<String> {
@@ -743,7 +773,7 @@ fn retry_after(resp: &Response) -> Option<Duration> {
 
 /// Exponential backoff with jitter: 200 ms, 400 ms, 800 ms … capped at 10 s, or the
 /// server's `Retry-After`.
-fn backoff(attempt: u32, server: Option<Duration>) -> Duration {
+pub(crate) fn backoff(attempt: u32, server: Option<Duration>) -> Duration {
     if let Some(d) = server {
         return d;
     }

@@ -35,6 +35,17 @@ pub enum RegistryError {
         status: u16,
         message: String,
     },
+    /// A manifest PUT refused because the registry does not see blobs (or child manifests)
+    /// it references in the repository; `missing` holds the digests it named.
+    #[error("registry {registry} refused manifest {reference}{} (HTTP {status}): it does not see {} in the repository: {message}", in_repo(" on", .repository), join_digests(.missing))]
+    ManifestBlobUnknown {
+        registry: String,
+        repository: String,
+        reference: String,
+        missing: Vec<Digest>,
+        status: u16,
+        message: String,
+    },
     #[error("cannot reach registry {registry} at {url}: {reason}")]
     Connect {
         registry: String,
@@ -76,6 +87,10 @@ fn in_repo(word: &str, repository: &str) -> String {
     } else {
         format!("{word} {repository}")
     }
+}
+
+fn join_digests(d: &[Digest]) -> String {
+    d.iter().map(Digest::as_str).collect::<Vec<_>>().join(", ")
 }
 
 impl RegistryError {
@@ -147,4 +162,65 @@ pub(crate) fn body_message(body: &str) -> String {
     }
     let one_line: String = trimmed.split_whitespace().collect::<Vec<_>>().join(" ");
     one_line.chars().take(200).collect()
+}
+
+/// The digests a manifest PUT's error body names as unknown (`MANIFEST_BLOB_UNKNOWN`, or
+/// `BLOB_UNKNOWN` from some registries). Distribution puts the digest string in `detail`;
+/// others nest it in an object, so every digest-shaped string in `detail` counts.
+pub(crate) fn unknown_blobs(body: &str) -> Vec<Digest> {
+    fn collect(v: &serde_json::Value, out: &mut Vec<Digest>) {
+        match v {
+            serde_json::Value::String(s) => {
+                if let Ok(d) = Digest::parse(s.trim()) {
+                    if !out.contains(&d) {
+                        out.push(d);
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| collect(x, out)),
+            serde_json::Value::Object(m) => m.values().for_each(|x| collect(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return out;
+    };
+    for e in v["errors"].as_array().into_iter().flatten() {
+        if matches!(
+            e["code"].as_str(),
+            Some("MANIFEST_BLOB_UNKNOWN" | "BLOB_UNKNOWN")
+        ) {
+            collect(&e["detail"], &mut out);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "sha256:fa5c69c06d0b7a22d7a2bc763fa454c189f06521744a551657113271788b2eba";
+    const B: &str = "sha256:63f545fd62955f0fe0a34365e2cd64fb172e30693b1fb5ba6a01de5ea11c9059";
+
+    #[test]
+    fn unknown_blobs_from_error_bodies() {
+        // distribution 2.8 after a torn read of a link file: DIGEST_INVALID beside the digest.
+        let body = format!(
+            r#"{{"errors":[{{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"}},{{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"{A}"}},{{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"{B}"}},{{"code":"MANIFEST_BLOB_UNKNOWN","detail":"{A}"}}]}}"#
+        );
+        let want = vec![Digest::parse(A).unwrap(), Digest::parse(B).unwrap()];
+        assert_eq!(unknown_blobs(&body), want);
+        let nested =
+            format!(r#"{{"errors":[{{"code":"BLOB_UNKNOWN","detail":{{"digest":"{A}"}}}}]}}"#);
+        assert_eq!(unknown_blobs(&nested), want[..1].to_vec());
+        // Other codes, digests outside `detail`, and non-JSON bodies name nothing.
+        let other = format!(
+            r#"{{"errors":[{{"code":"MANIFEST_INVALID","detail":"{A}","message":"{B}"}}]}}"#
+        );
+        assert!(unknown_blobs(&other).is_empty());
+        assert!(unknown_blobs("<html>bad gateway</html>").is_empty());
+        assert!(unknown_blobs(r#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN"}]}"#).is_empty());
+    }
 }

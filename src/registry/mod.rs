@@ -5,6 +5,7 @@ mod auth;
 mod client;
 mod error;
 
+pub(crate) use client::backoff;
 pub use client::{Client, FetchedManifest};
 pub use error::RegistryError;
 

@@ -69,6 +69,18 @@ pub enum Fault {
         headers: Vec<(String, String)>,
         body: Arc<Vec<u8>>,
     },
+    /// Like [`Fault::Canned`], for the first `n` matching requests only (counted like
+    /// [`Fault::StatusFirstMatching`]).
+    CannedFirst {
+        n: usize,
+        method: String,
+        path_contains: String,
+        status: u16,
+        content_type: String,
+        body: Arc<Vec<u8>>,
+    },
+    /// For each request, the first of these `Canned`/`CannedFirst` faults that applies.
+    Each(Vec<Fault>),
 }
 
 /// What happened to one request (or connection, for resets).
@@ -416,6 +428,43 @@ fn answer_canned(
     }
 }
 
+/// The `Canned` answer `f` gives this request, if any (a `CannedFirst` counts the match).
+fn canned_for(f: &Fault, head: &Head, state: &State) -> Option<Fault> {
+    let matches = |method: Option<&str>, path_contains: &str| {
+        method.is_none_or(|m| m.eq_ignore_ascii_case(&head.method))
+            && head.path.contains(path_contains)
+    };
+    match f {
+        Fault::Canned {
+            method,
+            path_contains,
+            ..
+        } if matches(method.as_deref(), path_contains) => Some(f.clone()),
+        Fault::CannedFirst {
+            n,
+            method,
+            path_contains,
+            status,
+            content_type,
+            body,
+        } if matches(Some(method), path_contains)
+            && state.matched.fetch_add(1, Ordering::SeqCst) < *n =>
+        {
+            Some(Fault::Canned {
+                method: Some(method.clone()),
+                path_contains: path_contains.clone(),
+                status: *status,
+                content_type: content_type.clone(),
+                headers: Vec::new(),
+                body: body.clone(),
+            })
+        }
+        Fault::Canned { .. } | Fault::CannedFirst { .. } => None,
+        Fault::Each(_) => panic!("Fault::Each holds Canned and CannedFirst faults only"),
+        _ => None,
+    }
+}
+
 fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
     set_timeouts(&client)?;
     let conn = state.connections.fetch_add(1, Ordering::SeqCst);
@@ -436,6 +485,13 @@ fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
         return Ok(());
     };
     let req = state.requests.fetch_add(1, Ordering::SeqCst);
+    let fault = match fault {
+        Fault::Each(list) => list
+            .iter()
+            .find_map(|f| canned_for(f, &head, state))
+            .unwrap_or(Fault::None),
+        f => canned_for(&f, &head, state).unwrap_or(f),
+    };
     let status = match &fault {
         Fault::StatusFirst {
             n,
