@@ -158,6 +158,12 @@ pub async fn load(
         progress.clone(),
         counters.clone(),
     );
+    // A seekable bundle lets big blobs be read several at once (older bundles stream).
+    if let Ok(src) = crate::bundle::seek::open_read_at(&opts.bundle) {
+        if let Ok(Some(index)) = crate::bundle::seek::read_trailer(src.as_ref()) {
+            state.set_random_access(src, index);
+        }
+    }
     // Pass 1 streams the bundle; pass 2 re-reads it only for big blobs a registry refused to
     // mount (we cannot replay a stream, and buffering a layer is not an option).
     for pass in 1..=2 {

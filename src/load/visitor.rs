@@ -14,8 +14,9 @@ use tokio::task::JoinHandle;
 
 use super::graph::{ImageGraph, Walk};
 use super::{Counters, LoadError, LoadOptions, Placement, RepoSet};
+use crate::bundle::seek::{read_range, ReadAt, SeekIndex};
 use crate::bundle::{parse_index, BlobContent, BlobRecord, BundleError, Flow, Head, Visitor};
-use crate::digest::Digest;
+use crate::digest::{Digest, Hasher};
 use crate::progress::Progress;
 use crate::registry::Client;
 
@@ -48,6 +49,11 @@ pub struct LoadVisitor {
     pub(super) landed: Vec<bool>,
     /// (repository, manifest digest) pushed by digest so far.
     pub(super) pushed: Mutex<HashSet<(String, Digest)>>,
+    /// A seekable bundle: big blobs are read through the seek table, several at once,
+    /// instead of one after another from the stream.
+    pub(super) random: Option<(Arc<dyn ReadAt>, Arc<SeekIndex>)>,
+    /// Damage found by those reads (the upload they fed fails less clearly).
+    pub(super) damage: Arc<Mutex<Option<BundleError>>>,
 }
 
 impl LoadVisitor {
@@ -81,7 +87,14 @@ impl LoadVisitor {
             failure: None,
             landed: Vec::new(),
             pushed: Mutex::default(),
+            random: None,
+            damage: Arc::default(),
         }
+    }
+
+    /// Lets big blobs be read concurrently through the bundle's seek table.
+    pub fn set_random_access(&mut self, src: Arc<dyn ReadAt>, index: SeekIndex) {
+        self.random = Some((src, Arc::new(index)));
     }
 
     pub fn begin_pass(&mut self, pass: u32) {
@@ -129,6 +142,12 @@ impl LoadVisitor {
                     });
                 }
             }
+        }
+        if let Some(e) = self.damage.lock().expect("damage lock").take() {
+            return Err(LoadError::Bundle {
+                path: self.opts.bundle.clone(),
+                source: e,
+            });
         }
         match first {
             Some(e) => Err(e),
@@ -437,6 +456,26 @@ impl LoadVisitor {
         let task = spawn(Source::Stream(reqwest::Body::wrap_stream(
             tokio_stream_from(rx),
         )));
+        let name = crate::bundle::blob_entry_name(&record.digest);
+        if let Some((src, index)) = &self.random {
+            if let Some(loc) = index.entry(&name).filter(|l| l.size == record.size) {
+                // The stream moves on (skipping this entry) while a thread of its own reads
+                // and verifies the blob, so several big uploads run at once.
+                content.skip();
+                let job = RangeJob {
+                    src: src.clone(),
+                    index: index.clone(),
+                    offset: loc.offset,
+                    record: record.clone(),
+                    damage: self.damage.clone(),
+                };
+                let progress = self.progress.clone();
+                self.rt
+                    .spawn_blocking(move || job.run(tx, progress.as_ref()));
+                self.tasks.push(task);
+                return Ok(());
+            }
+        }
         let mut buf = vec![0u8; CHUNK];
         let mut read_err = None;
         loop {
@@ -462,6 +501,73 @@ impl LoadVisitor {
         self.tasks.push(task);
         if let Some(e) = read_err {
             return Err(corrupt(record, e));
+        }
+        Ok(())
+    }
+}
+
+/// One big blob read through the seek table into an upload, verified as it goes.
+struct RangeJob {
+    src: Arc<dyn ReadAt>,
+    index: Arc<SeekIndex>,
+    offset: u64,
+    record: BlobRecord,
+    damage: Arc<Mutex<Option<BundleError>>>,
+}
+
+impl RangeJob {
+    fn run(
+        self,
+        tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+        progress: &dyn Progress,
+    ) {
+        let r = self.copy(&tx, progress);
+        if let Err(e) = r {
+            let msg = e.to_string();
+            self.damage.lock().expect("damage lock").get_or_insert(e);
+            // Failing the body makes the upload fail rather than complete.
+            let _ = tx.blocking_send(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                msg,
+            )));
+        }
+    }
+
+    fn copy(
+        &self,
+        tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+        progress: &dyn Progress,
+    ) -> Result<(), BundleError> {
+        let size = self.record.size;
+        let mut r = read_range(self.src.clone(), &self.index, self.offset, size)
+            .map_err(|e| corrupt(&self.record, e))?;
+        let mut hasher = Hasher::new();
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            let n = r.read(&mut buf).map_err(|e| corrupt(&self.record, e))?;
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            hasher.update(&buf);
+            progress.add_bytes(n as u64);
+            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                return Ok(()); // the upload ended early; its error is collected with the task
+            }
+        }
+        let (actual, n) = hasher.finish();
+        if n != size {
+            return Err(BundleError::SizeMismatch {
+                digest: self.record.digest.clone(),
+                expected: size,
+                actual: n,
+            });
+        }
+        if actual != self.record.digest {
+            return Err(BundleError::DigestMismatch {
+                digest: self.record.digest.clone(),
+                actual,
+            });
         }
         Ok(())
     }

@@ -328,3 +328,34 @@ pub fn tar_zst_dir(dir: &Path, dst: &Path) {
     }
     b.into_inner().unwrap().finish().unwrap();
 }
+
+/// Like [`rewrite_bundle`], but writes the result with airgap's own writer, so it keeps the
+/// seekable layout (frames, entry index, seek table) and valid zstd checksums: only what
+/// `edit` changed is wrong. Blob digests are not checked while writing.
+pub fn rewrite_bundle_seekable(src: &Path, dst: &Path, edit: impl FnOnce(&mut Vec<RawEntry>)) {
+    let f = std::fs::File::open(src).unwrap();
+    let mut ar = tar::Archive::new(zstd::stream::read::Decoder::new(f).unwrap());
+    let mut entries = Vec::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = clean(&e.path().unwrap().to_string_lossy());
+        let header = e.header().clone();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        entries.push(RawEntry { header, path, data });
+    }
+    edit(&mut entries);
+    let out = std::fs::File::create(dst).unwrap();
+    let mut w = airgap::bundle::BundleWriter::new(out, 3, 2).unwrap();
+    for e in &entries {
+        match e.path.strip_prefix("blobs/sha256/") {
+            Some(hex) => {
+                let d = airgap::digest::Digest::parse(&format!("sha256:{hex}")).unwrap();
+                w.add_blob(&d, e.data.len() as u64, &e.data[..], false)
+                    .unwrap();
+            }
+            None => w.add_file(&e.path, &e.data).unwrap(),
+        }
+    }
+    w.finish().unwrap();
+}
