@@ -98,9 +98,8 @@ async fn run_serve(a: ServeArgs) -> Result<()> {
         path: a.path.clone(),
         access_log: !a.quiet,
     };
-    let server = airgap::serve::serve(opts, progress)
-        .await
-        .with_context(|| format!("serving {}", a.bundle.display()))?;
+    // The errors name the bundle or the address already.
+    let server = airgap::serve::serve(opts, progress).await?;
     let addr = server.local_addr()?;
     // The first line is the address, for scripts (and `--listen 127.0.0.1:0`).
     println!("listening on {addr}");

@@ -142,14 +142,15 @@ fn json(value: serde_json::Value, link: Option<String>) -> Response<Body> {
 
 pub(super) fn handle(cat: &Arc<Catalog>, req: &Request<hyper::body::Incoming>) -> Response<Body> {
     let head = req.method() == Method::HEAD;
-    if req.method() != Method::GET && !head {
-        return error(
+    let mut resp = if req.method() != Method::GET && !head {
+        error(
             StatusCode::METHOD_NOT_ALLOWED,
             "UNSUPPORTED",
             "airgap serve is read-only: load the bundle into a registry to push",
-        );
-    }
-    let mut resp = route(cat, req, head);
+        )
+    } else {
+        route(cat, req, head)
+    };
     resp.headers_mut().insert(
         "Docker-Distribution-API-Version",
         HeaderValue::from_static("registry/2.0"),
@@ -365,6 +366,9 @@ fn stream_blob(cat: Arc<Catalog>, blob: Blob, start: u64, len: u64, verify: bool
             let mut r = read_range(cat.src.clone(), &cat.index, blob.loc.offset + start, len)?;
             let mut hasher = verify.then(Hasher::new);
             let mut sent = 0u64;
+            // The last chunk is held back until the hash is checked: once Content-Length
+            // bytes are out, hyper ends the response and a later error would go unseen.
+            let mut held: Option<Bytes> = None;
             loop {
                 let mut buf = vec![0u8; CHUNK];
                 let n = r.read(&mut buf)?;
@@ -376,8 +380,10 @@ fn stream_blob(cat: Arc<Catalog>, blob: Blob, start: u64, len: u64, verify: bool
                     h.update(&buf);
                 }
                 sent += n as u64;
-                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                    return Ok(()); // the client went away
+                if let Some(prev) = held.replace(Bytes::from(buf)) {
+                    if tx.blocking_send(Ok(prev)).is_err() {
+                        return Ok(()); // the client went away
+                    }
                 }
             }
             if sent != len {
@@ -400,6 +406,9 @@ fn stream_blob(cat: Arc<Catalog>, blob: Blob, start: u64, len: u64, verify: bool
                         ),
                     ));
                 }
+            }
+            if let Some(last) = held {
+                let _ = tx.blocking_send(Ok(last));
             }
             Ok(())
         })();

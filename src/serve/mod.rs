@@ -31,8 +31,15 @@ pub use http::{serve, Server};
 pub enum ServeError {
     #[error("bundle {path}: {source}")]
     Bundle { path: PathBuf, source: BundleError },
+    #[error("cannot read bundle {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Naming(#[from] NamingError),
+    #[error("invalid --path {path:?}: {reason}")]
+    BadPath { path: String, reason: String },
     #[error("bundle {path}: manifest {digest}: {reason}")]
     Manifest {
         path: PathBuf,
@@ -94,14 +101,28 @@ impl Catalog {
         mode: Mode,
         progress: &dyn Progress,
     ) -> Result<Catalog, ServeError> {
-        let bundle_err = |source| ServeError::Bundle {
-            path: bundle.to_path_buf(),
-            source,
+        let bundle_err = |source| match source {
+            // It names the file already.
+            BundleError::Io { path, source } => ServeError::Open { path, source },
+            source => ServeError::Bundle {
+                path: bundle.to_path_buf(),
+                source,
+            },
         };
         let target = Target::parse(&match path {
             Some(p) => format!("serve.invalid/{}", p.trim_matches('/')),
             None => "serve.invalid".to_string(),
+        })
+        .map_err(|e| match e {
+            NamingError::BadTarget { reason, .. } => ServeError::BadPath {
+                path: path.unwrap_or_default().to_string(),
+                reason,
+            },
+            other => other.into(),
         })?;
+        // The head first: a file that is no bundle at all is told so before any indexing.
+        let head = crate::bundle::inspect(crate::bundle::open_input(bundle).map_err(bundle_err)?)
+            .map_err(bundle_err)?;
         let (src, index) = open_indexed(bundle).map_err(bundle_err)?;
         if !index.seekable {
             progress.warn(&format!(
@@ -110,8 +131,6 @@ impl Catalog {
                 bundle.display()
             ));
         }
-        let head = crate::bundle::inspect(crate::bundle::open_input(bundle).map_err(bundle_err)?)
-            .map_err(bundle_err)?;
         let metadata = head.metadata;
         let mut blobs = HashMap::new();
         for record in &metadata.blobs {
