@@ -219,9 +219,8 @@ pub struct RawEntry {
     pub data: Vec<u8>,
 }
 
-/// Reads a (small) bundle into memory, lets `edit` change the entries, and writes the result
-/// as a new zstd tar at `dst`.
-pub fn rewrite_bundle(src: &Path, dst: &Path, edit: impl FnOnce(&mut Vec<RawEntry>)) {
+/// Every entry of a (small) bundle, in memory.
+fn read_entries(src: &Path) -> Vec<RawEntry> {
     let f = std::fs::File::open(src).unwrap();
     let mut ar = tar::Archive::new(zstd::stream::read::Decoder::new(f).unwrap());
     let mut entries = Vec::new();
@@ -233,6 +232,13 @@ pub fn rewrite_bundle(src: &Path, dst: &Path, edit: impl FnOnce(&mut Vec<RawEntr
         e.read_to_end(&mut data).unwrap();
         entries.push(RawEntry { header, path, data });
     }
+    entries
+}
+
+/// Reads a (small) bundle into memory, lets `edit` change the entries, and writes the result
+/// as a new zstd tar at `dst`.
+pub fn rewrite_bundle(src: &Path, dst: &Path, edit: impl FnOnce(&mut Vec<RawEntry>)) {
+    let mut entries = read_entries(src);
     edit(&mut entries);
     let out = std::fs::File::create(dst).unwrap();
     let enc = zstd::stream::write::Encoder::new(out, 3).unwrap();
@@ -333,17 +339,7 @@ pub fn tar_zst_dir(dir: &Path, dst: &Path) {
 /// seekable layout (frames, entry index, seek table) and valid zstd checksums: only what
 /// `edit` changed is wrong. Blob digests are not checked while writing.
 pub fn rewrite_bundle_seekable(src: &Path, dst: &Path, edit: impl FnOnce(&mut Vec<RawEntry>)) {
-    let f = std::fs::File::open(src).unwrap();
-    let mut ar = tar::Archive::new(zstd::stream::read::Decoder::new(f).unwrap());
-    let mut entries = Vec::new();
-    for e in ar.entries().unwrap() {
-        let mut e = e.unwrap();
-        let path = clean(&e.path().unwrap().to_string_lossy());
-        let header = e.header().clone();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).unwrap();
-        entries.push(RawEntry { header, path, data });
-    }
+    let mut entries = read_entries(src);
     edit(&mut entries);
     let out = std::fs::File::create(dst).unwrap();
     let mut w = airgap::bundle::BundleWriter::new(out, 3, 2).unwrap();
