@@ -1652,3 +1652,30 @@ impl Drop for PullThroughCache {
         }
     }
 }
+
+/// Repository names may hold `manifests` or `blobs` as a component: the route is split from
+/// the right, so blobs and manifests under such a name are still found.
+#[test]
+fn names_holding_manifests_or_blobs_components_are_routed_right() {
+    let s = small_fixtures();
+    let bundle = s.pack("bundle.tar.zst", &[]);
+    let sv = Served::start(&bundle, &["--path", "mirror/manifests/blobs"]);
+    let repo = format!("mirror/manifests/blobs/{}", s.big.repo);
+    let layer = s.big_layer();
+    let path = format!("/v2/{repo}/blobs/{}", layer.digest);
+    let r = sv.get(&path);
+    assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+    let got = body_of(r, &path);
+    assert!(
+        got == source_blob(&s.src, &s.big.repo, &layer.digest),
+        "{path}"
+    );
+    let path = format!("/v2/{repo}/manifests/1");
+    let r = sv.head(&path);
+    assert_eq!(r.status(), StatusCode::OK, "HEAD {path}");
+    assert_eq!(
+        header(&r, "docker-content-digest").as_deref(),
+        Some(s.big.digest.as_str())
+    );
+    assert_served_digest(&format!("{}/{repo}:1", sv.host()), &s.big.digest);
+}

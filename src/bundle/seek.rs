@@ -27,7 +27,9 @@ const SEEK_TABLE_MAGIC: u32 = 0x184D_2A5E;
 const SEEKABLE_FOOTER_MAGIC: u32 = 0x8F92_EAB1;
 const FOOTER_LEN: u64 = 9;
 /// The entry index is read into memory: bound it.
-const MAX_INDEX_LEN: u64 = 64 << 20;
+pub const MAX_INDEX_LEN: u64 = 64 << 20;
+/// 16 Mi frames of 1 MiB: 16 TiB of tar.
+const MAX_FRAMES: u64 = 1 << 24;
 
 /// Where one tar entry's content lies in the uncompressed tar stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +65,7 @@ pub struct SeekIndex {
     pub data_end: u64,
     /// False for a bundle without a seek table.
     pub seekable: bool,
+    by_name: std::sync::OnceLock<std::collections::HashMap<String, usize>>,
 }
 
 impl SeekIndex {
@@ -75,7 +78,14 @@ impl SeekIndex {
     }
 
     pub fn entry(&self, name: &str) -> Option<&EntryLoc> {
-        self.entries.iter().find(|e| e.name == name)
+        let by_name = self.by_name.get_or_init(|| {
+            self.entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.name.clone(), i))
+                .collect()
+        });
+        by_name.get(name).map(|&i| &self.entries[i])
     }
 }
 
@@ -112,6 +122,11 @@ pub fn read_trailer(src: &dyn ReadAt) -> Result<Option<SeekIndex>, BundleError> 
     }
     let entry_len = if descriptor & 0x80 != 0 { 12 } else { 8 };
     let table_len = 8 + n * entry_len + FOOTER_LEN;
+    // Every frame takes at least a few bytes of the file: bound the allocation by that (and
+    // by a plausible count) before reading a table a crafted file could size at will.
+    if n > MAX_FRAMES || n * 16 > len {
+        return Err(bad_table(format!("it claims an implausible {n} frames")));
+    }
     if table_len > len {
         return Err(bad_table(format!(
             "it claims {n} frames, more than the file can hold"
@@ -143,6 +158,12 @@ pub fn read_trailer(src: &dyn ReadAt) -> Result<Option<SeekIndex>, BundleError> 
         d_off += d_size;
     }
     let data_end = c_off;
+    if data_end == table_start {
+        // A seekable file from another tool (e.g. recompressed with a seekable zstd): the
+        // table follows the frames directly, with no entry index of ours; it is read like a
+        // bundle without a table.
+        return Ok(None);
+    }
     // The entry index sits between the data frames and the seek table.
     if data_end + 8 > table_start {
         return Err(bad_table("the frames it lists overlap the table"));
@@ -177,6 +198,7 @@ pub fn read_trailer(src: &dyn ReadAt) -> Result<Option<SeekIndex>, BundleError> 
         entries: file.entries,
         data_end,
         seekable: true,
+        by_name: Default::default(),
     }))
 }
 
@@ -390,6 +412,7 @@ pub fn open_indexed(path: &Path) -> Result<(Arc<dyn ReadAt>, SeekIndex), BundleE
         entries,
         data_end: len,
         seekable: false,
+        by_name: Default::default(),
     };
     Ok((src, index))
 }
@@ -456,7 +479,11 @@ impl<W: Write> FrameWriter<W> {
                     let Ok(Ok((seq, data, level))) = job else {
                         break;
                     };
-                    let r = compress(&mut c, &data, level);
+                    // A panic must still answer for its frame, or the writer waits forever.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        compress(&mut c, &data, level)
+                    }))
+                    .unwrap_or_else(|_| Err(io::Error::other("zstd compression panicked")));
                     if tx.send((seq, r, data.len())).is_err() {
                         break;
                     }
@@ -578,6 +605,13 @@ impl<W: Write> FrameWriter<W> {
             entries,
         })
         .map_err(io::Error::other)?;
+        if index.len() as u64 > MAX_INDEX_LEN {
+            return Err(io::Error::other(format!(
+                "the entry index would be {} bytes, over the {MAX_INDEX_LEN}-byte limit readers \
+                 accept: split the images over several bundles",
+                index.len()
+            )));
+        }
         self.out.write_all(&INDEX_MAGIC.to_le_bytes())?;
         self.out.write_all(&(index.len() as u32).to_le_bytes())?;
         self.out.write_all(&index)?;

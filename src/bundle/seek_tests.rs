@@ -198,3 +198,55 @@ fn a_cut_trailer_fails_verify() {
         );
     }
 }
+
+/// Footer bytes: frame count, descriptor, seekable magic.
+fn footer(n: u32) -> Vec<u8> {
+    let mut f = n.to_le_bytes().to_vec();
+    f.push(0);
+    f.extend_from_slice(&0x8F92_EAB1u32.to_le_bytes());
+    f
+}
+
+#[test]
+fn a_trailer_claiming_absurd_frame_counts_is_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = compress(b"x");
+    bytes.extend_from_slice(&footer(u32::MAX));
+    let path = to_file(dir.path(), &bytes);
+    let src = super::seek::open_read_at(&path).unwrap();
+    let e = read_trailer(src.as_ref()).unwrap_err().to_string();
+    assert!(e.contains("implausible"), "{e}");
+}
+
+#[test]
+fn a_seekable_file_from_another_tool_reads_as_a_plain_bundle() {
+    // Frames and a seek table, but no entry index of ours: what a seekable zstd recompression
+    // of a bundle looks like.
+    let fx = big_fixture();
+    let tar = decompress(&write(&fx.entries(), 0));
+    let mut out = Vec::new();
+    let mut sizes = Vec::new();
+    for chunk in tar.chunks(FRAME_SIZE) {
+        let z = zstd::bulk::compress(chunk, 3).unwrap();
+        sizes.push((z.len() as u32, chunk.len() as u32));
+        out.extend_from_slice(&z);
+    }
+    out.extend_from_slice(&0x184D_2A5Eu32.to_le_bytes());
+    out.extend_from_slice(&((sizes.len() * 8 + 9) as u32).to_le_bytes());
+    for (c, d) in &sizes {
+        out.extend_from_slice(&c.to_le_bytes());
+        out.extend_from_slice(&d.to_le_bytes());
+    }
+    out.extend_from_slice(&footer(sizes.len() as u32));
+    let dir = tempfile::tempdir().unwrap();
+    let path = to_file(dir.path(), &out);
+    let src = super::seek::open_read_at(&path).unwrap();
+    assert!(read_trailer(src.as_ref()).unwrap().is_none());
+    let r = verify_path(&path).unwrap();
+    assert!(!r.seekable);
+    let (src, index) = open_indexed(&path).unwrap();
+    let layer = &fx.layers[1];
+    let loc = index.entry(&blob_entry_name(&Digest::of(layer))).unwrap();
+    let got = read_all(read_range(src, &index, loc.offset, loc.size).unwrap());
+    assert!(got == *layer);
+}

@@ -54,6 +54,8 @@ pub struct LoadVisitor {
     pub(super) random: Option<(Arc<dyn ReadAt>, Arc<SeekIndex>)>,
     /// Damage found by those reads (the upload they fed fails less clearly).
     pub(super) damage: Arc<Mutex<Option<BundleError>>>,
+    /// The threads of those reads: awaited before `damage` is looked at.
+    pub(super) readers: Vec<JoinHandle<()>>,
 }
 
 impl LoadVisitor {
@@ -89,6 +91,7 @@ impl LoadVisitor {
             pushed: Mutex::default(),
             random: None,
             damage: Arc::default(),
+            readers: Vec::new(),
         }
     }
 
@@ -142,6 +145,9 @@ impl LoadVisitor {
                     });
                 }
             }
+        }
+        for r in self.readers.drain(..) {
+            let _ = r.await;
         }
         if let Some(e) = self.damage.lock().expect("damage lock").take() {
             return Err(LoadError::Bundle {
@@ -470,8 +476,10 @@ impl LoadVisitor {
                     damage: self.damage.clone(),
                 };
                 let progress = self.progress.clone();
-                self.rt
+                let reader = self
+                    .rt
                     .spawn_blocking(move || job.run(tx, progress.as_ref()));
+                self.readers.push(reader);
                 self.tasks.push(task);
                 return Ok(());
             }
@@ -542,6 +550,9 @@ impl RangeJob {
         let mut r = read_range(self.src.clone(), &self.index, self.offset, size)
             .map_err(|e| corrupt(&self.record, e))?;
         let mut hasher = Hasher::new();
+        // The last chunk waits for the verdict: once the declared length is sent the upload
+        // completes, and an error after it would never reach it.
+        let mut held: Option<Bytes> = None;
         loop {
             let mut buf = vec![0u8; CHUNK];
             let n = r.read(&mut buf).map_err(|e| corrupt(&self.record, e))?;
@@ -551,8 +562,10 @@ impl RangeJob {
             buf.truncate(n);
             hasher.update(&buf);
             progress.add_bytes(n as u64);
-            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                return Ok(()); // the upload ended early; its error is collected with the task
+            if let Some(prev) = held.replace(Bytes::from(buf)) {
+                if tx.blocking_send(Ok(prev)).is_err() {
+                    return Ok(()); // the upload ended early; its error is collected with the task
+                }
             }
         }
         let (actual, n) = hasher.finish();
@@ -568,6 +581,9 @@ impl RangeJob {
                 digest: self.record.digest.clone(),
                 actual,
             });
+        }
+        if let Some(last) = held {
+            let _ = tx.blocking_send(Ok(last));
         }
         Ok(())
     }

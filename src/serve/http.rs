@@ -104,6 +104,8 @@ impl Server {
                 });
                 // A client that goes away mid-response is not our error to report.
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(30))
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
@@ -179,6 +181,11 @@ fn route(cat: &Arc<Catalog>, req: &Request<hyper::body::Incoming>, head: bool) -
         let (page, link) = paginate(&names, query, "/v2/_catalog");
         return json(serde_json::json!({ "repositories": page }), link);
     }
+    // Split from the right: tags and digests never hold a '/', repository names may hold
+    // "manifests" or "blobs" as a component.
+    let parts = rest
+        .rsplit_once('/')
+        .and_then(|(head, last)| head.rsplit_once('/').map(|(name, kind)| (name, kind, last)));
     if let Some(name) = rest.strip_suffix("/tags/list") {
         let Some(repo) = cat.repos.get(name) else {
             return name_unknown(name);
@@ -187,7 +194,7 @@ fn route(cat: &Arc<Catalog>, req: &Request<hyper::body::Incoming>, head: bool) -
         let (page, link) = paginate(&tags, query, &format!("/v2/{name}/tags/list"));
         return json(serde_json::json!({ "name": name, "tags": page }), link);
     }
-    if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
+    if let Some((name, "manifests", reference)) = parts {
         if !cat.repos.contains_key(name) {
             return name_unknown(name);
         }
@@ -206,7 +213,7 @@ fn route(cat: &Arc<Catalog>, req: &Request<hyper::body::Incoming>, head: bool) -
             .body(full(bytes.clone()))
             .expect("valid headers");
     }
-    if let Some((name, digest)) = rest.rsplit_once("/blobs/") {
+    if let Some((name, "blobs", digest)) = parts {
         if !cat.repos.contains_key(name) {
             return name_unknown(name);
         }
@@ -281,7 +288,7 @@ fn parse_range(value: &str, size: u64) -> Result<(u64, u64), ()> {
     let (a, b) = spec.split_once('-').ok_or(())?;
     let (start, end) = if a.is_empty() {
         let n: u64 = b.parse().map_err(|_| ())?;
-        if n == 0 {
+        if n == 0 || size == 0 {
             return Err(());
         }
         (size.saturating_sub(n), size - 1)
@@ -381,8 +388,8 @@ fn stream_blob(cat: Arc<Catalog>, blob: Blob, start: u64, len: u64, verify: bool
                 }
                 sent += n as u64;
                 if let Some(prev) = held.replace(Bytes::from(buf)) {
-                    if tx.blocking_send(Ok(prev)).is_err() {
-                        return Ok(()); // the client went away
+                    if !send(&tx, Ok(prev)) {
+                        return Ok(()); // the client went away or stopped reading
                     }
                 }
             }
@@ -408,15 +415,28 @@ fn stream_blob(cat: Arc<Catalog>, blob: Blob, start: u64, len: u64, verify: bool
                 }
             }
             if let Some(last) = held {
-                let _ = tx.blocking_send(Ok(last));
+                send(&tx, Ok(last));
             }
             Ok(())
         })();
         if let Err(e) = result {
-            let _ = tx.blocking_send(Err(e));
+            send(&tx, Err(e));
         }
     });
     ChannelBody(rx).boxed()
+}
+
+/// How long a client may leave a response unread before its reader thread gives up: a
+/// stalled or vanished client must not hold a blocking thread for the TCP timeout.
+const STALL: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Sends from a blocking thread; false when the client is gone or stalled.
+fn send(tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>, item: io::Result<Bytes>) -> bool {
+    let handle = tokio::runtime::Handle::current();
+    matches!(
+        handle.block_on(tokio::time::timeout(STALL, tx.send(item))),
+        Ok(Ok(()))
+    )
 }
 
 struct ChannelBody(tokio::sync::mpsc::Receiver<io::Result<Bytes>>);
@@ -448,6 +468,11 @@ mod tests {
         assert_eq!(parse_range("items=0-1", 100), Err(()));
         assert_eq!(parse_range("bytes=-0", 100), Err(()));
         assert_eq!(parse_range("bytes=0-0", 0), Err(()));
+        assert_eq!(
+            parse_range("bytes=-5", 0),
+            Err(()),
+            "an empty blob has no suffix"
+        );
     }
 
     #[test]
