@@ -16,7 +16,7 @@ On the connected side, `airgap pack` reads an airgap.yaml image list, resolves e
 digest and writes one verifiable bundle.tar.zst. Carry it across; on the isolated side, \
 `airgap load bundle.tar.zst --registry 10.0.0.5:5000` pushes every image into the local \
 registry under its new name, with every digest unchanged.",
-    after_help = "Examples:\n  airgap pack airgap.yaml -o bundle.tar.zst\n  airgap verify bundle.tar.zst\n  airgap inspect bundle.tar.zst\n  airgap load bundle.tar.zst --registry 10.10.254.254:8000 --image-map images.json"
+    after_help = "Examples:\n  airgap pack airgap.yaml -o bundle.tar.zst\n  airgap verify bundle.tar.zst\n  airgap inspect bundle.tar.zst\n  airgap load bundle.tar.zst --registry 10.10.254.254:8000 --image-map images.json\n  airgap serve bundle.tar.zst --listen 0.0.0.0:5000"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -36,6 +36,14 @@ pub enum Command {
     /// Rewrite image references in Kubernetes YAML to their names in the target registry
     Rewrite(RewriteArgs),
     /// Answer the read-only registry API straight from a bundle (no registry needed)
+    #[command(
+        long_about = "Answer the read-only OCI distribution API (/v2/, manifests and blobs by tag and \
+digest, HEAD, ranges, _catalog, tags/list) straight from a bundle, under the names `load` would \
+give. Nothing is extracted: each blob is read from the frame that holds it. Clients, or a \
+registry configured as a pull-through cache, pull from it as from any registry. Plain HTTP: \
+clients must be told the registry is insecure (containerd: a hosts.toml with \
+`[host.\"http://HOST:PORT\"]`; docker: \"insecure-registries\")."
+    )]
     Serve(ServeArgs),
 }
 
@@ -170,12 +178,6 @@ pub struct VerifyArgs {
 
 #[derive(Args, Debug)]
 #[command(
-    long_about = "Answer the read-only OCI distribution API (/v2/, manifests and blobs by tag and \
-digest, HEAD, ranges, _catalog, tags/list) straight from a bundle, under the names `load` would \
-give. Nothing is extracted: each blob is read from the frame that holds it. Clients, or a \
-registry configured as a pull-through cache, pull from it as from any registry. Plain HTTP: \
-clients must be told the registry is insecure (containerd: a hosts.toml with \
-`[host.\"http://HOST:PORT\"]`; docker: \"insecure-registries\").",
     after_help = "Examples:\n  airgap serve bundle.tar.zst --listen 0.0.0.0:5000\n  airgap serve bundle.tar.zst --path mirror --mode prefix\n  skopeo copy --src-tls-verify=false docker://127.0.0.1:5000/library/redis:7 dir:/tmp/redis"
 )]
 pub struct ServeArgs {
