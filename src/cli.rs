@@ -40,8 +40,9 @@ pub enum Command {
         long_about = "Answer the read-only OCI distribution API (/v2/, manifests and blobs by tag and \
 digest, HEAD, ranges, _catalog, tags/list) straight from a bundle, under the names `load` would \
 give. Nothing is extracted: each blob is read from the frame that holds it. Clients, or a \
-registry configured as a pull-through cache, pull from it as from any registry. Plain HTTP: \
-clients must be told the registry is insecure (containerd: a hosts.toml with \
+registry configured as a pull-through cache, pull from it as from any registry. With \
+--tls-cert/--tls-key it speaks HTTPS (clients must trust the certificate's CA); without, plain \
+HTTP, and clients must be told the registry is insecure (containerd: a hosts.toml with \
 `[host.\"http://HOST:PORT\"]`; docker: \"insecure-registries\")."
     )]
     Serve(ServeArgs),
@@ -192,6 +193,12 @@ pub struct ServeArgs {
     /// Repository prefix, as PATH in `load --registry HOST/PATH`
     #[arg(long, value_name = "PATH")]
     pub path: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM; with --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Print no startup listing and no request log (errors only)
     #[arg(short, long)]
     pub quiet: bool,

@@ -97,6 +97,13 @@ async fn run_serve(a: ServeArgs) -> Result<()> {
         mode: a.mode,
         path: a.path.clone(),
         access_log: !a.quiet,
+        tls: match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => Some(airgap::serve::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
     };
     // The errors name the bundle or the address already.
     let server = airgap::serve::serve(opts, progress).await?;
@@ -106,9 +113,14 @@ async fn run_serve(a: ServeArgs) -> Result<()> {
     if !a.quiet {
         let cat = server.catalog();
         println!(
-            "serving {} image(s) from {} read-only over plain HTTP; pull them as:",
+            "serving {} image(s) from {} read-only over {}; pull them as:",
             cat.metadata.images.len(),
-            a.bundle.display()
+            a.bundle.display(),
+            if server.is_tls() {
+                "HTTPS"
+            } else {
+                "plain HTTP"
+            }
         );
         for n in &cat.names {
             println!("  {addr}/{n}");

@@ -1679,3 +1679,127 @@ fn names_holding_manifests_or_blobs_components_are_routed_right() {
     );
     assert_served_digest(&format!("{}/{repo}:1", sv.host()), &s.big.digest);
 }
+
+/// `--tls-cert/--tls-key`: HTTPS that a client trusting the CA pulls from (skopeo checks the
+/// digests); a client without the CA, or speaking plain HTTP, gets nothing.
+#[test]
+fn serve_over_tls_is_pulled_by_a_client_that_trusts_its_ca() {
+    let s = small_fixtures();
+    let bundle = s.pack("bundle.tar.zst", &[]);
+    let tls = support::tls::generate(&s.dir.path().join("tls"));
+    let port = free_port();
+    let mut proc = AirgapCmd::new(args![
+        "serve",
+        &bundle,
+        "--listen",
+        format!("127.0.0.1:{port}"),
+        "--tls-cert",
+        &tls.server_cert,
+        "--tls-key",
+        &tls.server_key
+    ])
+    .spawn();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca_cert).unwrap()).unwrap();
+    let https = Client::builder()
+        .no_proxy()
+        .add_root_certificate(ca)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok(r) = https.get(format!("https://127.0.0.1:{port}/v2/")).send() {
+            assert_eq!(r.status(), StatusCode::OK);
+            break;
+        }
+        assert!(
+            proc.child.try_wait().unwrap().is_none(),
+            "serve --tls-cert exited"
+        );
+        assert!(Instant::now() < deadline, "serve over TLS never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let host = format!("127.0.0.1:{port}");
+    for img in s.images() {
+        let out = skopeo(&args![
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            &tls.cert_dir,
+            format!("docker://{}", img.reference(&host))
+        ]);
+        assert!(out.status.success(), "{}", text_of(&out));
+        assert_eq!(sha256_digest(&out.stdout), img.digest, "{}", img.repo);
+    }
+    // The big layer whole over TLS, byte for byte.
+    let layer = s.big_layer();
+    let r = https
+        .get(format!(
+            "https://{host}/v2/{}/blobs/{}",
+            s.big.repo, layer.digest
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.bytes().unwrap()[..] == source_blob(&s.src, &s.big.repo, &layer.digest)[..]);
+    // Without the CA, skopeo refuses the certificate; plain HTTP gets no answer.
+    let out = skopeo(&args![
+        "inspect",
+        "--raw",
+        format!("docker://{}", s.single.reference(&host))
+    ]);
+    assert!(
+        !out.status.success(),
+        "an untrusted certificate was accepted"
+    );
+    assert!(http_client()
+        .get(format!("http://{host}/v2/"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .map(|r| r.status() != StatusCode::OK)
+        .unwrap_or(true));
+    proc.kill();
+    let out = proc.wait();
+    let text = text_of(&out);
+    assert!(text.contains("HTTPS"), "{text}");
+}
+
+/// Bad TLS files are named before anything listens.
+#[test]
+fn serve_names_bad_tls_files() {
+    let s = small_fixtures();
+    let bundle = s.pack("bundle.tar.zst", &[]);
+    let tls = support::tls::generate(&s.dir.path().join("tls"));
+    let junk = s.dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    for (cert, key) in [
+        (&junk, &tls.server_key),
+        (&tls.server_cert, &junk),
+        // A key that is not the certificate's.
+        (&tls.server_cert, &s.dir.path().join("tls/ca.key")),
+    ] {
+        let out = airgap(
+            args![
+                "serve",
+                &bundle,
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key
+            ],
+            &[],
+        );
+        assert_failure_contains(&out, &["TLS"]);
+        assert!(
+            text_of(&out).contains(&*cert.file_name().unwrap().to_string_lossy())
+                || text_of(&out).contains(&*key.file_name().unwrap().to_string_lossy()),
+            "{}",
+            text_of(&out)
+        );
+    }
+    // --tls-cert without --tls-key is a usage error.
+    let out = airgap(args!["serve", &bundle, "--tls-cert", &tls.server_cert], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text_of(&out));
+}

@@ -25,6 +25,7 @@ type Body = BoxBody<Bytes, io::Error>;
 /// A bound listener with its catalog: `local_addr` is known before `run`.
 pub struct Server {
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     catalog: Arc<Catalog>,
     progress: Arc<dyn Progress>,
     access_log: bool,
@@ -42,6 +43,10 @@ pub async fn serve(opts: ServeOptions, progress: Arc<dyn Progress>) -> Result<Se
         addr: opts.listen,
         source: io::Error::other(e.to_string()),
     })??;
+    let tls = match &opts.tls {
+        Some(files) => Some(tls_acceptor(files)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -50,6 +55,7 @@ pub async fn serve(opts: ServeOptions, progress: Arc<dyn Progress>) -> Result<Se
         })?;
     Ok(Server {
         listener,
+        tls,
         catalog: Arc::new(catalog),
         progress,
         access_log: opts.access_log,
@@ -63,6 +69,10 @@ impl Server {
 
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Accepts connections forever (the caller stops it, e.g. on Ctrl-C).
@@ -80,37 +90,89 @@ impl Server {
             let catalog = self.catalog.clone();
             let progress = self.progress.clone();
             let log = self.access_log;
+            let tls = self.tls.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let catalog = catalog.clone();
-                    let progress = progress.clone();
-                    async move {
-                        let resp = handle(&catalog, &req);
-                        if log {
-                            let len = resp
-                                .headers()
-                                .get(CONTENT_LENGTH)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("-");
-                            progress.item(&format!(
-                                "{} {} -> {} ({len} bytes)",
-                                req.method(),
-                                req.uri(),
-                                resp.status().as_u16()
-                            ));
+                match tls {
+                    None => connection(stream, catalog, progress, log).await,
+                    Some(acceptor) => {
+                        let handshake = tokio::time::timeout(
+                            std::time::Duration::from_secs(30),
+                            acceptor.accept(stream),
+                        );
+                        // A failed handshake is the client's (wrong CA, plain HTTP).
+                        if let Ok(Ok(s)) = handshake.await {
+                            connection(s, catalog, progress, log).await;
                         }
-                        Ok::<_, Infallible>(resp)
                     }
-                });
-                // A client that goes away mid-response is not our error to report.
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(std::time::Duration::from_secs(30))
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                }
             });
         }
     }
+}
+
+/// Answers the requests of one connection (plain TCP or TLS).
+async fn connection<S>(stream: S, catalog: Arc<Catalog>, progress: Arc<dyn Progress>, log: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let catalog = catalog.clone();
+        let progress = progress.clone();
+        async move {
+            let resp = handle(&catalog, &req);
+            if log {
+                let len = resp
+                    .headers()
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                progress.item(&format!(
+                    "{} {} -> {} ({len} bytes)",
+                    req.method(),
+                    req.uri(),
+                    resp.status().as_u16()
+                ));
+            }
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    // A client that goes away mid-response is not our error to report.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30))
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
+}
+
+/// The TLS side: a certificate chain and key from PEM files, TLS 1.2 and 1.3.
+fn tls_acceptor(files: &super::TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ServeError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let err = |path: &std::path::Path, reason: String| ServeError::Tls {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect())
+        .map_err(|e| {
+            err(
+                &files.cert,
+                format!("cannot read a PEM certificate chain: {e}"),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(err(&files.cert, "no certificate in it".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| err(&files.key, format!("cannot read a PEM private key: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(&files.cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| err(&files.key, format!("does not fit the certificate: {e}")))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {

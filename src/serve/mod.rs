@@ -46,6 +46,8 @@ pub enum ServeError {
         digest: Digest,
         reason: String,
     },
+    #[error("TLS: {path}: {reason}")]
+    Tls { path: PathBuf, reason: String },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -62,6 +64,14 @@ pub struct ServeOptions {
     pub path: Option<String>,
     /// Log one line per request.
     pub access_log: bool,
+    /// Serve HTTPS with this certificate chain and private key (PEM files).
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A blob the bundle holds, and where.
