@@ -547,3 +547,70 @@ fn load_without_push_permission_names_the_repository_and_tags_nothing() {
     assert_skopeo_absent(&img.reference(&tgt.host()), &tgt);
     assert_no_file(&map);
 }
+
+/// A registry that refuses every cross-repository mount (as registries do when the token may
+/// not pull from the other repository): a big layer shared by five images in five
+/// repositories must still land in all of them, uploaded to each.
+#[test]
+fn a_registry_refusing_every_mount_still_gets_a_shared_big_layer_into_every_repository() {
+    let src = Registry::start(RegistryOpts::plain());
+    let base = TarLayer::new(0xB16, 5 << 20);
+    let fx = Fixtures::new(&src);
+    let imgs: Vec<Image> = (0..5)
+        .map(|i| {
+            fx.image(
+                &format!("shared{i}/app"),
+                Some("1"),
+                &ImageOpts::oci(120 + i).base(base.clone()),
+            )
+        })
+        .collect();
+    let dir = tempdir();
+    let mut spec = Spec::new();
+    for img in &imgs {
+        spec = spec.image(&img.reference(&src.host()));
+    }
+    let spec = spec.write(dir.path());
+    let bundle = dir.path().join("bundle.tar.zst");
+    pack_ok(&spec, &bundle, src.source_flags());
+
+    let tgt = Registry::start(RegistryOpts::plain());
+    let proxy = FaultProxy::start(
+        &tgt.host(),
+        Fault::Canned {
+            method: Some("POST".into()),
+            path_contains: "mount=".into(),
+            status: 404,
+            content_type: "application/json".into(),
+            headers: vec![],
+            body: std::sync::Arc::new(
+                br#"{"errors":[{"code":"BLOB_UNKNOWN","message":"mount refused"}]}"#.to_vec(),
+            ),
+        },
+    );
+    let out = AirgapCmd::new(args![
+        "load",
+        &bundle,
+        "--registry",
+        proxy.host(),
+        "--plain-http"
+    ])
+    .timeout(Duration::from_secs(120))
+    .run();
+    show("out", &out);
+    assert_success(&out);
+    assert!(
+        proxy.count(&Action::Answered(404)) >= 4,
+        "mounts were not refused:\n{}",
+        proxy.describe()
+    );
+    let base_digest = base.digest();
+    for img in &imgs {
+        assert_skopeo_digest(&img.reference(&tgt.host()), &tgt, &img.digest);
+        assert!(
+            tgt.client().blob_exists(&img.repo, &base_digest),
+            "{} lacks the shared layer",
+            img.repo
+        );
+    }
+}

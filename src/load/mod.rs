@@ -164,19 +164,32 @@ pub async fn load(
             state.set_random_access(src, index);
         }
     }
-    // Pass 1 streams the bundle; pass 2 re-reads it only for big blobs a registry refused to
-    // mount (we cannot replay a stream, and buffering a layer is not an option).
-    for pass in 1..=2 {
+    // Pass 1 streams the bundle; later passes re-read it only for big blobs a registry
+    // refused to mount (a stream cannot be replayed, and buffering a layer is not an option).
+    // Each such pass uploads every pending blob to one more repository, so there are at most
+    // as many as the repositories a blob goes to.
+    let mut pass = 1;
+    loop {
         state = read_pass(opts, state, pass).await?;
         state.finish_plan_if_needed().await?;
         if !state.needs_another_pass() {
             break;
         }
+        pass += 1;
+        if pass as usize > state.placements().len() + 1 {
+            return Err(LoadError::Inconsistent {
+                path: opts.bundle.clone(),
+                reason: format!(
+                    "blobs still not in every repository after {} passes over the bundle",
+                    pass - 1
+                ),
+            });
+        }
     }
     progress.finish_bytes();
     if !state.push_manifests(true).await? {
         // The registry lost blobs after they were pushed: read the bundle once more for them.
-        state = read_pass(opts, state, 3).await?;
+        state = read_pass(opts, state, pass + 1).await?;
         progress.finish_bytes();
         state.push_manifests(false).await?;
     }

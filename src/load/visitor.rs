@@ -120,7 +120,7 @@ impl LoadVisitor {
     }
 
     pub fn needs_another_pass(&self) -> bool {
-        self.pass == 1 && !self.pending.lock().expect("pending lock").is_empty()
+        !self.pending.lock().expect("pending lock").is_empty()
     }
 
     fn fail(&mut self, e: LoadError) -> BundleError {
