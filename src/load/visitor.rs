@@ -56,6 +56,8 @@ pub struct LoadVisitor {
     pub(super) damage: Arc<Mutex<Option<BundleError>>>,
     /// The threads of those reads: awaited before `damage` is looked at.
     pub(super) readers: Vec<JoinHandle<()>>,
+    /// This pass's big blobs were started through the seek table.
+    pub(super) big_dispatched: bool,
 }
 
 impl LoadVisitor {
@@ -92,6 +94,7 @@ impl LoadVisitor {
             random: None,
             damage: Arc::default(),
             readers: Vec::new(),
+            big_dispatched: false,
         }
     }
 
@@ -102,6 +105,7 @@ impl LoadVisitor {
 
     pub fn begin_pass(&mut self, pass: u32) {
         self.pass = pass;
+        self.big_dispatched = false;
         if pass > 1 {
             self.needs = std::mem::take(&mut *self.pending.lock().expect("pending lock"));
         }
@@ -419,11 +423,43 @@ impl LoadVisitor {
         Ok(())
     }
 
+    /// Starts every big blob still needed through the seek table, largest first (the longest
+    /// uploads begin at once, the rest fill in around them), so big uploads never wait for
+    /// the stream to reach them; small blobs then come from the stream as before.
+    fn dispatch_big(&mut self) -> Result<(), BundleError> {
+        let Some((_, index)) = &self.random else {
+            return Ok(());
+        };
+        let mut big: Vec<BlobRecord> = self
+            .needs
+            .keys()
+            .filter_map(|d| self.records.get(d))
+            .filter(|r| r.size > SMALL_BLOB)
+            .filter(|r| {
+                index
+                    .entry(&crate::bundle::blob_entry_name(&r.digest))
+                    .is_some_and(|l| l.size == r.size)
+            })
+            .cloned()
+            .collect();
+        big.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.digest.cmp(&b.digest)));
+        for r in big {
+            if self.failed.load(Ordering::Relaxed) {
+                return Err(BundleError::Visitor("an upload failed".into()));
+            }
+            self.upload(&r, None)?;
+            self.needs.remove(&r.digest);
+        }
+        Ok(())
+    }
+
     /// Starts the upload of one blob to its first repository, then mounts it into the rest.
+    /// Without `content`, the blob is read through the seek table (a big blob of a seekable
+    /// bundle; see `dispatch_big`).
     fn upload(
         &mut self,
         record: &BlobRecord,
-        content: &mut BlobContent<'_>,
+        mut content: Option<&mut BlobContent<'_>>,
     ) -> Result<(), BundleError> {
         let repos = self.needs.get(&record.digest).cloned().unwrap_or_default();
         let permit = self
@@ -449,6 +485,9 @@ impl LoadVisitor {
             })
         };
         if size <= SMALL_BLOB {
+            let content = content.ok_or_else(|| BundleError::MissingBlob {
+                digest: record.digest.clone(),
+            })?;
             let mut buf = Vec::with_capacity(size as usize);
             content
                 .read_to_end(&mut buf)
@@ -467,7 +506,9 @@ impl LoadVisitor {
             if let Some(loc) = index.entry(&name).filter(|l| l.size == record.size) {
                 // The stream moves on (skipping this entry) while a thread of its own reads
                 // and verifies the blob, so several big uploads run at once.
-                content.skip();
+                if let Some(c) = content.as_mut() {
+                    c.skip();
+                }
                 let job = RangeJob {
                     src: src.clone(),
                     index: index.clone(),
@@ -484,6 +525,9 @@ impl LoadVisitor {
                 return Ok(());
             }
         }
+        let content = content.ok_or_else(|| BundleError::MissingBlob {
+            digest: record.digest.clone(),
+        })?;
         let mut buf = vec![0u8; CHUNK];
         let mut read_err = None;
         loop {
@@ -743,11 +787,19 @@ impl Visitor for LoadVisitor {
                 return Ok(Flow::Stop);
             }
         }
+        if self.random.is_some() && !self.big_dispatched {
+            self.big_dispatched = true;
+            self.dispatch_big()?;
+            if self.needs.is_empty() {
+                content.skip();
+                return Ok(Flow::Stop);
+            }
+        }
         if !self.needs.contains_key(&record.digest) {
             content.skip();
             return Ok(Flow::Continue);
         }
-        self.upload(record, content)?;
+        self.upload(record, Some(content))?;
         self.needs.remove(&record.digest);
         if self.needs.is_empty() {
             // Everything needed has been read; the rest of the stream holds nothing for us.
