@@ -6,7 +6,8 @@
 #
 # Targets (fuzz/fuzz_targets/): reference, spec, bundle (raw .tar.zst bytes), bundle_tar (the
 # input is the uncompressed tar, compressed before verify/inspect, so mutations reach the tar
-# and JSON layers), rewrite. Not part of the test suite: it is slow.
+# and JSON layers), seek_table (the trailer `serve` and load's range reads trust), rewrite.
+# Not part of the test suite: it is slow.
 #
 # cargo fuzz needs nightly-only rustc flags (-Zsanitizer=address, sancov passes); only the
 # stable toolchain can be had here, so RUSTC_BOOTSTRAP=1 lets stable accept them.
@@ -23,7 +24,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz"
 
 seconds="${1:-60}"
-targets="${FUZZ_TARGETS:-reference spec bundle bundle_tar rewrite}"
+targets="${FUZZ_TARGETS:-reference spec bundle bundle_tar seek_table rewrite}"
 export RUSTC_BOOTSTRAP=1
 flags=(-O --debug-assertions)
 

@@ -151,6 +151,7 @@ fn main() {
         .read_to_end(&mut tar)
         .unwrap();
     write(dir, "bundle", "seed.tar.zst", &bundle);
+    write(dir, "seek_table", "seed.tar.zst", &bundle);
     write(dir, "bundle_tar", "seed.tar", &tar);
     for (i, r) in REFERENCES.iter().enumerate() {
         write(dir, "reference", &format!("seed-{i}"), r.as_bytes());
