@@ -133,11 +133,62 @@ fn main() {
         &[],
         dir,
     );
+    step("airgap serve bundle.tar.zst --listen 127.0.0.1:0: pulling with no registry at all");
+    bad += serve_and_check(&airgap, &bundle, &map);
+
     if bad > 0 {
         eprintln!("\n{bad} image(s) did not land with the right digest");
         std::process::exit(1);
     }
-    println!("\nEvery image landed with its digest unchanged.");
+    println!("\nEvery image landed, and was served from the bundle, with its digest unchanged.");
+}
+
+/// Starts `airgap serve` on a free port, reads each image back from it with skopeo under the
+/// names `load` gave (minus the host and the `demo` path), and stops it. Returns the misses.
+fn serve_and_check(airgap: &Path, bundle: &Path, map: &serde_json::Value) -> usize {
+    use std::io::BufRead;
+    let mut child = Command::new(airgap)
+        .args(["serve", path(bundle), "--listen", "127.0.0.1:0", "-q"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start airgap serve");
+    let mut first = String::new();
+    let stdout = child.stdout.take().expect("serve's stdout");
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("read serve's first line");
+    let addr = first.trim().trim_start_matches("listening on ").to_string();
+    println!("  {}", first.trim());
+    let mut bad = 0;
+    for e in map["images"].as_array().expect("images") {
+        let target = e["target"].as_str().unwrap_or_default();
+        let want = e["digest"].as_str().unwrap_or_default();
+        // `load` put it at HOST/demo/NAME; serve (no --path) answers NAME.
+        let name = target
+            .split_once("/demo/")
+            .map(|(_, n)| n)
+            .unwrap_or(target);
+        let reference = format!("{addr}/{name}");
+        let out = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{reference}"))
+            .output()
+            .expect("run skopeo");
+        let got = sha256_digest(&out.stdout);
+        let ok = out.status.success() && got == want;
+        if !ok {
+            bad += 1;
+        }
+        println!(
+            "  {} {:<62} {}",
+            if ok { "ok  " } else { "BAD " },
+            reference,
+            short(&got)
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    bad
 }
 
 fn step(s: &str) {
