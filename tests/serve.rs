@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -1232,7 +1232,7 @@ fn distribution_registry_pulls_through_serve() {
     let bundle = dir.path().join("bundle.tar.zst");
     pack_ok(&spec, &bundle, mirror_flags(&src, &["docker.io"]));
     let sv = Served::start(&bundle, &[]);
-    let cache = PullThroughCache::start(&format!("http://{}", sv.host()));
+    let cache = Registry::start(RegistryOpts::pull_through(&format!("http://{}", sv.host())));
     let ch = cache.host();
 
     let tgt = Registry::start(RegistryOpts::plain());
@@ -1524,133 +1524,6 @@ fn bad_input_is_refused_with_a_clear_message() {
     drop(taken);
     let out = run(args!["serve", &bundle, "--listen", "localhost-5000"]);
     assert_failure_contains(&out, &["--listen", "localhost-5000"]);
-}
-
-// ---------------------------------------------------------------------------------------
-// A CNCF registry configured as a pull-through cache
-
-/// `docker-registry serve` with `proxy: remoteurl: REMOTE`, on a free loopback port.
-struct PullThroughCache {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-    watchdog: Option<Child>,
-}
-
-impl PullThroughCache {
-    fn start(remote: &str) -> PullThroughCache {
-        let dir = tempfile::Builder::new()
-            .prefix("airgap-cache-")
-            .tempdir()
-            .unwrap();
-        let token = format!("cache-{}-{}", std::process::id(), free_port());
-        let mut cache = PullThroughCache {
-            dir,
-            port: 0,
-            child: None,
-            watchdog: None,
-        };
-        let http = http_client();
-        for _ in 0..8 {
-            cache.port = free_port();
-            let d = cache.dir.path();
-            let cfg = format!(
-                "version: 0.1\n\
-                 log:\n  level: info\n  formatter: text\n\
-                 storage:\n  filesystem:\n    rootdirectory: {storage}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n  secret: airgap-test-secret\n\
-                 \x20 headers:\n    X-Airgap-Test-Registry: [\"{token}\"]\n\
-                 proxy:\n  remoteurl: {remote}\n",
-                storage = d.join("storage").display(),
-                port = cache.port,
-            );
-            let config = d.join("config.yml");
-            std::fs::write(&config, cfg).unwrap();
-            let log_start = std::fs::metadata(cache.log_file())
-                .map(|m| m.len())
-                .unwrap_or(0);
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(cache.log_file())
-                .unwrap();
-            let child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("run docker-registry");
-            cache.watchdog = support::registry::watchdog(child.id());
-            cache.child = Some(child);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                if let Some(status) = cache.child.as_mut().unwrap().try_wait().unwrap() {
-                    cache.kill();
-                    let log = cache.log();
-                    let this_run = log.get(log_start as usize..).unwrap_or(&log).to_string();
-                    if this_run.contains("address already in use") {
-                        break;
-                    }
-                    panic!("the pull-through cache exited ({status}):\n{this_run}");
-                }
-                let probe = http
-                    .get(format!("http://127.0.0.1:{}/v2/", cache.port))
-                    .timeout(Duration::from_secs(5))
-                    .send();
-                if let Ok(r) = probe {
-                    let ours = header(&r, "x-airgap-test-registry").as_deref() == Some(&token);
-                    if ours && r.status() == StatusCode::OK {
-                        return cache;
-                    }
-                }
-                if Instant::now() > deadline {
-                    cache.kill();
-                    panic!(
-                        "the pull-through cache did not answer /v2/:\n{}",
-                        cache.log()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        panic!("could not start the pull-through cache:\n{}", cache.log());
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-    fn log_file(&self) -> PathBuf {
-        self.dir.path().join("registry.log")
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log_file()).unwrap_or_default()
-    }
-    fn kill(&mut self) {
-        if let Some(mut w) = self.watchdog.take() {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PullThroughCache {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            let log = self.log();
-            let lines: Vec<&str> = log.lines().collect();
-            eprintln!(
-                "---- last lines of the pull-through cache's log ----\n{}\n----",
-                lines[lines.len().saturating_sub(40)..].join("\n")
-            );
-        }
-    }
 }
 
 /// Repository names may hold `manifests` or `blobs` as a component: the route is split from

@@ -31,6 +31,8 @@ pub struct RegistryOpts {
     pub auth: Option<(String, String)>,
     /// Serve HTTPS with a fresh self-signed CA (see [`Registry::ca_file`]).
     pub tls: bool,
+    /// Run as a pull-through cache of this registry URL (`proxy: remoteurl:`).
+    pub proxy: Option<String>,
 }
 
 impl RegistryOpts {
@@ -40,19 +42,27 @@ impl RegistryOpts {
     pub fn auth(user: &str, pass: &str) -> Self {
         RegistryOpts {
             auth: Some((user.to_string(), pass.to_string())),
-            tls: false,
+            ..Self::default()
         }
     }
     pub fn tls() -> Self {
         RegistryOpts {
-            auth: None,
             tls: true,
+            ..Self::default()
         }
     }
     pub fn auth_tls(user: &str, pass: &str) -> Self {
         RegistryOpts {
             auth: Some((user.to_string(), pass.to_string())),
             tls: true,
+            ..Self::default()
+        }
+    }
+    /// A pull-through cache of `remote` (e.g. `http://127.0.0.1:5000`).
+    pub fn pull_through(remote: &str) -> Self {
+        RegistryOpts {
+            proxy: Some(remote.to_string()),
+            ..Self::default()
         }
     }
 }
@@ -300,6 +310,9 @@ impl Registry {
                 "auth:\n  htpasswd:\n    realm: airgap-test\n    path: {}\n",
                 d.join("htpasswd").display()
             ));
+        }
+        if let Some(remote) = &self.opts.proxy {
+            cfg.push_str(&format!("proxy:\n  remoteurl: {remote}\n"));
         }
         let p = d.join("config.yml");
         std::fs::write(&p, cfg).unwrap();
