@@ -87,6 +87,9 @@ impl Server {
                     continue;
                 }
             };
+            // Without it, Nagle holds each response's last segment for the client's delayed
+            // ACK: 14 ms per small blob on a kept-alive connection instead of under 4.
+            let _ = stream.set_nodelay(true);
             let catalog = self.catalog.clone();
             let progress = self.progress.clone();
             let log = self.access_log;
