@@ -372,6 +372,69 @@ pub fn read_range(
     Ok(dec.take(len))
 }
 
+/// Reads `len` bytes of blob `digest` from tar offset `offset` in chunks of at most `chunk`
+/// bytes, handing each to `send` (which returns false when its reader went away: then this
+/// stops quietly). With `verify`, the bytes are hashed and the last chunk is held back until
+/// they match: a consumer that ends at the declared length (an HTTP body with a
+/// Content-Length) never completes with wrong bytes, it gets the error instead.
+#[allow(clippy::too_many_arguments)]
+pub fn send_chunks(
+    src: Arc<dyn ReadAt>,
+    index: &SeekIndex,
+    offset: u64,
+    len: u64,
+    digest: &crate::digest::Digest,
+    verify: bool,
+    chunk: usize,
+    mut send: impl FnMut(bytes::Bytes) -> bool,
+) -> Result<(), BundleError> {
+    let corrupt = |e: io::Error| BundleError::Corrupt {
+        entry: super::blob_entry_name(digest),
+        reason: e.to_string(),
+    };
+    let mut r = read_range(src, index, offset, len).map_err(corrupt)?;
+    let mut hasher = verify.then(crate::digest::Hasher::new);
+    let mut read = 0u64;
+    let mut held: Option<bytes::Bytes> = None;
+    loop {
+        let mut buf = vec![0u8; chunk];
+        let n = r.read(&mut buf).map_err(corrupt)?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        if let Some(h) = &mut hasher {
+            h.update(&buf);
+        }
+        read += n as u64;
+        if let Some(prev) = held.replace(bytes::Bytes::from(buf)) {
+            if !send(prev) {
+                return Ok(());
+            }
+        }
+    }
+    if read != len {
+        return Err(BundleError::SizeMismatch {
+            digest: digest.clone(),
+            expected: len,
+            actual: read,
+        });
+    }
+    if let Some(h) = hasher {
+        let (actual, _) = h.finish();
+        if &actual != digest {
+            return Err(BundleError::DigestMismatch {
+                digest: digest.clone(),
+                actual,
+            });
+        }
+    }
+    if let Some(last) = held {
+        send(last);
+    }
+    Ok(())
+}
+
 /// Lists every entry of a bundle without a seek table by decompressing it once.
 pub fn scan_entries(input: impl Read) -> Result<Vec<EntryLoc>, BundleError> {
     let dec = zstd::stream::read::Decoder::new(input)

@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 
 use super::graph::{ImageGraph, Walk};
 use super::{Counters, LoadError, LoadOptions, Placement, RepoSet};
-use crate::bundle::seek::{read_range, ReadAt, SeekIndex};
+use crate::bundle::seek::{send_chunks, ReadAt, SeekIndex};
 use crate::bundle::{parse_index, BlobContent, BlobRecord, BundleError, Flow, Head, Visitor};
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::progress::Progress;
 use crate::registry::Client;
 
@@ -585,51 +585,26 @@ impl RangeJob {
         }
     }
 
+    /// Verified as it goes; the last bytes wait for the verdict, or the upload would
+    /// complete before an error could reach it.
     fn copy(
         &self,
         tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
         progress: &dyn Progress,
     ) -> Result<(), BundleError> {
-        let size = self.record.size;
-        let mut r = read_range(self.src.clone(), &self.index, self.offset, size)
-            .map_err(|e| corrupt(&self.record, e))?;
-        let mut hasher = Hasher::new();
-        // The last chunk waits for the verdict: once the declared length is sent the upload
-        // completes, and an error after it would never reach it.
-        let mut held: Option<Bytes> = None;
-        loop {
-            let mut buf = vec![0u8; CHUNK];
-            let n = r.read(&mut buf).map_err(|e| corrupt(&self.record, e))?;
-            if n == 0 {
-                break;
-            }
-            buf.truncate(n);
-            hasher.update(&buf);
-            progress.add_bytes(n as u64);
-            if let Some(prev) = held.replace(Bytes::from(buf)) {
-                if tx.blocking_send(Ok(prev)).is_err() {
-                    return Ok(()); // the upload ended early; its error is collected with the task
-                }
-            }
-        }
-        let (actual, n) = hasher.finish();
-        if n != size {
-            return Err(BundleError::SizeMismatch {
-                digest: self.record.digest.clone(),
-                expected: size,
-                actual: n,
-            });
-        }
-        if actual != self.record.digest {
-            return Err(BundleError::DigestMismatch {
-                digest: self.record.digest.clone(),
-                actual,
-            });
-        }
-        if let Some(last) = held {
-            let _ = tx.blocking_send(Ok(last));
-        }
-        Ok(())
+        send_chunks(
+            self.src.clone(),
+            &self.index,
+            self.offset,
+            self.record.size,
+            &self.record.digest,
+            true,
+            CHUNK,
+            |b| {
+                progress.add_bytes(b.len() as u64);
+                tx.blocking_send(Ok(b)).is_ok()
+            },
+        )
     }
 }
 

@@ -2,7 +2,7 @@
 //! streamed from a blocking reader thread.
 
 use std::convert::Infallible;
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,8 +16,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use super::{Blob, Catalog, ServeError, ServeOptions};
-use crate::bundle::seek::read_range;
-use crate::digest::{Digest, Hasher};
+use crate::bundle::seek::send_chunks;
+use crate::digest::Digest;
 use crate::progress::Progress;
 
 type Body = BoxBody<Bytes, io::Error>;
@@ -434,58 +434,22 @@ fn stream_blob(cat: Arc<Catalog>, blob: Blob, start: u64, len: u64, verify: bool
     const CHUNK: usize = 256 * 1024;
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
     tokio::task::spawn_blocking(move || {
-        let result = (|| -> io::Result<()> {
-            let mut r = read_range(cat.src.clone(), &cat.index, blob.loc.offset + start, len)?;
-            let mut hasher = verify.then(Hasher::new);
-            let mut sent = 0u64;
-            // The last chunk is held back until the hash is checked: once Content-Length
-            // bytes are out, hyper ends the response and a later error would go unseen.
-            let mut held: Option<Bytes> = None;
-            loop {
-                let mut buf = vec![0u8; CHUNK];
-                let n = r.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                buf.truncate(n);
-                if let Some(h) = &mut hasher {
-                    h.update(&buf);
-                }
-                sent += n as u64;
-                if let Some(prev) = held.replace(Bytes::from(buf)) {
-                    if !send(&tx, Ok(prev)) {
-                        return Ok(()); // the client went away or stopped reading
-                    }
-                }
-            }
-            if sent != len {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "blob {} ends after {sent} of {len} bytes",
-                        blob.record.digest
-                    ),
-                ));
-            }
-            if let Some(h) = hasher {
-                let (actual, _) = h.finish();
-                if actual != blob.record.digest {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "blob {} in the bundle hashes to {actual}: the bundle is damaged",
-                            blob.record.digest
-                        ),
-                    ));
-                }
-            }
-            if let Some(last) = held {
-                send(&tx, Ok(last));
-            }
-            Ok(())
-        })();
+        let result = send_chunks(
+            cat.src.clone(),
+            &cat.index,
+            blob.loc.offset + start,
+            len,
+            &blob.record.digest,
+            verify,
+            CHUNK,
+            |b| send(&tx, Ok(b)),
+        );
         if let Err(e) = result {
-            send(&tx, Err(e));
+            // The body ends in an error: the connection is cut before the response completes.
+            send(
+                &tx,
+                Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            );
         }
     });
     ChannelBody(rx).boxed()
