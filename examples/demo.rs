@@ -108,22 +108,9 @@ fn main() {
     for e in map["images"].as_array().expect("images") {
         let target_ref = e["target"].as_str().unwrap_or_default();
         let want = e["digest"].as_str().unwrap_or_default();
-        let out = Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false"])
-            .arg(format!("docker://{target_ref}"))
-            .output()
-            .expect("run skopeo");
-        let got = sha256_digest(&out.stdout);
-        let ok = out.status.success() && got == want;
-        if !ok {
+        if !check_digest(target_ref, want) {
             bad += 1;
         }
-        println!(
-            "  {} {:<62} {}",
-            if ok { "ok  " } else { "BAD " },
-            target_ref,
-            short(&got)
-        );
     }
 
     step("Loading again: nothing to do");
@@ -168,27 +155,31 @@ fn serve_and_check(airgap: &Path, bundle: &Path, map: &serde_json::Value) -> usi
             .split_once("/demo/")
             .map(|(_, n)| n)
             .unwrap_or(target);
-        let reference = format!("{addr}/{name}");
-        let out = Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false"])
-            .arg(format!("docker://{reference}"))
-            .output()
-            .expect("run skopeo");
-        let got = sha256_digest(&out.stdout);
-        let ok = out.status.success() && got == want;
-        if !ok {
+        if !check_digest(&format!("{addr}/{name}"), want) {
             bad += 1;
         }
-        println!(
-            "  {} {:<62} {}",
-            if ok { "ok  " } else { "BAD " },
-            reference,
-            short(&got)
-        );
     }
     let _ = child.kill();
     let _ = child.wait();
     bad
+}
+
+/// Reads `reference`'s manifest with skopeo, prints whether its sha256 is `want`.
+fn check_digest(reference: &str, want: &str) -> bool {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("run skopeo");
+    let got = sha256_digest(&out.stdout);
+    let ok = out.status.success() && got == want;
+    println!(
+        "  {} {:<62} {}",
+        if ok { "ok  " } else { "BAD " },
+        reference,
+        short(&got)
+    );
+    ok
 }
 
 fn step(s: &str) {
