@@ -1,6 +1,7 @@
 //! `pack`: resolve every image to its digest, fetch every blob once (concurrently, verified
 //! as it streams) and write the bundle to a temporary name that is renamed only on success.
 
+mod direct;
 mod resolve;
 
 use std::collections::{BTreeMap, HashMap};
@@ -535,9 +536,10 @@ enum ToWriter {
 }
 
 /// Where the compressed stream goes: one file, or rotating parts.
+/// Where the bundle's bytes go: one file (buffered by `DirectFile` itself) or split volumes.
 enum Sink {
-    File(std::fs::File),
-    Split(Box<crate::volume::SplitWriter>),
+    File(direct::DirectFile),
+    Split(BufWriter<Box<crate::volume::SplitWriter>>),
 }
 
 impl Write for Sink {
@@ -589,20 +591,21 @@ async fn write_bundle(
     progress.start_bytes("pack", total);
 
     let (tx, rx) = std::sync::mpsc::sync_channel::<ToWriter>(opts.concurrency.max(1) * 2);
-    let file = tmp.reopen().map_err(io_err(tmp.path()))?;
+    let sink = match opts.split {
+        Some(size) => Sink::Split(BufWriter::with_capacity(
+            1 << 20,
+            Box::new(crate::volume::SplitWriter::create(&opts.output, size)?),
+        )),
+        None => Sink::File(direct::DirectFile::open(tmp.path()).map_err(io_err(tmp.path()))?),
+    };
     let head_files = head_entries(resolved, &metadata, k8s);
     let manifests = plan.manifests;
     let level = opts.level;
     let threads = opts.threads;
     let wprogress = progress.clone();
-    let split = opts.split;
     let output = opts.output.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<u64, PackError> {
-        let sink = match split {
-            Some(size) => Sink::Split(Box::new(crate::volume::SplitWriter::create(&output, size)?)),
-            None => Sink::File(file),
-        };
-        let mut w = BundleWriter::new(BufWriter::with_capacity(1 << 20, sink), level, threads)?;
+        let mut w = BundleWriter::new(sink, level, threads)?;
         let mut done = false;
         for (name, bytes) in &head_files {
             w.add_file(name, bytes)?;
@@ -633,19 +636,16 @@ async fn write_bundle(
         if !done {
             return Err(PackError::Aborted);
         }
-        let mut out = w.finish()?;
         let out_err = |source| PackError::Io {
             path: output.clone(),
             source,
         };
-        out.flush().map_err(out_err)?;
-        let f = out.into_inner().map_err(|e| out_err(e.into_error()))?;
-        match f {
-            Sink::File(f) => {
-                f.sync_all().map_err(out_err)?;
-                Ok(f.metadata().map(|m| m.len()).unwrap_or(0))
+        match w.finish()? {
+            Sink::File(f) => f.finish().map_err(out_err),
+            Sink::Split(s) => {
+                let s = s.into_inner().map_err(|e| out_err(e.into_error()))?;
+                Ok(s.finish()?.total_size)
             }
-            Sink::Split(s) => Ok(s.finish()?.total_size),
         }
     });
 
