@@ -357,17 +357,29 @@ sampler_stop() {
 
 storage_bytes() { du -sb "$1" | cut -f1; }
 
+# reg_cpu HOST:PORT: CPU seconds (user + system) used so far by the process listening there
+# (a registry), or "-" when it cannot be found.
+reg_cpu() {
+  local pid
+  [[ -n $1 ]] || { echo -; return; }
+  pid=$(ss -Hltnp "sport = :${1##*:}" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+  [[ -n $pid && -r /proc/$pid/stat ]] || { echo -; return; }
+  awk -v t="$(getconf CLK_TCK)" '{ print ($14 + $15) / t }' "/proc/$pid/stat"
+}
+
 # measure ROW FUNCTION [ARGS]: runs it under /usr/bin/time -v; sets WALL (s), RSS (KiB),
-# WRITTEN (bytes the process tree wrote to the file system).
+# WRITTEN (bytes the process tree wrote to the file system), CPU (its user + system seconds)
+# and REGCPU (CPU seconds of the registry at $CPU_OF during the step, or "-").
 measure() {
   local row=$1
   shift
   local slug=${row//[^a-zA-Z0-9]/-}
-  local log=$WORK/logs/$slug-run$RUN.log tf=$WORK/logs/time.txt t0 t1
+  local log=$WORK/logs/$slug-run$RUN.log tf=$WORK/logs/time.txt t0 t1 c0 c1
   printf '  %-22s' "$row"
   # No step pays for the write-back of what an earlier one left dirty (`sync_after` measures it).
   sync
   cut -d' ' -f1 /proc/loadavg >>"$WORK/logs/loadavg"
+  c0=$(reg_cpu "${CPU_OF:-}")
   t0=$(date +%s%N)
   if ! /usr/bin/time -v -o "$tf" bash -c 'set -euo pipefail; "$@"' _ "$@" >"$log" 2>&1; then
     echo " FAILED"
@@ -376,6 +388,9 @@ measure() {
     die "$row failed (log: $log; BENCH_KEEP=1 keeps it)"
   fi
   t1=$(date +%s%N)
+  c1=$(reg_cpu "${CPU_OF:-}")
+  REGCPU=$(awk -v a="$c0" -v b="$c1" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.2f", b - a }')
+  CPU=$(awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.2f", s }' "$tf")
   WALL=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
   RSS=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$tf")
   WRITTEN=$(awk -F': ' '/File system outputs/ { printf "%.0f", $2 * 512 }' "$tf")
@@ -384,7 +399,8 @@ measure() {
 
 # record ROW BYTES EXTRA: one line of the raw results (EXTRA "-" when not applicable).
 record() {
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$RUN" "$1" "$WALL" "$RSS" "$2" "$WRITTEN" "$3" >>"$RAW"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$RUN" "$1" "$WALL" "$RSS" "$2" "$WRITTEN" "$3" \
+    "$CPU" "$REGCPU" >>"$RAW"
 }
 # sync_after ROW: how long the write-back a step left behind takes (`sync`), as row "ROW: sync".
 # airgap pack makes its bundle durable inside its own time; the skopeo workflow never syncs.
@@ -393,7 +409,7 @@ sync_after() {
   t0=$(date +%s%N)
   sync
   t1=$(date +%s%N)
-  printf '%s\t%s: sync\t%s\t-\t-\t-\t-\n' "$RUN" "$1" \
+  printf '%s\t%s: sync\t%s\t-\t-\t-\t-\t-\t-\n' "$RUN" "$1" \
     "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" >>"$RAW"
 }
 pos() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; print (d > 0 ? d : 0) }'; }
@@ -456,7 +472,7 @@ echo "==> checking the source"
 RUN=0
 check_target "$SRC_HOST" source
 
-printf 'run\trow\twall_s\trss_kib\tbytes\twritten\textra_disk\n' >"$RAW"
+printf 'run\trow\twall_s\trss_kib\tbytes\twritten\textra_disk\tcpu_s\treg_cpu_s\n' >"$RAW"
 
 for RUN in $(seq "$RUNS"); do
   echo "==> run $RUN of $RUNS"
@@ -464,7 +480,8 @@ for RUN in $(seq "$RUNS"); do
   rm -rf "$RUNDIR"
   mkdir -p "$RUNDIR/airgap-cwd" "$RUNDIR/airgap-tmp" "$RUNDIR/airgap-out" "$RUNDIR/chunks"
 
-  # Pack.
+  # Pack (and the GET limit): the source registry's CPU is measured.
+  CPU_OF=$SRC_HOST
   measure "skopeo pack" skopeo_pack
   record "skopeo pack" "$(stat -c %s "$RUNDIR/skopeo.tar.zst")" "$(cat "$RUNDIR/skopeo-layout.bytes")"
   # The OCI directory is scratch: deleted first, so only the bundle's write-back is timed.
@@ -485,6 +502,7 @@ for RUN in $(seq "$RUNS"); do
   # The same GETs answered by `airgap serve` from the bundle (replace mode keeps the
   # repository names); RSS is the server's peak (VmHWM), not curl's.
   serve_start
+  CPU_OF=
   measure "airgap serve: GET" limit_get "$SERVE_HOST"
   RSS=$(awk '/VmHWM/ { print $2 }' "/proc/$SERVE_PID/status")
   record "airgap serve: GET" "$SEED_BLOB_BYTES" -
@@ -494,6 +512,7 @@ for RUN in $(seq "$RUNS"); do
   if [[ $RUN == 1 ]]; then
     measure_delta
   fi
+  CPU_OF=
   measure "limit: zstd -3" limit_zstd
   record "limit: zstd -3" "$(stat -c %s "$RUNDIR/limit.zst")" -
   rm -f "$RUNDIR/limit.zst"
@@ -503,6 +522,7 @@ for RUN in $(seq "$RUNS"); do
   SKOPEO_TGT=$REG_HOST
   SKOPEO_STORAGE=$REG_STORAGE
   export TGT=$SKOPEO_TGT
+  CPU_OF=$TGT
   measure "skopeo load" skopeo_load
   record "skopeo load" "$(storage_bytes "$SKOPEO_STORAGE")" "$(cat "$RUNDIR/skopeo-extract.bytes")"
   rm -rf "$RUNDIR/skopeo-extract"
@@ -512,6 +532,7 @@ for RUN in $(seq "$RUNS"); do
   AIRGAP_TGT=$REG_HOST
   AIRGAP_STORAGE=$REG_STORAGE
   export TGT=$AIRGAP_TGT
+  CPU_OF=$TGT
   sampler_start "$RUNDIR/airgap.peak"
   measure "airgap load" airgap_load first
   sampler_stop
@@ -522,6 +543,7 @@ for RUN in $(seq "$RUNS"); do
 
   # Re-loads of the same bundles into the same registries: bytes = what the storage grew by.
   export TGT=$SKOPEO_TGT
+  CPU_OF=$TGT
   before=$(storage_bytes "$SKOPEO_STORAGE")
   measure "skopeo re-load" skopeo_load again
   record "skopeo re-load" "$(pos "$(storage_bytes "$SKOPEO_STORAGE")" "$before")" "$(cat "$RUNDIR/skopeo-extract.bytes")"
@@ -529,6 +551,7 @@ for RUN in $(seq "$RUNS"); do
   check_target "$SKOPEO_TGT" skopeo-target
 
   export TGT=$AIRGAP_TGT
+  CPU_OF=$TGT
   before=$(storage_bytes "$AIRGAP_STORAGE")
   sampler_start "$RUNDIR/airgap.peak"
   measure "airgap re-load" airgap_load again
@@ -541,10 +564,12 @@ for RUN in $(seq "$RUNS"); do
   reg_stop airgap-target
 
   # The raw limits of loading.
+  CPU_OF=
   measure "limit: zstd -d" limit_unzstd
   record "limit: zstd -d" "$bundle" -
   reg_start upload-target
   export TGT=$REG_HOST
+  CPU_OF=$TGT
   measure "limit: upload blobs" limit_upload
   record "limit: upload blobs" "$(storage_bytes "$REG_STORAGE")" -
   reg_stop upload-target
@@ -571,7 +596,7 @@ declare -A NOTE=(
   ["limit: zstd -d"]="zstd -dc of the airgap bundle to /dev/null"
   ["limit: upload blobs"]="every blob POST+PUT, $PAR curls, fresh registry"
 )
-# median ROW COLUMN (3 wall_s, 4 rss_kib, 5 bytes, 6 written, 7 extra_disk)
+# median ROW COLUMN (3 wall_s, 4 rss_kib, 5 bytes, 6 written, 7 extra_disk, 8 cpu_s, 9 reg_cpu_s)
 median() {
   awk -F'\t' -v r="$1" -v c="$2" 'NR > 1 && $2 == r { print $c }' "$RAW" | sort -g |
     awk '{ v[NR] = $1 } END { if (NR == 0 || v[1] == "-") print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
@@ -585,13 +610,17 @@ declare -A MED_WALL
   echo "after:  $STATE_AFTER"
   echo "1-minute load average at the start of each step: $(sort -g "$WORK/logs/loadavg" | sed -n '1p;$p' | paste -sd- -)"
   echo
-  printf '%-20s %9s %10s %11s %11s %11s  %s\n' step "wall s" "RSS MiB" "data MiB" "wrote MiB" "extra MiB" "what"
-  printf '%-20s %9s %10s %11s %11s %11s  %s\n' "--------------------" "---------" "----------" "-----------" "-----------" "-----------" "----"
+  printf '%-20s %9s %10s %11s %11s %11s %7s %7s  %s\n' step "wall s" "RSS MiB" "data MiB" "wrote MiB" "extra MiB" "CPU s" "reg CPU" "what"
+  printf '%-20s %9s %10s %11s %11s %11s %7s %7s  %s\n' "--------------------" "---------" "----------" "-----------" "-----------" "-----------" "-------" "-------" "----"
+  declare -A MED_CPU MED_REG
   for row in "${ROWS[@]}"; do
     w=$(median "$row" 3)
     MED_WALL[$row]=$w
-    printf '%-20s %9.2f %10s %11s %11s %11s  %s\n' "$row" "$w" "$(mib "$(awk -v k="$(median "$row" 4)" 'BEGIN { print k * 1024 }')")" \
-      "$(mib "$(median "$row" 5)")" "$(mib "$(median "$row" 6)")" "$(mib "$(median "$row" 7)")" "${NOTE[$row]}"
+    MED_CPU[$row]=$(median "$row" 8)
+    MED_REG[$row]=$(median "$row" 9)
+    printf '%-20s %9.2f %10s %11s %11s %11s %7s %7s  %s\n' "$row" "$w" "$(mib "$(awk -v k="$(median "$row" 4)" 'BEGIN { print k * 1024 }')")" \
+      "$(mib "$(median "$row" 5)")" "$(mib "$(median "$row" 6)")" "$(mib "$(median "$row" 7)")" \
+      "${MED_CPU[$row]}" "${MED_REG[$row]}" "${NOTE[$row]}"
   done
   echo
   echo "data: pack = the bundle written; load = the target registry's storage after; re-load = what it grew by;"
@@ -600,7 +629,8 @@ declare -A MED_WALL
   echo "extra: disk used besides the bundle and the registries: skopeo's OCI directory (pack) and extracted"
   echo "      directory (load); airgap: peak size of its TMPDIR, working dir and output dir (bundle excluded),"
   echo "      sampled every 0.2 s; for load also at least the bytes it wrote besides the image map."
-  echo "RSS: the largest single process of the step (GNU time -v)."
+  echo "RSS: the largest single process of the step (GNU time -v). CPU s: user + system seconds of the step's"
+  echo "      processes; reg CPU: those of the registry it reads from (pack, GET limit) or writes to (loads, upload limit)."
   echo
   limit_pack=$(awk -v a="${MED_WALL["limit: GET blobs"]}" -v b="${MED_WALL["limit: zstd -3"]}" 'BEGIN { print a + b }')
   limit_pack_max=$(maxof "${MED_WALL["limit: GET blobs"]}" "${MED_WALL["limit: zstd -3"]}")
@@ -616,6 +646,11 @@ declare -A MED_WALL
     "$(awk -v b="$SEED_BLOB_BYTES" -v t="${MED_WALL["airgap serve: GET"]}" 'BEGIN { printf "%.0f", b / 1048576 / t }')" \
     "$(awk -v b="$SEED_BLOB_BYTES" -v t="${MED_WALL["limit: GET blobs"]}" 'BEGIN { printf "%.0f", b / 1048576 / t }')" \
     "$(ratio "${MED_WALL["limit: GET blobs"]}" "${MED_WALL["airgap serve: GET"]}")x"
+  floor() { # ROW: the step's CPU and its registry's, spread over every CPU: no schedule is faster
+    awk -v a="${MED_CPU[$1]}" -v b="${MED_REG[$1]}" -v n="$(nproc)" 'BEGIN { if (b == "-") print "-"; else printf "%.2f", (a + b) / n }'
+  }
+  printf 'CPU floor       (CPU s + reg CPU) / %s CPUs: airgap pack %s s, airgap load %s s; skopeo pack %s s, skopeo load %s s\n' \
+    "$(nproc)" "$(floor "airgap pack")" "$(floor "airgap load")" "$(floor "skopeo pack")" "$(floor "skopeo load")"
   durable_skopeo=$(awk -v a="${MED_WALL["skopeo pack"]}" -v b="$(median "skopeo pack: sync" 3)" 'BEGIN { print a + b }')
   durable_airgap=$(awk -v a="${MED_WALL["airgap pack"]}" -v b="$(median "airgap pack: sync" 3)" 'BEGIN { print a + b }')
   printf 'durable         pack, then sync: skopeo %.2f s, airgap %.2f s: %s (airgap syncs its bundle within its own time)\n' \

@@ -138,6 +138,24 @@ fn round_trip_of_every_fixture_kind_keeps_every_digest() {
     };
     let out = airgap(load_args(&map_path), &[]);
     assert_success(&out);
+    // The summary counts every manifest stored, tagged top manifests (stored by their tag
+    // PUT) included.
+    fn manifests_of(img: &Image) -> Vec<String> {
+        let mut v = vec![img.digest.clone()];
+        v.extend(img.children.iter().flat_map(manifests_of));
+        v
+    }
+    let stored: BTreeSet<(String, String)> = fx
+        .all()
+        .iter()
+        .flat_map(|i| manifests_of(i).into_iter().map(|d| (i.repo.clone(), d)))
+        .collect();
+    let summary = format!(" {} manifest(s) pushed", stored.len());
+    assert!(
+        stdout_of(&out).contains(&summary),
+        "expected \"{summary}\" in:\n{}",
+        stdout_of(&out)
+    );
 
     let check_target = || {
         for img in fx.all() {

@@ -80,7 +80,10 @@ impl LoadVisitor {
                     .get(&p.digest)
                     .expect("top manifest is in the graph");
                 match pusher.put(&image, p.repo(), tag, m).await? {
-                    Put::Landed => {}
+                    // The tag PUT is what stores a tagged top manifest (see above).
+                    Put::Landed => {
+                        pusher.counters.manifests.fetch_add(1, Ordering::Relaxed);
+                    }
                     lost => return Ok((i, p, Some(lost))),
                 }
             }

@@ -18,7 +18,7 @@ use crate::bundle::seek::{send_chunks, ReadAt, SeekIndex};
 use crate::bundle::{parse_index, BlobContent, BlobRecord, BundleError, Flow, Head, Visitor};
 use crate::digest::Digest;
 use crate::progress::Progress;
-use crate::registry::Client;
+use crate::registry::{Client, Pushed};
 
 /// Blobs up to this size are read into memory and uploaded concurrently; bigger ones stream.
 const SMALL_BLOB: u64 = 4 * 1024 * 1024;
@@ -39,6 +39,10 @@ pub struct LoadVisitor {
     pub(super) base: Option<crate::bundle::BaseRef>,
     pub(super) planned: bool,
     pub(super) needs: RepoSet,
+    /// Small blobs the plan did not HEAD: their uploads start with a mount request that
+    /// tells whether the registry has them. Empty after the first pass: later passes carry
+    /// only blobs known to be missing.
+    pub(super) unchecked: HashSet<Digest>,
     pub(super) pending: Arc<Mutex<RepoSet>>,
     pub(super) pass: u32,
     pub(super) tasks: Vec<JoinHandle<Result<(), LoadError>>>,
@@ -83,6 +87,7 @@ impl LoadVisitor {
             base: None,
             planned: false,
             needs: HashMap::new(),
+            unchecked: HashSet::new(),
             pending: Arc::new(Mutex::new(HashMap::new())),
             pass: 0,
             tasks: Vec::new(),
@@ -108,6 +113,7 @@ impl LoadVisitor {
         self.big_dispatched = false;
         if pass > 1 {
             self.needs = std::mem::take(&mut *self.pending.lock().expect("pending lock"));
+            self.unchecked.clear();
         }
     }
 
@@ -240,8 +246,21 @@ impl LoadVisitor {
             }
             self.walks[i] = Some(walk);
         }
+        // Small blobs of this bundle are not HEADed: their upload opens its session with a
+        // mount request, which says whether the registry has them (see `push_to_repos`).
+        // On a fresh target that saves a request per blob and repository (each costs the
+        // registry about as much CPU as a small upload's POST); a big blob is still HEADed
+        // first, so a resumed load skips it on any registry, mounts or not.
+        let mut unchecked: RepoSet = HashMap::new();
         let pairs: Vec<(Digest, String)> = wanted
             .iter()
+            .filter(|(d, repos)| {
+                let small = self.records.get(*d).is_some_and(|r| r.size <= SMALL_BLOB);
+                if small {
+                    unchecked.insert((*d).clone(), (*repos).clone());
+                }
+                !small
+            })
             .flat_map(|(d, repos)| repos.iter().map(move |r| (d.clone(), r.clone())))
             .collect();
         let client = self.client.clone();
@@ -314,19 +333,27 @@ impl LoadVisitor {
         }
         lack.retain(|_, v| !v.is_empty());
         self.check_base_blobs(&mut lack).await?;
-        let skipped = wanted.len() - lack.len();
+        let skipped = wanted.len() - lack.len() - unchecked.len();
         self.counters
             .skipped
             .fetch_add(skipped as u64, Ordering::Relaxed);
+        let small = unchecked.len();
+        self.unchecked = unchecked.keys().cloned().collect();
+        lack.extend(unchecked);
         let bytes: u64 = lack
             .keys()
             .map(|d| self.records.get(d).map(|r| r.size).unwrap_or(0))
             .sum();
         self.progress.stage(&format!(
-            "{} blob(s) to upload ({}), {} already at the target",
+            "{} blob(s) to push ({}), {} already at the target{}",
             lack.len(),
             crate::progress::human_bytes(bytes),
-            skipped
+            skipped,
+            if small > 0 {
+                format!("; {small} small one(s) unchecked: those the registry has are skipped as they come")
+            } else {
+                String::new()
+            }
         ));
         self.progress.start_bytes("load", bytes);
         self.needs = lack;
@@ -493,7 +520,8 @@ impl LoadVisitor {
                 .read_to_end(&mut buf)
                 .map_err(|e| corrupt(record, e))?;
             progress.add_bytes(size);
-            let task = spawn(Source::Memory(Bytes::from(buf)));
+            let probe = self.unchecked.contains(&record.digest);
+            let task = spawn(Source::Memory(Bytes::from(buf), probe));
             self.tasks.push(task);
             return Ok(());
         }
@@ -622,7 +650,9 @@ fn tokio_stream_from(
 }
 
 enum Source {
-    Memory(Bytes),
+    /// A small blob, and whether its upload should first ask for a mount from the same
+    /// repository (the plan did not HEAD it).
+    Memory(Bytes, bool),
     Stream(reqwest::Body),
 }
 
@@ -648,19 +678,34 @@ async fn push_to_repos(
         }
     };
     let memory = match &source {
-        Source::Memory(b) => Some(b.clone()),
+        Source::Memory(b, _) => Some(b.clone()),
         Source::Stream(_) => None,
     };
-    let body = match source {
-        Source::Memory(b) => reqwest::Body::from(b),
-        Source::Stream(s) => s,
-    };
-    client
-        .upload_blob(first, digest, size, body)
-        .await
-        .map_err(blob_err(first))?;
-    counters.uploaded.fetch_add(1, Ordering::Relaxed);
-    counters.bytes.fetch_add(size, Ordering::Relaxed);
+    let pushed = match source {
+        // In memory: a small blob. When the plan did not HEAD it, the session is opened with
+        // a request to mount it from this same repository, which the registry grants when the
+        // blob is there already (e.g. a load interrupted after it), so it is not sent again.
+        Source::Memory(b, probe) => {
+            let from = probe.then_some(first.as_str());
+            client
+                .upload_or_mount(first, digest, size, reqwest::Body::from(b), from)
+                .await
+        }
+        Source::Stream(s) => client
+            .upload_blob(first, digest, size, s)
+            .await
+            .map(|()| Pushed::Uploaded),
+    }
+    .map_err(blob_err(first))?;
+    match pushed {
+        Pushed::Uploaded => {
+            counters.uploaded.fetch_add(1, Ordering::Relaxed);
+            counters.bytes.fetch_add(size, Ordering::Relaxed);
+        }
+        Pushed::Mounted => {
+            counters.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     for repo in rest {
         if client
             .mount_blob(repo, digest, first)

@@ -43,6 +43,14 @@ pub struct FetchedManifest {
     pub digest: Digest,
 }
 
+/// How a blob reached a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Uploaded,
+    /// The registry had it (in the repository asked to mount from, or already in this one).
+    Mounted,
+}
+
 fn pull_scope(repo: &str) -> String {
     format!("repository:{repo}:pull")
 }
@@ -589,6 +597,24 @@ impl Client {
         size: u64,
         body: reqwest::Body,
     ) -> Result<(), RegistryError> {
+        self.upload_or_mount(repo, digest, size, body, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Like [`Client::upload_blob`], but the upload session is opened with a request to mount
+    /// `digest` from repository `mount_from` (which may be `repo` itself): when the registry
+    /// answers that it has the blob there, nothing is sent and the result is
+    /// [`Pushed::Mounted`]. This replaces a HEAD before every upload with nothing: the POST
+    /// that opens the session is needed anyway.
+    pub async fn upload_or_mount(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        body: reqwest::Body,
+        mount_from: Option<&str>,
+    ) -> Result<Pushed, RegistryError> {
         let replay = body.as_bytes().map(Bytes::copy_from_slice);
         let mut body = Some(body);
         let mut attempt = 0u32;
@@ -598,7 +624,7 @@ impl Client {
                 (None, Some(bytes)) => reqwest::Body::from(bytes.clone()),
                 (None, None) => unreachable!("a streamed body is never retried"),
             };
-            match self.upload_once(repo, digest, size, this).await {
+            match self.upload_once(repo, digest, size, this, mount_from).await {
                 Err(e) if e.is_transient() && replay.is_some() && attempt < self.inner.retries => {
                     attempt += 1;
                     tokio::time::sleep(backoff(attempt, None)).await;
@@ -614,14 +640,42 @@ impl Client {
         digest: &Digest,
         size: u64,
         body: reqwest::Body,
-    ) -> Result<(), RegistryError> {
-        let scopes = [push_scope(repo)];
+        mount_from: Option<&str>,
+    ) -> Result<Pushed, RegistryError> {
+        let mut scopes = vec![push_scope(repo)];
+        if let Some(from) = mount_from.filter(|f| *f != repo) {
+            scopes.push(pull_scope(from));
+        }
         let url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
         let resp = self
             .send(&scopes, repo, |h| {
-                h.post(&url).header(header::CONTENT_LENGTH, 0)
+                let h = h.post(&url).header(header::CONTENT_LENGTH, 0);
+                match mount_from {
+                    Some(from) => h.query(&[("mount", digest.as_str()), ("from", from)]),
+                    None => h,
+                }
             })
             .await?;
+        let refused = |s: StatusCode| {
+            s.is_client_error()
+                && !matches!(
+                    s,
+                    StatusCode::UNAUTHORIZED
+                        | StatusCode::FORBIDDEN
+                        | StatusCode::TOO_MANY_REQUESTS
+                )
+        };
+        let resp = match mount_from {
+            Some(_) if resp.status() == StatusCode::CREATED => return Ok(Pushed::Mounted),
+            // Some registries refuse a mount request outright instead of opening a session.
+            Some(_) if refused(resp.status()) => {
+                self.send(&scopes, repo, |h| {
+                    h.post(&url).header(header::CONTENT_LENGTH, 0)
+                })
+                .await?
+            }
+            _ => resp,
+        };
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self
                 .fail(resp, repo, "start upload", &format!("blob {digest}"))
@@ -659,7 +713,7 @@ impl Client {
                 .fail(resp, repo, "upload blob", &format!("blob {digest}"))
                 .await);
         }
-        Ok(())
+        Ok(Pushed::Uploaded)
     }
 
     /// PUTs manifest bytes unchanged under `reference` (a tag or its digest).
