@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use support::proxy::{Fault, FaultProxy};
+use support::proxy::{Action, Fault, FaultProxy};
 use support::*;
 
 fn show(what: &str, out: &std::process::Output) {
@@ -65,12 +65,17 @@ fn setup() -> Setup {
 
 impl Setup {
     fn load(&self) -> std::process::Output {
+        self.load_with(&self.bundle, &[])
+    }
+
+    fn load_with(&self, bundle: &std::path::Path, extra: &[&str]) -> std::process::Output {
         let out = AirgapCmd::new(args![
             "load",
-            &self.bundle,
+            bundle,
             "--registry",
             self.proxy.host(),
-            "--plain-http"
+            "--plain-http",
+            extra
         ])
         .timeout(Duration::from_secs(120))
         .run();
@@ -93,6 +98,26 @@ impl Setup {
             .clone()
     }
 
+    /// Whether a POST opened an upload of `digest` in `repo` with a mount request from `repo`.
+    fn self_mount_asked(&self, repo: &str, digest: &str) -> bool {
+        let want = format!(
+            "/v2/{repo}/blobs/uploads/?mount={}&from={}",
+            enc(digest),
+            enc(repo)
+        );
+        self.proxy
+            .seen()
+            .iter()
+            .any(|r| r.method == "POST" && r.path == want)
+    }
+
+    fn headed(&self, digest: &str) -> bool {
+        self.proxy
+            .seen()
+            .iter()
+            .any(|r| r.method == "HEAD" && r.path.ends_with(&format!("/blobs/{digest}")))
+    }
+
     /// Digests named by the upload PUTs (`...?digest=D`) the proxy forwarded.
     fn uploaded(&self) -> Vec<String> {
         self.proxy
@@ -105,6 +130,10 @@ impl Setup {
             })
             .collect()
     }
+}
+
+fn enc(s: &str) -> String {
+    s.replace(':', "%3A").replace('/', "%2F")
 }
 
 #[test]
@@ -127,16 +156,20 @@ fn a_fresh_load_heads_only_big_blobs_and_sends_every_blob_once() {
         "only the big layer is HEADed:\n{}",
         s.proxy.describe()
     );
-    // Every small blob's upload session was opened with a mount request for it.
+    // Every small blob's upload session was opened in the first repository that wants it
+    // with a request to mount it from that same repository.
     for img in s.all() {
         for b in img.blobs.iter().filter(|b| b.digest != big) {
+            let first = s
+                .all()
+                .into_iter()
+                .find(|i| i.blobs.iter().any(|x| x.digest == b.digest))
+                .unwrap();
             assert!(
-                seen.iter().any(|r| r.method == "POST"
-                    && r.path
-                        .contains(&format!("mount={}", b.digest.replace(':', "%3A")))),
-                "no mount request opened the upload of {} ({}):\n{}",
+                s.self_mount_asked(&first.repo, &b.digest),
+                "no mount request from {} opened the upload of {}:\n{}",
+                first.repo,
                 b.digest,
-                img.repo,
                 s.proxy.describe()
             );
         }
@@ -211,6 +244,9 @@ fn small_blobs_already_in_the_repository_are_not_sent_again() {
             first.repo,
             s.proxy.describe()
         );
+        // Found by the mount request alone: nothing of the bundle was at the target before.
+        assert!(!s.headed(d), "{d} was HEADed:\n{}", s.proxy.describe());
+        assert!(s.self_mount_asked(&first.repo, d), "{}", s.proxy.describe());
     }
     let text = stdout_of(&out);
     assert!(text.contains(" 2 skipped"), "{text}");
@@ -221,5 +257,82 @@ fn small_blobs_already_in_the_repository_are_not_sent_again() {
             "{}",
             img.repo
         );
+    }
+}
+
+/// Where the target holds some of the bundle already (here: an earlier version of the
+/// application), small blobs are HEADed again like big ones: a skip by HEAD writes nothing,
+/// where a granted mount request rewrites the repository's link to the blob.
+#[test]
+fn a_target_holding_part_of_the_bundle_gets_small_blobs_headed() {
+    let s = setup();
+    s.load();
+    // v2: every image of v1 plus one more, sharing the base layer.
+    let extra = Fixtures::new(&s.src).image(
+        "req3/app",
+        Some("1"),
+        &ImageOpts::oci(399).base(TarLayer::new(0x5EED, 64 << 10)),
+    );
+    let dir = tempdir();
+    let mut spec = Spec::new();
+    for img in s.all().into_iter().chain([&extra]) {
+        spec = spec.image(&img.reference(&s.src.host()));
+    }
+    let spec = spec.write(dir.path());
+    let v2 = dir.path().join("v2.tar.zst");
+    pack_ok(&spec, &v2, s.src.source_flags());
+    s.proxy.reset_counts();
+    let out = s.load_with(&v2, &[]);
+    assert_skopeo_digest(&extra.reference(&s.tgt.host()), &s.tgt, &extra.digest);
+    for b in &extra.blobs {
+        assert!(
+            s.headed(&b.digest),
+            "{} not HEADed:\n{}",
+            b.digest,
+            s.proxy.describe()
+        );
+        assert!(
+            !s.self_mount_asked(&extra.repo, &b.digest),
+            "{}",
+            s.proxy.describe()
+        );
+    }
+    let text = stdout_of(&out);
+    assert!(text.contains("(4 already present)"), "{text}");
+}
+
+/// A registry that answers the mount request with an error (403, as some do, or a 500) gets
+/// a plain upload instead, and no more mount requests of that kind.
+#[test]
+fn a_registry_refusing_the_mount_request_gets_plain_uploads() {
+    for status in [403, 500] {
+        let s = setup();
+        s.proxy.set_fault(Fault::StatusFirstMatching {
+            method: "POST".into(),
+            path_contains: "mount=".into(),
+            n: usize::MAX,
+            status,
+        });
+        let out = s.load_with(&s.bundle, &["--concurrency", "1", "--retries", "0"]);
+        for img in s.all() {
+            assert_skopeo_digest(&img.reference(&s.tgt.host()), &s.tgt, &img.digest);
+        }
+        // One refused request to mount a blob from its own repository, then plain sessions
+        // (the shared base's mounts into the other repositories are refused too, then
+        // uploaded).
+        let refused_self = s
+            .proxy
+            .seen()
+            .into_iter()
+            .filter(|r| {
+                r.action == Action::Answered(status)
+                    && r.path.split_once("from=").is_some_and(|(head, from)| {
+                        head.starts_with(&format!("/v2/{}/", from.replace("%2F", "/")))
+                    })
+            })
+            .count();
+        assert_eq!(refused_self, 1, "HTTP {status}:\n{}", s.proxy.describe());
+        let text = stdout_of(&out);
+        assert!(text.contains(" 0 skipped"), "HTTP {status}: {text}");
     }
 }

@@ -80,9 +80,13 @@ impl LoadVisitor {
                     .get(&p.digest)
                     .expect("top manifest is in the graph");
                 match pusher.put(&image, p.repo(), tag, m).await? {
-                    // The tag PUT is what stores a tagged top manifest (see above).
+                    // The tag PUT is what stores a tagged top manifest (see above): count it
+                    // once per repository, however many tags or placements it has.
                     Put::Landed => {
-                        pusher.counters.manifests.fetch_add(1, Ordering::Relaxed);
+                        let key = (p.repo().to_string(), p.digest.clone());
+                        if pushed.lock().expect("pushed lock").insert(key) {
+                            pusher.counters.manifests.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     lost => return Ok((i, p, Some(lost))),
                 }

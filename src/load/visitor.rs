@@ -221,6 +221,44 @@ impl LoadVisitor {
         Ok(())
     }
 
+    /// HEADs every (blob, repository) pair of `set`: which repositories have each blob, and
+    /// which lack it.
+    async fn head_blobs(&self, set: &RepoSet) -> Result<(RepoSet, RepoSet), LoadError> {
+        let pairs = set
+            .iter()
+            .flat_map(|(d, repos)| repos.iter().map(move |r| (d.clone(), r.clone())));
+        let client = self.client.clone();
+        let found = futures::stream::iter(pairs.map(|(d, repo)| {
+            let client = client.clone();
+            async move {
+                let has =
+                    client
+                        .blob_exists(&repo, &d)
+                        .await
+                        .map_err(|source| LoadError::Blob {
+                            digest: d.clone(),
+                            repository: repo.clone(),
+                            source: Box::new(source),
+                        })?;
+                Ok::<_, LoadError>((d, repo, has))
+            }
+        }))
+        .buffer_unordered(self.opts.concurrency.max(1) * 4)
+        .collect::<Vec<_>>()
+        .await;
+        let mut have: RepoSet = HashMap::new();
+        let mut lack: RepoSet = HashMap::new();
+        for r in found {
+            let (d, repo, has) = r?;
+            if has {
+                have.entry(d).or_default().push(repo);
+            } else {
+                lack.entry(d).or_default().push(repo);
+            }
+        }
+        Ok((have, lack))
+    }
+
     /// Works out which blob each repository still lacks: HEADs, then mounts from a repository
     /// of the target that already has the blob.
     async fn plan_async(&mut self) -> Result<(), LoadError> {
@@ -246,52 +284,31 @@ impl LoadVisitor {
             }
             self.walks[i] = Some(walk);
         }
-        // Small blobs of this bundle are not HEADed: their upload opens its session with a
-        // mount request, which says whether the registry has them (see `push_to_repos`).
-        // On a fresh target that saves a request per blob and repository (each costs the
-        // registry about as much CPU as a small upload's POST); a big blob is still HEADed
-        // first, so a resumed load skips it on any registry, mounts or not.
-        let mut unchecked: RepoSet = HashMap::new();
-        let pairs: Vec<(Digest, String)> = wanted
+        // On a first load (none of the bundle's images at the target, none of its big blobs
+        // either), small blobs are not HEADed: their upload session is opened with a request
+        // to mount them from the same repository, which the registry grants when it has them
+        // (see `push_to_repos`). That saves a request per blob and repository, each costing
+        // the registry about as much as the POST it precedes. Where some of the bundle is
+        // there already (a re-run after a failure, a new version of an application), they
+        // are HEADed like big ones: skipping by HEAD needs no writes and lets the stream stop
+        // early once nothing more is needed.
+        let (mut unchecked, checked): (RepoSet, RepoSet) = wanted
             .iter()
-            .filter(|(d, repos)| {
-                let small = self.records.get(*d).is_some_and(|r| r.size <= SMALL_BLOB);
-                if small {
-                    unchecked.insert((*d).clone(), (*repos).clone());
-                }
-                !small
-            })
-            .flat_map(|(d, repos)| repos.iter().map(move |r| (d.clone(), r.clone())))
-            .collect();
-        let client = self.client.clone();
-        let found = futures::stream::iter(pairs.into_iter().map(|(d, repo)| {
-            let client = client.clone();
-            async move {
-                let has =
-                    client
-                        .blob_exists(&repo, &d)
-                        .await
-                        .map_err(|source| LoadError::Blob {
-                            digest: d.clone(),
-                            repository: repo.clone(),
-                            source: Box::new(source),
-                        })?;
-                Ok::<_, LoadError>((d, repo, has))
+            .map(|(d, repos)| (d.clone(), repos.clone()))
+            .partition(|(d, _)| self.records.get(d).is_some_and(|r| r.size <= SMALL_BLOB));
+        let (mut have, mut lack) = self.head_blobs(&checked).await?;
+        let fresh = !self.complete.iter().any(|c| *c) && have.is_empty();
+        if !fresh && !unchecked.is_empty() {
+            let (h, l) = self.head_blobs(&unchecked).await?;
+            for (d, repos) in h {
+                have.entry(d).or_default().extend(repos);
             }
-        }))
-        .buffer_unordered(self.opts.concurrency.max(1) * 4)
-        .collect::<Vec<_>>()
-        .await;
-        let mut have: HashMap<Digest, Vec<String>> = HashMap::new();
-        let mut lack: RepoSet = HashMap::new();
-        for r in found {
-            let (d, repo, has) = r?;
-            if has {
-                have.entry(d).or_default().push(repo);
-            } else {
-                lack.entry(d).or_default().push(repo);
+            for (d, repos) in l {
+                lack.entry(d).or_default().extend(repos);
             }
+            unchecked.clear();
         }
+        let client = self.client.clone();
         // Mount what some repository of the target already holds.
         let mounts: Vec<(Digest, String, String)> = lack
             .iter()
@@ -650,8 +667,7 @@ fn tokio_stream_from(
 }
 
 enum Source {
-    /// A small blob, and whether its upload should first ask for a mount from the same
-    /// repository (the plan did not HEAD it).
+    /// A small blob, and whether the plan left it unchecked (not HEADed).
     Memory(Bytes, bool),
     Stream(reqwest::Body),
 }
@@ -682,15 +698,18 @@ async fn push_to_repos(
         Source::Stream(_) => None,
     };
     let pushed = match source {
-        // In memory: a small blob. When the plan did not HEAD it, the session is opened with
-        // a request to mount it from this same repository, which the registry grants when the
-        // blob is there already (e.g. a load interrupted after it), so it is not sent again.
-        Source::Memory(b, probe) => {
-            let from = probe.then_some(first.as_str());
+        // A small blob the plan did not HEAD (a first load): the POST opening its session
+        // asks for a mount from this same repository, which the registry grants when it has
+        // the blob (e.g. a load interrupted after it), so it is not sent again.
+        Source::Memory(b, true) => {
             client
-                .upload_or_mount(first, digest, size, reqwest::Body::from(b), from)
+                .upload_unless_present(first, digest, size, reqwest::Body::from(b))
                 .await
         }
+        Source::Memory(b, false) => client
+            .upload_blob(first, digest, size, reqwest::Body::from(b))
+            .await
+            .map(|()| Pushed::Uploaded),
         Source::Stream(s) => client
             .upload_blob(first, digest, size, s)
             .await
@@ -702,7 +721,7 @@ async fn push_to_repos(
             counters.uploaded.fetch_add(1, Ordering::Relaxed);
             counters.bytes.fetch_add(size, Ordering::Relaxed);
         }
-        Pushed::Mounted => {
+        Pushed::Present => {
             counters.skipped.fetch_add(1, Ordering::Relaxed);
         }
     }

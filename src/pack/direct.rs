@@ -6,13 +6,16 @@
 //! slow link, so keeping it in the page cache gains nothing and evicts what the registry
 //! clients need. Whole aligned buffers go out with `O_DIRECT`; the unaligned tail goes through
 //! a second, ordinary descriptor, and one `fsync` at the end covers both. Where the file
-//! system refuses `O_DIRECT` (at open or at the first write), every byte goes the ordinary way.
+//! system refuses `O_DIRECT` (at open, or with EINVAL or EOPNOTSUPP at a write), that write and
+//! every later one go the ordinary way.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// Offsets, lengths and memory of `O_DIRECT` writes must be multiples of the device's logical
@@ -53,6 +56,7 @@ struct Job {
 /// A sequential writer for one new file; `finish` writes the rest, syncs, and returns the
 /// file's length.
 pub struct DirectFile {
+    /// Being filled; `None` only after a write failed (then `failed` says why).
     current: Option<Aligned>,
     /// File offset of `current`'s first byte.
     offset: u64,
@@ -60,6 +64,12 @@ pub struct DirectFile {
     free: Receiver<io::Result<Aligned>>,
     thread: Option<JoinHandle<()>>,
     plain: File,
+    /// The first error: every later call returns it again (a failed file is not written on).
+    failed: Option<(io::ErrorKind, String)>,
+    /// Set when dropped unfinished: the I/O thread throws queued buffers away.
+    cancel: Arc<AtomicBool>,
+    #[cfg(test)]
+    direct_writes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl DirectFile {
@@ -74,9 +84,19 @@ impl DirectFile {
             free_tx.send(Ok(Aligned::new())).expect("free list");
         }
         let fallback = plain.try_clone()?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let io = IoThread {
+            direct,
+            plain: fallback,
+            cancel: cancel.clone(),
+            #[cfg(test)]
+            direct_writes: Arc::default(),
+        };
+        #[cfg(test)]
+        let direct_writes = io.direct_writes.clone();
         let thread = std::thread::Builder::new()
             .name("bundle-io".into())
-            .spawn(move || io_thread(direct, fallback, jobs_rx, free_tx))?;
+            .spawn(move || io.run(jobs_rx, free_tx))?;
         Ok(DirectFile {
             current: Some(Aligned::new()),
             offset: 0,
@@ -84,12 +104,34 @@ impl DirectFile {
             free: free_rx,
             thread: Some(thread),
             plain,
+            failed: None,
+            cancel,
+            #[cfg(test)]
+            direct_writes,
         })
+    }
+
+    fn failure(&self) -> Option<io::Error> {
+        self.failed
+            .as_ref()
+            .map(|(kind, msg)| io::Error::new(*kind, msg.clone()))
+    }
+
+    /// Remembers `e` as this file's failure and returns it.
+    fn fail(&mut self, e: io::Error) -> io::Error {
+        if self.failed.is_none() {
+            self.failed = Some((e.kind(), e.to_string()));
+        }
+        e
     }
 
     /// Hands the full current buffer to the I/O thread and takes a free one (or its error).
     fn submit(&mut self) -> io::Result<()> {
-        let buf = self.current.take().expect("current buffer");
+        let Some(buf) = self.current.take() else {
+            return Err(self
+                .failure()
+                .unwrap_or_else(|| io::Error::other("no buffer")));
+        };
         let len = buf.len as u64;
         let job = Job {
             buf,
@@ -97,7 +139,8 @@ impl DirectFile {
         };
         let sent = self.jobs.as_ref().map(|j| j.send(job).is_ok());
         if sent != Some(true) {
-            return Err(self.thread_error());
+            let e = self.thread_error();
+            return Err(self.fail(e));
         }
         self.offset += len;
         match self.free.recv() {
@@ -106,8 +149,11 @@ impl DirectFile {
                 self.current = Some(b);
                 Ok(())
             }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(self.thread_error()),
+            Ok(Err(e)) => Err(self.fail(e)),
+            Err(_) => {
+                let e = self.thread_error();
+                Err(self.fail(e))
+            }
         }
     }
 
@@ -123,7 +169,13 @@ impl DirectFile {
 
     /// Writes what is buffered, makes the file durable and returns its length.
     pub fn finish(mut self) -> io::Result<u64> {
-        let buf = self.current.take().expect("current buffer");
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        let buf = self
+            .current
+            .take()
+            .expect("a file that has not failed has its buffer");
         // Stop the thread: every write it was given is done when it ends.
         self.jobs = None;
         let mut error = None;
@@ -151,7 +203,13 @@ impl DirectFile {
 
 impl Write for DirectFile {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let cur = self.current.as_mut().expect("current buffer");
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        let cur = self
+            .current
+            .as_mut()
+            .expect("a file that has not failed has its buffer");
         let spare = cur.spare();
         let n = spare.len().min(data.len());
         spare[..n].copy_from_slice(&data[..n]);
@@ -161,6 +219,8 @@ impl Write for DirectFile {
         }
         Ok(n)
     }
+    /// Writes nothing: up to a buffer stays here until it fills or `finish` (which is what
+    /// makes the file complete and durable) writes it.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -168,6 +228,9 @@ impl Write for DirectFile {
 
 impl Drop for DirectFile {
     fn drop(&mut self) {
+        // Unfinished (an error or an interrupt): the file is about to be deleted, so what is
+        // queued need not reach it.
+        self.cancel.store(true, Ordering::Relaxed);
         self.jobs = None;
         if let Some(t) = self.thread.take() {
             while self.free.recv().is_ok() {}
@@ -191,37 +254,62 @@ fn open_direct(_path: &Path) -> Option<File> {
     None
 }
 
-/// Writes each buffer at its offset and returns it; the first error is sent back in place of
-/// a buffer and ends the thread.
-fn io_thread(
-    mut direct: Option<File>,
+/// The writing side: each buffer at its offset, then back to the free list; the first error
+/// is sent back in place of a buffer and ends the thread.
+struct IoThread {
+    direct: Option<File>,
     plain: File,
-    jobs: Receiver<Job>,
-    free: SyncSender<io::Result<Aligned>>,
-) {
-    for job in jobs {
-        let data = job.buf.filled();
-        let mut r = match &direct {
-            Some(f) => f.write_all_at(data, job.offset),
-            None => plain.write_all_at(data, job.offset),
-        };
-        if direct.is_some() && r.as_ref().is_err_and(|e| e.raw_os_error() == Some(EINVAL)) {
-            // The file system takes O_DIRECT at open but not these writes: go the ordinary way.
-            direct = None;
-            r = plain.write_all_at(data, job.offset);
+    cancel: Arc<AtomicBool>,
+    #[cfg(test)]
+    direct_writes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl IoThread {
+    fn run(mut self, jobs: Receiver<Job>, free: SyncSender<io::Result<Aligned>>) {
+        for job in jobs {
+            let r = if self.cancel.load(Ordering::Relaxed) {
+                Ok(())
+            } else {
+                self.write(job.buf.filled(), job.offset)
+            };
+            let reply = r.map(|()| job.buf);
+            let failed = reply.is_err();
+            if free.send(reply).is_err() || failed {
+                return;
+            }
         }
-        let reply = r.map(|()| job.buf);
-        let failed = reply.is_err();
-        if free.send(reply).is_err() || failed {
-            return;
+    }
+
+    fn write(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
+        if let Some(f) = &self.direct {
+            match f.write_all_at(data, offset) {
+                Ok(()) => {
+                    #[cfg(test)]
+                    self.direct_writes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(());
+                }
+                // The file system takes O_DIRECT at open but not these writes: go the
+                // ordinary way from here on (this buffer is written again whole).
+                Err(e) if matches!(e.raw_os_error(), Some(EINVAL | EOPNOTSUPP)) => {
+                    self.direct = None;
+                }
+                Err(e) => return Err(e),
+            }
         }
+        self.plain.write_all_at(data, offset)
     }
 }
 
 #[cfg(target_os = "linux")]
 const EINVAL: i32 = libc::EINVAL;
+#[cfg(target_os = "linux")]
+const EOPNOTSUPP: i32 = libc::EOPNOTSUPP;
+// Never returned: nothing is opened with O_DIRECT elsewhere.
 #[cfg(not(target_os = "linux"))]
-const EINVAL: i32 = 22;
+const EINVAL: i32 = -1;
+#[cfg(not(target_os = "linux"))]
+const EOPNOTSUPP: i32 = -2;
 
 #[cfg(test)]
 mod tests {
@@ -250,11 +338,20 @@ mod tests {
             std::fs::write(&path, vec![0xAA; 4 * BUF]).unwrap();
             let data = pattern(len);
             let mut f = DirectFile::open(&path).unwrap();
+            let direct_writes = f.direct_writes.clone();
             // Odd-sized writes, so buffer boundaries fall inside them.
             for piece in data.chunks(100_003) {
                 f.write_all(piece).unwrap();
             }
             assert_eq!(f.finish().unwrap(), len as u64);
+            // Whole buffers went past the page cache where the file system allows it.
+            if open_direct(&path).is_some() {
+                assert_eq!(
+                    direct_writes.load(std::sync::atomic::Ordering::Relaxed),
+                    len / BUF,
+                    "{len} bytes"
+                );
+            }
             let mut back = Vec::new();
             File::open(&path).unwrap().read_to_end(&mut back).unwrap();
             assert!(back == data, "{len} bytes did not come back as written");
@@ -272,8 +369,13 @@ mod tests {
         let data = pattern(BUF);
         let err = (0..4)
             .find_map(|_| f.write_all(&data).err())
-            .or_else(|| f.finish().err())
             .expect("writing to /dev/full must fail");
-        assert_eq!(err.raw_os_error(), Some(28), "{err}");
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{err}");
+        // Later calls (a tar writer's Drop still writes its trailer) get the same error, and
+        // finishing does not report success.
+        let again = f.write(&data[..1024]).unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::StorageFull, "{again}");
+        let fin = f.finish().unwrap_err();
+        assert_eq!(fin.kind(), io::ErrorKind::StorageFull, "{fin}");
     }
 }

@@ -535,8 +535,8 @@ enum ToWriter {
     Done,
 }
 
-/// Where the compressed stream goes: one file, or rotating parts.
-/// Where the bundle's bytes go: one file (buffered by `DirectFile` itself) or split volumes.
+/// Where the compressed stream goes: one file (buffered by `DirectFile` itself), or rotating
+/// parts.
 enum Sink {
     File(direct::DirectFile),
     Split(BufWriter<Box<crate::volume::SplitWriter>>),

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +27,9 @@ struct Inner {
     credentials: Option<Credentials>,
     retries: u32,
     auth: Mutex<AuthState>,
+    /// The registry answered a mount request from a repository into itself with something
+    /// other than 201 or 202: `upload_unless_present` asks plainly from then on.
+    no_probe: AtomicBool,
 }
 
 #[derive(Default)]
@@ -43,12 +47,12 @@ pub struct FetchedManifest {
     pub digest: Digest,
 }
 
-/// How a blob reached a repository.
+/// What [`Client::upload_unless_present`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
     Uploaded,
-    /// The registry had it (in the repository asked to mount from, or already in this one).
-    Mounted,
+    /// The repository had the blob already; nothing was sent.
+    Present,
 }
 
 fn pull_scope(repo: &str) -> String {
@@ -99,6 +103,7 @@ impl Client {
                 credentials,
                 retries: opts.retries,
                 auth: Mutex::new(AuthState::default()),
+                no_probe: AtomicBool::new(false),
             }),
         })
     }
@@ -547,7 +552,8 @@ impl Client {
 
     /// Asks the registry to mount `digest` from repository `from` into `repo`. Returns false
     /// when the registry would rather have an upload (it may not have the source, or refuse
-    /// mounts); the caller then uploads.
+    /// mounts, whatever the status); the caller then uploads. Errs only on a lasting 401 or
+    /// when the registry cannot be reached.
     pub async fn mount_blob(
         &self,
         repo: &str,
@@ -573,10 +579,11 @@ impl Client {
                 }
                 Ok(false)
             }
-            s if s.is_client_error()
-                && s != StatusCode::UNAUTHORIZED
-                && s != StatusCode::FORBIDDEN =>
-            {
+            // Refused (e.g. 403 when the token may not pull from `from`, or an error the
+            // registry keeps answering mounts with): the upload that follows either works or
+            // reports the real problem. Only a lasting 401 (credentials) is final here.
+            s if s != StatusCode::UNAUTHORIZED => {
+                let _ = resp.bytes().await;
                 Ok(false)
             }
             _ => Err(self
@@ -597,23 +604,33 @@ impl Client {
         size: u64,
         body: reqwest::Body,
     ) -> Result<(), RegistryError> {
-        self.upload_or_mount(repo, digest, size, body, None)
+        self.upload(repo, digest, size, body, false)
             .await
             .map(|_| ())
     }
 
-    /// Like [`Client::upload_blob`], but the upload session is opened with a request to mount
-    /// `digest` from repository `mount_from` (which may be `repo` itself): when the registry
-    /// answers that it has the blob there, nothing is sent and the result is
-    /// [`Pushed::Mounted`]. This replaces a HEAD before every upload with nothing: the POST
-    /// that opens the session is needed anyway.
-    pub async fn upload_or_mount(
+    /// Like [`Client::upload_blob`], but the POST that opens the upload session also asks
+    /// the registry to mount `digest` from `repo` into `repo`: a registry that has the blob
+    /// there answers 201, nothing is sent, and the result is [`Pushed::Present`]. This
+    /// replaces a HEAD before the upload. A registry that answers the mount request with
+    /// anything but 201 or 202 is asked plainly, then and from then on.
+    pub async fn upload_unless_present(
         &self,
         repo: &str,
         digest: &Digest,
         size: u64,
         body: reqwest::Body,
-        mount_from: Option<&str>,
+    ) -> Result<Pushed, RegistryError> {
+        self.upload(repo, digest, size, body, true).await
+    }
+
+    async fn upload(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        body: reqwest::Body,
+        probe: bool,
     ) -> Result<Pushed, RegistryError> {
         let replay = body.as_bytes().map(Bytes::copy_from_slice);
         let mut body = Some(body);
@@ -624,7 +641,7 @@ impl Client {
                 (None, Some(bytes)) => reqwest::Body::from(bytes.clone()),
                 (None, None) => unreachable!("a streamed body is never retried"),
             };
-            match self.upload_once(repo, digest, size, this, mount_from).await {
+            match self.upload_once(repo, digest, size, this, probe).await {
                 Err(e) if e.is_transient() && replay.is_some() && attempt < self.inner.retries => {
                     attempt += 1;
                     tokio::time::sleep(backoff(attempt, None)).await;
@@ -640,42 +657,32 @@ impl Client {
         digest: &Digest,
         size: u64,
         body: reqwest::Body,
-        mount_from: Option<&str>,
+        probe: bool,
     ) -> Result<Pushed, RegistryError> {
-        let mut scopes = vec![push_scope(repo)];
-        if let Some(from) = mount_from.filter(|f| *f != repo) {
-            scopes.push(pull_scope(from));
-        }
+        let scopes = [push_scope(repo)];
         let url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
-        let resp = self
-            .send(&scopes, repo, |h| {
-                let h = h.post(&url).header(header::CONTENT_LENGTH, 0);
-                match mount_from {
-                    Some(from) => h.query(&[("mount", digest.as_str()), ("from", from)]),
-                    None => h,
-                }
+        let plain = |h: &reqwest::Client| h.post(&url).header(header::CONTENT_LENGTH, 0);
+        let probe = probe && !self.inner.no_probe.load(Ordering::Relaxed);
+        let mut resp = if probe {
+            self.send(&scopes, repo, |h| {
+                plain(h).query(&[("mount", digest.as_str()), ("from", repo)])
             })
-            .await?;
-        let refused = |s: StatusCode| {
-            s.is_client_error()
-                && !matches!(
-                    s,
-                    StatusCode::UNAUTHORIZED
-                        | StatusCode::FORBIDDEN
-                        | StatusCode::TOO_MANY_REQUESTS
-                )
+            .await?
+        } else {
+            self.send(&scopes, repo, plain).await?
         };
-        let resp = match mount_from {
-            Some(_) if resp.status() == StatusCode::CREATED => return Ok(Pushed::Mounted),
-            // Some registries refuse a mount request outright instead of opening a session.
-            Some(_) if refused(resp.status()) => {
-                self.send(&scopes, repo, |h| {
-                    h.post(&url).header(header::CONTENT_LENGTH, 0)
-                })
-                .await?
+        if probe {
+            match resp.status() {
+                StatusCode::CREATED => return Ok(Pushed::Present),
+                StatusCode::ACCEPTED => {}
+                _ => {
+                    self.inner.no_probe.store(true, Ordering::Relaxed);
+                    // Read to the end so the connection can be reused.
+                    let _ = resp.bytes().await;
+                    resp = self.send(&scopes, repo, plain).await?;
+                }
             }
-            _ => resp,
-        };
+        }
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self
                 .fail(resp, repo, "start upload", &format!("blob {digest}"))

@@ -210,6 +210,11 @@ impl ExtendArgs for [String] {
         v.extend(self.iter().cloned());
     }
 }
+impl ExtendArgs for [&str] {
+    fn extend_args(&self, v: &mut Vec<String>) {
+        v.extend(self.iter().map(|s| s.to_string()));
+    }
+}
 impl ExtendArgs for Vec<String> {
     fn extend_args(&self, v: &mut Vec<String>) {
         v.extend(self.iter().cloned());
