@@ -262,7 +262,8 @@ fn small_blobs_already_in_the_repository_are_not_sent_again() {
 
 /// Where the target holds some of the bundle already (here: an earlier version of the
 /// application), small blobs are HEADed again like big ones: a skip by HEAD writes nothing,
-/// where a granted mount request rewrites the repository's link to the blob.
+/// where a granted mount request rewrites the repository's link to the blob. A blob of an
+/// image already there is mounted from its repository.
 #[test]
 fn a_target_holding_part_of_the_bundle_gets_small_blobs_headed() {
     let s = setup();
@@ -297,8 +298,14 @@ fn a_target_holding_part_of_the_bundle_gets_small_blobs_headed() {
             s.proxy.describe()
         );
     }
+    // The shared base is in the repositories of v1's images: mounted from one, not sent.
+    assert!(!s.uploaded().contains(&s.base), "{}", s.proxy.describe());
+    assert!(s.tgt.client().blob_exists(&extra.repo, &s.base));
     let text = stdout_of(&out);
-    assert!(text.contains("(4 already present)"), "{text}");
+    assert!(
+        text.contains("(4 already present)") && text.contains(" 1 mounted"),
+        "{text}"
+    );
 }
 
 /// A registry that answers the mount request with an error (403, as some do, or a 500) gets

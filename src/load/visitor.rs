@@ -309,11 +309,26 @@ impl LoadVisitor {
             unchecked.clear();
         }
         let client = self.client.clone();
+        // Repositories of the images already complete at the target hold every blob of
+        // those images (the registry accepted their manifests): mount sources that need no
+        // HEAD, e.g. a shared base layer for a repository new in this version.
+        let mut held: HashMap<Digest, String> = HashMap::new();
+        for (i, p) in self.placements.iter().enumerate() {
+            if !self.complete[i] {
+                continue;
+            }
+            if let Ok(walk) = self.graph.walk(&p.digest) {
+                for b in walk.blobs {
+                    held.entry(b).or_insert_with(|| p.repo().to_string());
+                }
+            }
+        }
         // Mount what some repository of the target already holds.
         let mounts: Vec<(Digest, String, String)> = lack
             .iter()
             .filter_map(|(d, repos)| {
-                have.get(d).and_then(|h| h.first()).map(|from| {
+                let from = have.get(d).and_then(|h| h.first()).or_else(|| held.get(d));
+                from.map(|from| {
                     repos
                         .iter()
                         .map(|r| (d.clone(), r.clone(), from.clone()))
