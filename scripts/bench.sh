@@ -43,8 +43,10 @@
 # plain-HTTP registries with --src-tls-verify=false / --dest-tls-verify=false and a policy file
 # accepting anything; every copy is -q, and airgap runs with -q too.
 #
-# Output: a table on stdout, also written to target/bench/SET.txt; every run's raw figures in
-# target/bench/SET.tsv.
+# Output: a table on stdout, also written to target/bench/SET.txt (per step: wall time, peak
+# RSS, bytes, CPU seconds, and the CPU seconds of the registry it reads from or writes to, found
+# by its port with `ss`; then the ratios, the CPU floor and the time until each bundle is on
+# disk); every run's raw figures in target/bench/SET.tsv.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
