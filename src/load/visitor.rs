@@ -298,6 +298,7 @@ impl LoadVisitor {
             .partition(|(d, _)| self.records.get(d).is_some_and(|r| r.size <= SMALL_BLOB));
         let (mut have, mut lack) = self.head_blobs(&checked).await?;
         let fresh = !self.complete.iter().any(|c| *c) && have.is_empty();
+        let mut headed = checked.len();
         if !fresh && !unchecked.is_empty() {
             let (h, l) = self.head_blobs(&unchecked).await?;
             for (d, repos) in h {
@@ -306,8 +307,11 @@ impl LoadVisitor {
             for (d, repos) in l {
                 lack.entry(d).or_default().extend(repos);
             }
+            headed += unchecked.len();
             unchecked.clear();
         }
+        // Blobs every repository that wants them has already (mounted ones count as mounted).
+        let skipped = headed - lack.len();
         let client = self.client.clone();
         // Repositories of the images already complete at the target hold every blob of
         // those images (the registry accepted their manifests): mount sources that need no
@@ -331,6 +335,7 @@ impl LoadVisitor {
                 from.map(|from| {
                     repos
                         .iter()
+                        .filter(|r| *r != from)
                         .map(|r| (d.clone(), r.clone(), from.clone()))
                         .collect::<Vec<_>>()
                 })
@@ -365,7 +370,6 @@ impl LoadVisitor {
         }
         lack.retain(|_, v| !v.is_empty());
         self.check_base_blobs(&mut lack).await?;
-        let skipped = wanted.len() - lack.len() - unchecked.len();
         self.counters
             .skipped
             .fetch_add(skipped as u64, Ordering::Relaxed);

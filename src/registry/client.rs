@@ -27,8 +27,8 @@ struct Inner {
     credentials: Option<Credentials>,
     retries: u32,
     auth: Mutex<AuthState>,
-    /// The registry answered a mount request from a repository into itself with something
-    /// other than 201 or 202: `upload_unless_present` asks plainly from then on.
+    /// The registry answered a mount request from a repository into itself with an error
+    /// other than a transient one: `upload_unless_present` asks plainly from then on.
     no_probe: AtomicBool,
 }
 
@@ -552,8 +552,7 @@ impl Client {
 
     /// Asks the registry to mount `digest` from repository `from` into `repo`. Returns false
     /// when the registry would rather have an upload (it may not have the source, or refuse
-    /// mounts, whatever the status); the caller then uploads. Errs only on a lasting 401 or
-    /// when the registry cannot be reached.
+    /// mounts); the caller then uploads.
     pub async fn mount_blob(
         &self,
         repo: &str,
@@ -579,10 +578,10 @@ impl Client {
                 }
                 Ok(false)
             }
-            // Refused (e.g. 403 when the token may not pull from `from`, or an error the
-            // registry keeps answering mounts with): the upload that follows either works or
-            // reports the real problem. Only a lasting 401 (credentials) is final here.
-            s if s != StatusCode::UNAUTHORIZED => {
+            s if s.is_client_error()
+                && s != StatusCode::UNAUTHORIZED
+                && s != StatusCode::FORBIDDEN =>
+            {
                 let _ = resp.bytes().await;
                 Ok(false)
             }
@@ -612,8 +611,8 @@ impl Client {
     /// Like [`Client::upload_blob`], but the POST that opens the upload session also asks
     /// the registry to mount `digest` from `repo` into `repo`: a registry that has the blob
     /// there answers 201, nothing is sent, and the result is [`Pushed::Present`]. This
-    /// replaces a HEAD before the upload. A registry that answers the mount request with
-    /// anything but 201 or 202 is asked plainly, then and from then on.
+    /// replaces a HEAD before the upload. A registry that answers the mount request with an
+    /// error is asked plainly, then (and from then on, unless the error was transient).
     pub async fn upload_unless_present(
         &self,
         repo: &str,
@@ -675,8 +674,13 @@ impl Client {
             match resp.status() {
                 StatusCode::CREATED => return Ok(Pushed::Present),
                 StatusCode::ACCEPTED => {}
-                _ => {
-                    self.inner.no_probe.store(true, Ordering::Relaxed);
+                s => {
+                    // A registry that does not take this request is asked plainly from now
+                    // on; one that is only busy (429, 5xx left after the retries) just this
+                    // once.
+                    if !is_transient_status(s) {
+                        self.inner.no_probe.store(true, Ordering::Relaxed);
+                    }
                     // Read to the end so the connection can be reused.
                     let _ = resp.bytes().await;
                     resp = self.send(&scopes, repo, plain).await?;
