@@ -716,23 +716,22 @@ async fn push_to_repos(
         Source::Memory(b, _) => Some(b.clone()),
         Source::Stream(_) => None,
     };
-    let pushed = match source {
-        // A small blob the plan did not HEAD (a first load): the POST opening its session
-        // asks for a mount from this same repository, which the registry grants when it has
-        // the blob (e.g. a load interrupted after it), so it is not sent again.
-        Source::Memory(b, true) => {
-            client
-                .upload_unless_present(first, digest, size, reqwest::Body::from(b))
-                .await
-        }
-        Source::Memory(b, false) => client
-            .upload_blob(first, digest, size, reqwest::Body::from(b))
+    let (body, unchecked) = match source {
+        Source::Memory(b, unchecked) => (reqwest::Body::from(b), unchecked),
+        Source::Stream(s) => (s, false),
+    };
+    // A small blob the plan did not HEAD (a first load): the POST opening its session asks
+    // for a mount from this same repository, which the registry grants when it has the blob
+    // (e.g. a load interrupted after it), so it is not sent again.
+    let pushed = if unchecked {
+        client
+            .upload_unless_present(first, digest, size, body)
             .await
-            .map(|()| Pushed::Uploaded),
-        Source::Stream(s) => client
-            .upload_blob(first, digest, size, s)
+    } else {
+        client
+            .upload_blob(first, digest, size, body)
             .await
-            .map(|()| Pushed::Uploaded),
+            .map(|()| Pushed::Uploaded)
     }
     .map_err(blob_err(first))?;
     match pushed {
