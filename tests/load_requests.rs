@@ -1,6 +1,7 @@
-//! What `airgap load` asks of the registry, seen through a forwarding proxy: small blobs are
-//! never HEADed (their upload session is opened with a mount request, which tells whether the
-//! registry has them), big ones are, and a blob the target already holds is not sent again.
+//! What `airgap load` asks of the registry, seen through a forwarding proxy: the catalog
+//! first (nothing is asked about a repository it does not list), small blobs never HEADed on
+//! a first load (their upload session is opened with a mount request, which tells whether the
+//! registry has them), big ones HEADed, and a blob the target already holds not sent again.
 
 mod support;
 
@@ -28,6 +29,10 @@ struct Setup {
 /// Three images in three repositories sharing a small base layer, and one with a 6 MiB
 /// layer (above load's 4 MiB in-memory limit), packed; a fresh target behind a proxy.
 fn setup() -> Setup {
+    setup_with(RegistryOpts::plain())
+}
+
+fn setup_with(target: RegistryOpts) -> Setup {
     let src = Registry::start(RegistryOpts::plain());
     let fx = Fixtures::new(&src);
     let base = TarLayer::new(0x5EED, 64 << 10);
@@ -49,7 +54,7 @@ fn setup() -> Setup {
     let spec = spec.write(dir.path());
     let bundle = dir.path().join("bundle.tar.zst");
     pack_ok(&spec, &bundle, src.source_flags());
-    let tgt = Registry::start(RegistryOpts::plain());
+    let tgt = Registry::start(target);
     let proxy = FaultProxy::start(&tgt.host(), Fault::None);
     Setup {
         tgt,
@@ -111,6 +116,15 @@ impl Setup {
             .any(|r| r.method == "POST" && r.path == want)
     }
 
+    /// The requests with `method` whose path contains `part`.
+    fn count(&self, method: &str, part: &str) -> usize {
+        self.proxy
+            .seen()
+            .iter()
+            .filter(|r| r.method == method && r.path.contains(part))
+            .count()
+    }
+
     fn headed(&self, digest: &str) -> bool {
         self.proxy
             .seen()
@@ -136,26 +150,23 @@ fn enc(s: &str) -> String {
     s.replace(':', "%3A").replace('/', "%2F")
 }
 
+/// The catalog of a fresh target lists none of the bundle's repositories: one request
+/// instead of a HEAD per image and per big blob.
 #[test]
-fn a_fresh_load_heads_only_big_blobs_and_sends_every_blob_once() {
+fn a_fresh_load_reads_the_catalog_heads_nothing_and_sends_every_blob_once() {
     let s = setup();
     let out = s.load();
     for img in s.all() {
         assert_skopeo_digest(&img.reference(&s.tgt.host()), &s.tgt, &img.digest);
     }
-    let seen = s.proxy.seen();
-    let headed: Vec<&str> = seen
-        .iter()
-        .filter(|r| r.method == "HEAD" && r.path.contains("/blobs/"))
-        .map(|r| r.path.as_str())
-        .collect();
-    let big = s.big_layer();
+    assert_eq!(s.count("GET", "/v2/_catalog"), 1, "{}", s.proxy.describe());
     assert_eq!(
-        headed,
-        vec![format!("/v2/{}/blobs/{big}", s.big.repo)],
-        "only the big layer is HEADed:\n{}",
+        s.count("HEAD", "/v2/"),
+        0,
+        "nothing is HEADed:\n{}",
         s.proxy.describe()
     );
+    let big = s.big_layer();
     // Every small blob's upload session was opened in the first repository that wants it
     // with a request to mount it from that same repository.
     for img in s.all() {
@@ -261,22 +272,23 @@ fn small_blobs_already_in_the_repository_are_not_sent_again() {
 }
 
 /// Where the target holds some of the bundle already (here: an earlier version of the
-/// application), small blobs are HEADed again like big ones: a skip by HEAD writes nothing,
-/// where a granted mount request rewrites the repository's link to the blob. A blob of an
-/// image already there is mounted from its repository.
+/// application), the small blobs of its repositories are HEADed again like big ones: a skip
+/// by HEAD writes nothing, where a granted mount request rewrites the repository's link to
+/// the blob. Nothing is asked about a repository new in this version (the catalog does not
+/// list it); it gets the shared base by a mount from a repository that has it.
 #[test]
 fn a_target_holding_part_of_the_bundle_gets_small_blobs_headed() {
     let s = setup();
     s.load();
-    // v2: every image of v1 plus one more, sharing the base layer.
-    let extra = Fixtures::new(&s.src).image(
-        "req3/app",
-        Some("1"),
-        &ImageOpts::oci(399).base(TarLayer::new(0x5EED, 64 << 10)),
-    );
+    // v2: every image of v1, a new tag in a repository of v1 and an image in a new one, all
+    // sharing the base layer.
+    let fx = Fixtures::new(&s.src);
+    let base = || TarLayer::new(0x5EED, 64 << 10);
+    let in_old = fx.image("req0/app", Some("2"), &ImageOpts::oci(398).base(base()));
+    let in_new = fx.image("req3/app", Some("1"), &ImageOpts::oci(399).base(base()));
     let dir = tempdir();
     let mut spec = Spec::new();
-    for img in s.all().into_iter().chain([&extra]) {
+    for img in s.all().into_iter().chain([&in_old, &in_new]) {
         spec = spec.image(&img.reference(&s.src.host()));
     }
     let spec = spec.write(dir.path());
@@ -284,8 +296,10 @@ fn a_target_holding_part_of_the_bundle_gets_small_blobs_headed() {
     pack_ok(&spec, &v2, s.src.source_flags());
     s.proxy.reset_counts();
     let out = s.load_with(&v2, &[]);
-    assert_skopeo_digest(&extra.reference(&s.tgt.host()), &s.tgt, &extra.digest);
-    for b in &extra.blobs {
+    for img in [&in_old, &in_new] {
+        assert_skopeo_digest(&img.reference(&s.tgt.host()), &s.tgt, &img.digest);
+    }
+    for b in in_old.blobs.iter().filter(|b| b.digest != s.base) {
         assert!(
             s.headed(&b.digest),
             "{} not HEADed:\n{}",
@@ -293,14 +307,21 @@ fn a_target_holding_part_of_the_bundle_gets_small_blobs_headed() {
             s.proxy.describe()
         );
         assert!(
-            !s.self_mount_asked(&extra.repo, &b.digest),
+            !s.self_mount_asked(&in_old.repo, &b.digest),
             "{}",
             s.proxy.describe()
         );
     }
+    assert_eq!(
+        s.count("HEAD", &format!("/v2/{}/", in_new.repo)),
+        0,
+        "{} is not in the catalog, yet was asked about:\n{}",
+        in_new.repo,
+        s.proxy.describe()
+    );
     // The shared base is in the repositories of v1's images: mounted from one, not sent.
     assert!(!s.uploaded().contains(&s.base), "{}", s.proxy.describe());
-    assert!(s.tgt.client().blob_exists(&extra.repo, &s.base));
+    assert!(s.tgt.client().blob_exists(&in_new.repo, &s.base));
     let text = stdout_of(&out);
     assert!(
         text.contains("(4 already present)")
@@ -308,6 +329,121 @@ fn a_target_holding_part_of_the_bundle_gets_small_blobs_headed() {
             && text.contains(" 0 skipped"),
         "{text}"
     );
+}
+
+/// A target whose catalog gives no usable answer (no catalog API, refused, not JSON) is asked
+/// about each image and big blob instead; one whose catalog leaves repositories out gets
+/// them pushed again (costing time, not correctness).
+#[test]
+fn a_target_without_a_usable_catalog_is_asked_image_by_image() {
+    let canned = |status: u16, content_type: &str, body: &str| Fault::Canned {
+        method: Some("GET".into()),
+        path_contains: "/v2/_catalog".into(),
+        status,
+        content_type: content_type.into(),
+        headers: Vec::new(),
+        body: std::sync::Arc::new(body.as_bytes().to_vec()),
+    };
+    let broken = [
+        (
+            "404",
+            canned(
+                404,
+                "application/json",
+                r#"{"errors":[{"code":"UNSUPPORTED"}]}"#,
+            ),
+        ),
+        (
+            "403",
+            canned(403, "application/json", r#"{"errors":[{"code":"DENIED"}]}"#),
+        ),
+        ("HTML", canned(200, "text/html", "<html>catalog</html>")),
+    ];
+    for (what, fault) in broken {
+        let s = setup();
+        s.proxy.set_fault(fault);
+        s.load();
+        for img in s.all() {
+            assert_skopeo_digest(&img.reference(&s.tgt.host()), &s.tgt, &img.digest);
+            assert_eq!(
+                s.count("HEAD", &format!("/v2/{}/manifests/", img.repo)),
+                1,
+                "{what}: {}\n{}",
+                img.repo,
+                s.proxy.describe()
+            );
+        }
+        assert!(s.headed(&s.big_layer()), "{what}: {}", s.proxy.describe());
+        // A re-load through the same catalog finds every image by its HEAD.
+        s.proxy.reset_counts();
+        let again = stdout_of(&s.load());
+        assert!(
+            again.contains("(4 already present)") && again.contains(" 0 manifest(s) pushed"),
+            "{what}: {again}"
+        );
+        assert_eq!(s.count("PUT", "/v2/"), 0, "{what}: {}", s.proxy.describe());
+    }
+    // A catalog listing nothing while the images are there: pushed again, nothing lost.
+    let s = setup();
+    s.load();
+    s.proxy
+        .set_fault(canned(200, "application/json", r#"{"repositories":[]}"#));
+    s.proxy.reset_counts();
+    let out = s.load();
+    for img in s.all() {
+        assert_skopeo_digest(&img.reference(&s.tgt.host()), &s.tgt, &img.digest);
+    }
+    assert!(
+        s.count("PUT", "/manifests/") >= s.all().len(),
+        "{}",
+        text_of(&out)
+    );
+}
+
+/// A catalog in pages: every page is read, so a re-load finds every image; one with more
+/// pages than the images could justify is not relied on, and each image is HEADed instead.
+#[test]
+fn the_catalog_is_read_page_by_page_and_only_while_it_pays() {
+    // 4 repositories, 2 per page: two pages, the most a 4-image load asks for.
+    let s = setup_with(RegistryOpts {
+        catalog_page: Some(2),
+        ..RegistryOpts::plain()
+    });
+    s.load();
+    s.proxy.reset_counts();
+    let again = stdout_of(&s.load());
+    assert!(
+        again.contains("(4 already present)") && again.contains(" 0 manifest(s) pushed"),
+        "{again}\n{}",
+        s.proxy.describe()
+    );
+    assert_eq!(s.count("GET", "/v2/_catalog"), 2, "{}", s.proxy.describe());
+    assert_eq!(
+        s.count("GET", "/v2/_catalog?last="),
+        1,
+        "{}",
+        s.proxy.describe()
+    );
+    assert_eq!(s.count("HEAD", "/manifests/"), 4, "{}", s.proxy.describe());
+
+    // 1 per page: a third page would be needed, and is not asked for; each image is HEADed.
+    let s = setup_with(RegistryOpts {
+        catalog_page: Some(1),
+        ..RegistryOpts::plain()
+    });
+    s.load();
+    for img in s.all() {
+        assert_skopeo_digest(&img.reference(&s.tgt.host()), &s.tgt, &img.digest);
+    }
+    s.proxy.reset_counts();
+    let again = stdout_of(&s.load());
+    assert!(
+        again.contains("(4 already present)") && again.contains(" 0 manifest(s) pushed"),
+        "{again}\n{}",
+        s.proxy.describe()
+    );
+    assert_eq!(s.count("GET", "/v2/_catalog"), 2, "{}", s.proxy.describe());
+    assert_eq!(s.count("HEAD", "/manifests/"), 4, "{}", s.proxy.describe());
 }
 
 /// A registry that answers the request to mount a blob from its own repository with an error

@@ -62,6 +62,9 @@ pub struct LoadVisitor {
     pub(super) readers: Vec<JoinHandle<()>>,
     /// This pass's big blobs were started through the seek table.
     pub(super) big_dispatched: bool,
+    /// The repositories the target's catalog lists, when it answered: one in none of them
+    /// holds no image and no blob, so nothing is asked about it.
+    pub(super) listed: Option<HashSet<String>>,
 }
 
 impl LoadVisitor {
@@ -100,6 +103,7 @@ impl LoadVisitor {
             damage: Arc::default(),
             readers: Vec::new(),
             big_dispatched: false,
+            listed: None,
         }
     }
 
@@ -190,11 +194,31 @@ impl LoadVisitor {
         Ok(())
     }
 
+    /// Whether the target may have `repo`: false only when its catalog answered without it.
+    fn may_exist(&self, repo: &str) -> bool {
+        self.listed.as_ref().is_none_or(|l| l.contains(repo))
+    }
+
     /// Which images are already at the target with the right digest (a re-load skips them).
+    /// The catalog is read first: on a first load it is one request where a HEAD per image
+    /// would find nothing. It is given at most a page per two images, so it never costs
+    /// more requests than it can save.
     async fn check_complete(&mut self) -> Result<(), LoadError> {
         let client = self.client.clone();
+        let pages = (self.placements.len() / 2).min(10);
+        if pages > 0 {
+            self.listed =
+                client
+                    .list_repositories(pages)
+                    .await
+                    .map_err(|source| LoadError::Push {
+                        image: self.placements[0].target.to_string(),
+                        source: Box::new(source),
+                    })?;
+        }
         let checks = futures::stream::iter(self.placements.iter().map(|p| {
             let client = client.clone();
+            let known_absent = !self.may_exist(p.repo());
             let reference = p
                 .target
                 .tag()
@@ -204,6 +228,9 @@ impl LoadVisitor {
             let want = p.digest.clone();
             let image = p.target.to_string();
             async move {
+                if known_absent {
+                    return Ok(false);
+                }
                 let have = client
                     .manifest_digest(&repo, &reference)
                     .await
@@ -230,7 +257,11 @@ impl LoadVisitor {
         let client = self.client.clone();
         let found = futures::stream::iter(pairs.map(|(d, repo)| {
             let client = client.clone();
+            let known_absent = !self.may_exist(&repo);
             async move {
+                if known_absent {
+                    return Ok((d, repo, false));
+                }
                 let has =
                     client
                         .blob_exists(&repo, &d)

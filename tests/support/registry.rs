@@ -33,6 +33,9 @@ pub struct RegistryOpts {
     pub tls: bool,
     /// Run as a pull-through cache of this registry URL (`proxy: remoteurl:`).
     pub proxy: Option<String>,
+    /// Repositories per page of `/v2/_catalog` (`catalog: maxentries:`; distribution's
+    /// default is 1000).
+    pub catalog_page: Option<usize>,
 }
 
 impl RegistryOpts {
@@ -313,6 +316,9 @@ impl Registry {
         }
         if let Some(remote) = &self.opts.proxy {
             cfg.push_str(&format!("proxy:\n  remoteurl: {remote}\n"));
+        }
+        if let Some(n) = self.opts.catalog_page {
+            cfg.push_str(&format!("catalog:\n  maxentries: {n}\n"));
         }
         let p = d.join("config.yml");
         std::fs::write(&p, cfg).unwrap();
