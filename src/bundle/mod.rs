@@ -8,12 +8,13 @@ mod reader;
 pub mod seek;
 #[cfg(test)]
 mod seek_tests;
+mod skipping;
 #[cfg(test)]
 mod tests;
 mod verify;
 mod writer;
 
-pub use reader::{read_bundle, BlobContent, Flow, Head, Visitor};
+pub use reader::{read_bundle, read_bundle_indexed, BlobContent, Flow, Head, Visitor};
 pub use verify::{
     inspect, inspect_with_files, parse_index, verify, verify_path, Inspection, InspectionWithFiles,
     VerifyReport,

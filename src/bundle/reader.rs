@@ -199,6 +199,37 @@ pub fn read_bundle(input: impl Read, visitor: &mut dyn Visitor) -> Result<(), Bu
     let decoder = zstd::stream::Decoder::with_buffer(input)
         .map_err(|e| BundleError::NotABundle(format!("cannot start zstd decompression: {e}")))?;
     let mut archive = tar::Archive::new(decoder);
+    let entries = archive
+        .entries()
+        .map_err(|e| map_start_error(e, "the first entry"))?;
+    if visit_entries(entries, visitor)? == Flow::Stop {
+        return Ok(());
+    }
+    check_tail(archive.into_inner())
+}
+
+/// [`read_bundle`] for a bundle with a seek table: what the visitor skips is jumped over,
+/// neither read from disk nor decompressed.
+pub fn read_bundle_indexed(
+    src: std::sync::Arc<dyn super::seek::ReadAt>,
+    index: std::sync::Arc<super::seek::SeekIndex>,
+    visitor: &mut dyn Visitor,
+) -> Result<(), BundleError> {
+    let mut archive = tar::Archive::new(super::skipping::SkippingStream::new(src, index));
+    let entries = archive
+        .entries_with_seek()
+        .map_err(|e| map_start_error(e, "the first entry"))?;
+    if visit_entries(entries, visitor)? == Flow::Stop {
+        return Ok(());
+    }
+    check_tail(archive.into_inner())
+}
+
+/// Verifies each entry and hands it to the visitor; `Stop` when the visitor stopped.
+fn visit_entries<R: Read>(
+    entries: tar::Entries<'_, R>,
+    visitor: &mut dyn Visitor,
+) -> Result<Flow, BundleError> {
     let mut metadata: Option<Metadata> = None;
     let mut metadata_raw = Vec::new();
     let mut records: HashMap<Digest, BlobRecord> = HashMap::new();
@@ -210,9 +241,6 @@ pub fn read_bundle(input: impl Read, visitor: &mut dyn Visitor) -> Result<(), Bu
     let mut head_sent = false;
     let mut first = true;
 
-    let entries = archive
-        .entries()
-        .map_err(|e| map_start_error(e, "the first entry"))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| {
             if first {
@@ -303,7 +331,7 @@ pub fn read_bundle(input: impl Read, visitor: &mut dyn Visitor) -> Result<(), Bu
                     &mut k8s,
                 )?;
                 if visitor.head(&h)? == Flow::Stop {
-                    return Ok(());
+                    return Ok(Flow::Stop);
                 }
                 head = Some(h);
             }
@@ -319,7 +347,7 @@ pub fn read_bundle(input: impl Read, visitor: &mut dyn Visitor) -> Result<(), Bu
             let verdict = content.finish();
             verdict?;
             if flow? == Flow::Stop {
-                return Ok(());
+                return Ok(Flow::Stop);
             }
             continue;
         }
@@ -358,7 +386,7 @@ pub fn read_bundle(input: impl Read, visitor: &mut dyn Visitor) -> Result<(), Bu
                 &mut k8s,
             )?;
             if visitor.head(&h)? == Flow::Stop {
-                return Ok(());
+                return Ok(Flow::Stop);
             }
             h
         }
@@ -370,9 +398,12 @@ pub fn read_bundle(input: impl Read, visitor: &mut dyn Visitor) -> Result<(), Bu
             });
         }
     }
-    // After the tar's end, only zero padding may follow; garbage or a broken zstd frame here
-    // means the file was damaged or appended to.
-    let mut rest = archive.into_inner();
+    Ok(Flow::Continue)
+}
+
+/// After the tar's end, only zero padding may follow; garbage or a broken zstd frame here
+/// means the file was damaged or appended to.
+fn check_tail(mut rest: impl Read) -> Result<(), BundleError> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = rest.read(&mut buf).map_err(|e| BundleError::Corrupt {

@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::seek::{open_indexed, read_range, read_trailer, FRAME_SIZE};
 use super::tests::{compress, decompress, descriptor, manifest_json, noise, Fixture};
@@ -249,4 +250,169 @@ fn a_seekable_file_from_another_tool_reads_as_a_plain_bundle() {
     let loc = index.entry(&blob_entry_name(&Digest::of(layer))).unwrap();
     let got = read_all(read_range(src, &index, loc.offset, loc.size).unwrap());
     assert!(got == *layer);
+}
+
+/// A bundle in memory that counts the bytes read from it.
+struct Counted {
+    bytes: Vec<u8>,
+    read: std::sync::atomic::AtomicU64,
+}
+
+impl super::seek::ReadAt for Counted {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let start = (offset as usize).min(self.bytes.len());
+        let n = buf.len().min(self.bytes.len() - start);
+        buf[..n].copy_from_slice(&self.bytes[start..start + n]);
+        self.read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Records what a reader hands it; reads every blob, or skips those over 1 MiB.
+#[derive(Default)]
+struct Recorder {
+    skip_big: bool,
+    entries: Vec<super::seek::EntryLoc>,
+    blobs: Vec<(Digest, Option<Vec<u8>>)>,
+}
+
+impl Visitor for Recorder {
+    fn head(&mut self, _: &Head) -> Result<Flow, BundleError> {
+        Ok(Flow::Continue)
+    }
+    fn blob(
+        &mut self,
+        record: &BlobRecord,
+        content: &mut BlobContent<'_>,
+    ) -> Result<Flow, BundleError> {
+        if self.skip_big && record.size > FRAME_SIZE as u64 {
+            content.skip();
+            self.blobs.push((record.digest.clone(), None));
+        } else {
+            let mut all = Vec::new();
+            content
+                .read_to_end(&mut all)
+                .map_err(|e| BundleError::Visitor(e.to_string()))?;
+            self.blobs.push((record.digest.clone(), Some(all)));
+        }
+        Ok(Flow::Continue)
+    }
+    fn entry(&mut self, location: &super::seek::EntryLoc) {
+        self.entries.push(location.clone());
+    }
+}
+
+fn indexed(bytes: Vec<u8>) -> (Arc<Counted>, Arc<super::seek::SeekIndex>) {
+    let src = Arc::new(Counted {
+        bytes,
+        read: Default::default(),
+    });
+    let index = read_trailer(src.as_ref()).unwrap().expect("a seek table");
+    (src, Arc::new(index))
+}
+
+/// Two big layers (several frames each) between small blobs, so that skips land in the
+/// middle of frames as well as on later ones.
+fn two_big_layers() -> Fixture {
+    let config = br#"{"architecture":"arm64","os":"linux"}"#.to_vec();
+    let layers = vec![
+        noise(21, 4000),
+        noise(22, 3 * FRAME_SIZE + 777),
+        noise(23, 9000),
+        noise(24, 2 * FRAME_SIZE + 5),
+        noise(25, 100),
+    ];
+    let manifest = manifest_json(
+        descriptor(CONFIG_TYPE, &config),
+        layers.iter().map(|l| descriptor(LAYER_TYPE, l)).collect(),
+    );
+    Fixture::assemble(config, layers, manifest)
+}
+
+#[test]
+fn the_indexed_reader_jumps_over_skipped_blobs_and_hands_on_the_rest_unchanged() {
+    let bundle = write(&two_big_layers().entries(), 2);
+    let mut plain = Recorder::default();
+    read_bundle(&bundle[..], &mut plain).unwrap();
+
+    // Everything read: the same entries, positions and bytes as the plain stream.
+    let (src, index) = indexed(bundle.clone());
+    let mut all = Recorder::default();
+    read_bundle_indexed(src.clone(), index.clone(), &mut all).unwrap();
+    assert_eq!(all.entries, plain.entries);
+    assert!(all.blobs == plain.blobs);
+
+    // Big blobs skipped: the small ones still come, verified, and the big ones' frames are
+    // not read (only the frame where each skip lands, partly).
+    let (src, index) = indexed(bundle.clone());
+    let mut skipping = Recorder {
+        skip_big: true,
+        ..Recorder::default()
+    };
+    read_bundle_indexed(src.clone(), index, &mut skipping).unwrap();
+    assert_eq!(skipping.entries, plain.entries);
+    let big: usize = plain
+        .blobs
+        .iter()
+        .filter_map(|(_, b)| b.as_ref())
+        .filter(|b| b.len() > FRAME_SIZE)
+        .map(Vec::len)
+        .sum();
+    assert!(big >= 5 * FRAME_SIZE);
+    let read = src.read.load(std::sync::atomic::Ordering::Relaxed) as usize;
+    assert!(
+        read < bundle.len() - big + 2 * FRAME_SIZE + 64 * 1024,
+        "{read} of {} bytes read, {big} of them in skipped blobs",
+        bundle.len()
+    );
+    for ((d, got), (pd, want)) in skipping.blobs.iter().zip(&plain.blobs) {
+        assert_eq!(d, pd);
+        match got {
+            None => assert!(want.as_ref().unwrap().len() > FRAME_SIZE),
+            Some(g) => assert!(Some(g) == want.as_ref(), "{d}"),
+        }
+    }
+}
+
+#[test]
+fn the_indexed_reader_still_fails_on_damage_where_it_reads() {
+    let fx = two_big_layers();
+    let bundle = write(&fx.entries(), 2);
+    let (_, index) = indexed(bundle.clone());
+    // A byte in the frame holding the first (small) layer: its content or the tar around it.
+    let victim = index.frames[0];
+    let mut bad = bundle.clone();
+    bad[(victim.c_off + victim.c_size / 2) as usize] ^= 0x55;
+    let (src, index) = indexed(bad);
+    let mut v = Recorder {
+        skip_big: true,
+        ..Recorder::default()
+    };
+    let e = read_bundle_indexed(src, index, &mut v).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BundleError::DigestMismatch { .. } | BundleError::Corrupt { .. }
+        ),
+        "{e:?}"
+    );
+
+    // Cut short: an error, not a short success.
+    let (_, index) = indexed(bundle.clone());
+    let table_start = index.data_end as usize;
+    let mut cut = bundle[..table_start / 2].to_vec();
+    cut.extend_from_slice(&bundle[table_start..]);
+    let src = Arc::new(Counted {
+        bytes: cut,
+        read: Default::default(),
+    });
+    let e = read_bundle_indexed(src, index, &mut Recorder::default()).unwrap_err();
+    assert!(
+        matches!(&e, BundleError::Corrupt { reason, .. } if reason.contains("shorter than its seek table")),
+        "{e:?}"
+    );
 }

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bundle::{read_bundle, BundleError};
+use crate::bundle::seek::{ReadAt, SeekIndex};
+use crate::bundle::{read_bundle, read_bundle_indexed, BundleError};
 use crate::credentials::Credentials;
 use crate::digest::Digest;
 use crate::image_map::{ImageMap, ImageMapEntry};
@@ -209,6 +210,11 @@ pub async fn load(
     })
 }
 
+enum Input<F> {
+    Stream(F),
+    Indexed(Arc<dyn ReadAt>, Arc<SeekIndex>),
+}
+
 /// Streams the bundle once through the visitor and waits for the uploads it started.
 async fn read_pass(
     opts: &LoadOptions,
@@ -219,10 +225,18 @@ async fn read_pass(
         path: opts.bundle.clone(),
         source,
     };
-    let file = crate::bundle::open_input(&opts.bundle).map_err(bundle_err)?;
+    // With a seek table, what the visitor skips (big blobs it reads through the table, blobs
+    // the target has) is jumped over instead of decompressed.
+    let input = match state.random.clone() {
+        Some((src, index)) => Input::Indexed(src, index),
+        None => Input::Stream(crate::bundle::open_input(&opts.bundle).map_err(bundle_err)?),
+    };
     state.begin_pass(pass);
     let (mut state, read_result) = tokio::task::spawn_blocking(move || {
-        let r = read_bundle(file, &mut state);
+        let r = match input {
+            Input::Stream(file) => read_bundle(file, &mut state),
+            Input::Indexed(src, index) => read_bundle_indexed(src, index, &mut state),
+        };
         (state, r)
     })
     .await
