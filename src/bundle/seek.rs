@@ -480,7 +480,8 @@ pub fn open_indexed(path: &Path) -> Result<(Arc<dyn ReadAt>, SeekIndex), BundleE
     Ok((src, index))
 }
 
-type Job = (u64, Vec<u8>, i32);
+/// A frame to compress at a level, or (`None`) to store in raw blocks.
+type Job = (u64, Vec<u8>, Option<i32>);
 type Done = (u64, io::Result<Vec<u8>>, usize);
 
 /// Cuts the tar stream into frames and compresses them, in order, into `out`.
@@ -488,6 +489,12 @@ pub(crate) struct FrameWriter<W: Write> {
     out: W,
     chunk: Vec<u8>,
     level: i32,
+    /// Decide at the end of the next frame whether this section is worth compressing.
+    sample: bool,
+    /// This section's frames are stored in raw blocks (the sample gained nothing).
+    store: bool,
+    /// Compresses samples on the writer's thread (made at the first sample).
+    sampler: Option<zstd::bulk::Compressor<'static>>,
     /// Uncompressed bytes accepted so far.
     pos: u64,
     frames: Vec<(u32, u32)>,
@@ -517,10 +524,44 @@ fn compressor(level: i32) -> io::Result<zstd::bulk::Compressor<'static>> {
 fn compress(
     c: &mut zstd::bulk::Compressor<'static>,
     data: &[u8],
-    level: i32,
+    level: Option<i32>,
 ) -> io::Result<Vec<u8>> {
-    c.set_compression_level(level)?;
-    c.compress(data)
+    match level {
+        Some(level) => {
+            c.set_compression_level(level)?;
+            c.compress(data)
+        }
+        None => Ok(raw_frame(data)),
+    }
+}
+
+/// Bytes sampled from the first frame of a section cut with [`FrameWriter::cut_sampled`].
+const SAMPLE: usize = 128 * 1024;
+/// zstd's largest block.
+const MAX_BLOCK: usize = 128 * 1024;
+
+/// A zstd frame holding `data` in raw blocks: what zstd itself writes for bytes it cannot
+/// compress, without the CPU spent finding that out. It declares its content size (the seek
+/// table is checked against it) and has no checksum: the blobs in it are checked by digest.
+pub(crate) fn raw_frame(data: &[u8]) -> Vec<u8> {
+    let blocks = data.len().div_ceil(MAX_BLOCK).max(1);
+    let mut out = Vec::with_capacity(data.len() + 9 + 3 * blocks);
+    out.extend_from_slice(&0xFD2F_B528u32.to_le_bytes());
+    // Frame_Content_Size_flag 2 (4 bytes), Single_Segment_flag, no checksum, no dictionary.
+    out.push((2 << 6) | (1 << 5));
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    let mut chunks = data.chunks(MAX_BLOCK).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0]);
+    }
+    while let Some(chunk) = chunks.next() {
+        let last = u32::from(chunks.peek().is_none());
+        // Block_Header: Last_Block, Block_Type 0 (raw), Block_Size; 3 bytes little-endian.
+        let header = ((chunk.len() as u32) << 3) | last;
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+        out.extend_from_slice(chunk);
+    }
+    out
 }
 
 impl<W: Write> FrameWriter<W> {
@@ -565,6 +606,9 @@ impl<W: Write> FrameWriter<W> {
             out,
             chunk: Vec::with_capacity(FRAME_SIZE),
             level,
+            sample: false,
+            store: false,
+            sampler: None,
             pos: 0,
             frames: Vec::new(),
             engine,
@@ -584,7 +628,30 @@ impl<W: Write> FrameWriter<W> {
     pub fn cut(&mut self, level: i32) -> io::Result<()> {
         self.end_frame()?;
         self.level = level;
+        self.sample = false;
+        self.store = false;
         Ok(())
+    }
+
+    /// Like [`Self::cut`] for content that is likely compressed already: when zstd at
+    /// level 1 gains under 1% on a sample of the first frame, the section is stored in raw
+    /// blocks instead (compressing 1 GiB of gzip layers at level 1 costs a CPU-second and
+    /// saves almost nothing).
+    pub fn cut_sampled(&mut self, level: i32) -> io::Result<()> {
+        self.cut(level)?;
+        self.sample = true;
+        Ok(())
+    }
+
+    /// Whether zstd at level 1 gains at least 1% on the start of `data`.
+    fn worth_compressing(&mut self, data: &[u8]) -> io::Result<bool> {
+        let sample = &data[..data.len().min(SAMPLE)];
+        let c = match &mut self.sampler {
+            Some(c) => c,
+            None => self.sampler.insert(zstd::bulk::Compressor::new(1)?),
+        };
+        let z = c.compress(sample)?;
+        Ok(z.len() * 100 < sample.len() * 99)
     }
 
     fn emit(&mut self, compressed: &[u8], raw_len: usize) -> io::Result<()> {
@@ -598,7 +665,11 @@ impl<W: Write> FrameWriter<W> {
             return Ok(());
         }
         let data = std::mem::replace(&mut self.chunk, Vec::with_capacity(FRAME_SIZE));
-        let level = self.level;
+        if self.sample {
+            self.sample = false;
+            self.store = !self.worth_compressing(&data)?;
+        }
+        let level = (!self.store).then_some(self.level);
         if let Engine::Inline(c) = &mut self.engine {
             let z = compress(c, &data, level)?;
             return self.emit(&z, data.len());

@@ -416,3 +416,65 @@ fn the_indexed_reader_still_fails_on_damage_where_it_reads() {
         "{e:?}"
     );
 }
+
+#[test]
+fn a_raw_frame_is_a_zstd_frame_of_its_bytes() {
+    for len in [0, 1, 511, 128 << 10, (128 << 10) + 1, FRAME_SIZE] {
+        let data = noise(len as u64, len);
+        let frame = super::seek::raw_frame(&data);
+        assert!(
+            matches!(
+                zstd::zstd_safe::get_frame_content_size(&frame[..frame.len().min(18)]),
+                Ok(Some(n)) if n == len as u64
+            ),
+            "{len}"
+        );
+        assert!(zstd::decode_all(&frame[..]).unwrap() == data, "{len}");
+        // Frame header and one 3-byte header per block of at most 128 KiB, nothing else.
+        assert_eq!(frame.len(), 9 + len + 3 * len.div_ceil(128 << 10).max(1));
+    }
+}
+
+/// Content added as already compressed is stored in raw blocks when zstd gains nothing on
+/// it (noise), and still compressed when it does (a mislabelled, compressible layer); both
+/// read back and verify.
+#[test]
+fn precompressed_content_is_stored_only_when_compressing_gains_nothing() {
+    let noisy = noise(31, 3 * FRAME_SIZE);
+    let text: Vec<u8> = (0..3 * FRAME_SIZE)
+        .map(|i| b"layer.tar of config files\n"[i % 26])
+        .collect();
+    for (what, data, stored) in [("noise", noisy, true), ("text", text, false)] {
+        let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+        let layers = vec![data.clone()];
+        let manifest = manifest_json(
+            descriptor(CONFIG_TYPE, &config),
+            layers.iter().map(|l| descriptor(LAYER_TYPE, l)).collect(),
+        );
+        let fx = Fixture::assemble(config, layers, manifest);
+        let dir = tempfile::tempdir().unwrap();
+        let path = to_file(dir.path(), &write(&fx.entries(), 2));
+        let (src, index) = open_indexed(&path).unwrap();
+        let name = blob_entry_name(&Digest::of(&data));
+        let loc = index.entry(&name).unwrap().clone();
+        let got = read_all(read_range(src.clone(), &index, loc.offset, loc.size).unwrap());
+        assert!(got == data, "{what} reads back");
+        // The frames wholly inside the layer.
+        let inner: Vec<_> = index
+            .frames
+            .iter()
+            .filter(|f| f.d_off >= loc.offset && f.d_off + f.d_size <= loc.offset + loc.size)
+            .collect();
+        assert!(inner.len() >= 2, "{what}: {inner:?}");
+        for f in inner {
+            let raw_size = 9 + f.d_size + 3 * f.d_size.div_ceil(128 << 10);
+            if stored {
+                assert_eq!(f.c_size, raw_size, "{what}: {f:?}");
+            } else {
+                assert!(f.c_size < f.d_size / 10, "{what}: {f:?}");
+            }
+        }
+        super::seek::check_frames(src.as_ref(), &index).unwrap();
+        assert!(verify_path(&path).unwrap().seekable, "{what}");
+    }
+}

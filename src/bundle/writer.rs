@@ -46,10 +46,19 @@ impl<W: Write> BundleWriter<W> {
     }
 
     /// Starts an entry: a new frame when it is big (or compressed differently).
-    fn begin(&mut self, name: &str, size: u64, level: i32) -> Result<(), BundleError> {
+    /// `sampled`: the content is likely compressed already (see `FrameWriter::cut_sampled`).
+    fn begin(
+        &mut self,
+        name: &str,
+        size: u64,
+        level: i32,
+        sampled: bool,
+    ) -> Result<(), BundleError> {
         self.claim(name)?;
         let frames = self.tar.get_mut();
-        if size >= OWN_FRAME || level != frames.level() {
+        if size >= OWN_FRAME && sampled {
+            frames.cut_sampled(level).map_err(io_err(name))?;
+        } else if size >= OWN_FRAME || level != frames.level() {
             frames.cut(level).map_err(io_err(name))?;
         }
         Ok(())
@@ -90,7 +99,7 @@ impl<W: Write> BundleWriter<W> {
     /// Adds a small file held in memory.
     pub fn add_file(&mut self, name: &str, bytes: &[u8]) -> Result<(), BundleError> {
         let size = bytes.len() as u64;
-        self.begin(name, size, self.level)?;
+        self.begin(name, size, self.level, false)?;
         let mut h = Self::header(size);
         self.tar
             .append_data(&mut h, name, bytes)
@@ -109,11 +118,12 @@ impl<W: Write> BundleWriter<W> {
         check_digest: bool,
     ) -> Result<(), BundleError> {
         let level = self.level;
-        self.add_blob_at(digest, size, content, check_digest, level)
+        self.add_blob_at(digest, size, content, check_digest, level, false)
     }
 
     /// [`BundleWriter::add_blob`] for content that is already compressed (a gzip or zstd
-    /// layer): stored at a fast level.
+    /// layer): compressed at a fast level, or stored in raw zstd blocks when a sample of its
+    /// start shows that even that gains nothing.
     pub fn add_compressed_blob(
         &mut self,
         digest: &Digest,
@@ -122,7 +132,7 @@ impl<W: Write> BundleWriter<W> {
         check_digest: bool,
     ) -> Result<(), BundleError> {
         let level = self.level.min(PRECOMPRESSED_LEVEL);
-        self.add_blob_at(digest, size, content, check_digest, level)
+        self.add_blob_at(digest, size, content, check_digest, level, true)
     }
 
     fn add_blob_at(
@@ -132,9 +142,10 @@ impl<W: Write> BundleWriter<W> {
         content: impl Read,
         check_digest: bool,
         level: i32,
+        sampled: bool,
     ) -> Result<(), BundleError> {
         let name = blob_entry_name(digest);
-        self.begin(&name, size, level)?;
+        self.begin(&name, size, level, sampled)?;
         let mut counted = Counted {
             inner: content,
             limit: size,
