@@ -4,6 +4,7 @@
 
 pub(crate) mod graph;
 mod manifests;
+mod plan;
 mod visitor;
 
 use std::collections::{BTreeMap, HashMap};
