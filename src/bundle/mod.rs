@@ -4,6 +4,7 @@
 //! Entry order: `airgap.json`, `oci-layout`, `index.json`, `manifests/…` (Kubernetes YAML),
 //! then `blobs/sha256/<hex>`: indexes and manifests, configs, layers.
 
+mod frames;
 mod reader;
 pub mod seek;
 #[cfg(test)]

@@ -8,11 +8,10 @@
 //! Frames are compressed on a pool of threads: they are independent by construction, so the
 //! work splits without the serialisation zstd's own multithreading has at every frame end.
 
-use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,11 +20,11 @@ use super::BundleError;
 /// Largest frame, in bytes of tar: the most a ranged read decompresses to reach its start.
 pub const FRAME_SIZE: usize = 1 << 20;
 /// Skippable frame holding the entry index (JSON).
-const INDEX_MAGIC: u32 = 0x184D_2A5A;
+pub(super) const INDEX_MAGIC: u32 = 0x184D_2A5A;
 /// Skippable frame holding the seek table (zstd seekable format).
-const SEEK_TABLE_MAGIC: u32 = 0x184D_2A5E;
-const SEEKABLE_FOOTER_MAGIC: u32 = 0x8F92_EAB1;
-const FOOTER_LEN: u64 = 9;
+pub(super) const SEEK_TABLE_MAGIC: u32 = 0x184D_2A5E;
+pub(super) const SEEKABLE_FOOTER_MAGIC: u32 = 0x8F92_EAB1;
+pub(super) const FOOTER_LEN: u64 = 9;
 /// The entry index is read into memory: bound it.
 pub const MAX_INDEX_LEN: u64 = 64 << 20;
 /// 16 Mi frames of 1 MiB: 16 TiB of tar.
@@ -41,9 +40,9 @@ pub struct EntryLoc {
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct EntryIndexFile {
-    airgap_entry_index: u32,
-    entries: Vec<EntryLoc>,
+pub(super) struct EntryIndexFile {
+    pub(super) airgap_entry_index: u32,
+    pub(super) entries: Vec<EntryLoc>,
 }
 
 /// One zstd frame: where it is in the file and which tar bytes it holds.
@@ -478,305 +477,4 @@ pub fn open_indexed(path: &Path) -> Result<(Arc<dyn ReadAt>, SeekIndex), BundleE
         by_name: Default::default(),
     };
     Ok((src, index))
-}
-
-/// A frame to compress at a level, or (`None`) to store in raw blocks.
-type Job = (u64, Vec<u8>, Option<i32>);
-type Done = (u64, io::Result<Vec<u8>>, usize);
-
-/// Cuts the tar stream into frames and compresses them, in order, into `out`.
-pub(crate) struct FrameWriter<W: Write> {
-    out: W,
-    chunk: Vec<u8>,
-    level: i32,
-    /// Decide at the end of the next frame whether this section is worth compressing.
-    sample: bool,
-    /// This section's frames are stored in raw blocks (the sample gained nothing).
-    store: bool,
-    /// Compresses samples on the writer's thread (made at the first sample).
-    sampler: Option<zstd::bulk::Compressor<'static>>,
-    /// Uncompressed bytes accepted so far.
-    pos: u64,
-    frames: Vec<(u32, u32)>,
-    engine: Engine,
-}
-
-enum Engine {
-    Inline(Box<zstd::bulk::Compressor<'static>>),
-    Pool(Pool),
-}
-
-struct Pool {
-    jobs: Option<mpsc::SyncSender<Job>>,
-    done: mpsc::Receiver<Done>,
-    next_seq: u64,
-    next_out: u64,
-    ready: BTreeMap<u64, (io::Result<Vec<u8>>, usize)>,
-    limit: u64,
-}
-
-fn compressor(level: i32) -> io::Result<zstd::bulk::Compressor<'static>> {
-    let mut c = zstd::bulk::Compressor::new(level)?;
-    c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
-    Ok(c)
-}
-
-fn compress(
-    c: &mut zstd::bulk::Compressor<'static>,
-    data: &[u8],
-    level: Option<i32>,
-) -> io::Result<Vec<u8>> {
-    match level {
-        Some(level) => {
-            c.set_compression_level(level)?;
-            c.compress(data)
-        }
-        None => Ok(raw_frame(data)),
-    }
-}
-
-/// Bytes sampled from the first frame of a section cut with [`FrameWriter::cut_sampled`].
-const SAMPLE: usize = 128 * 1024;
-/// zstd's largest block.
-const MAX_BLOCK: usize = 128 * 1024;
-
-/// A zstd frame holding `data` in raw blocks: what zstd itself writes for bytes it cannot
-/// compress, without the CPU spent finding that out. It declares its content size (the seek
-/// table is checked against it) and has no checksum: the blobs in it are checked by digest.
-pub(crate) fn raw_frame(data: &[u8]) -> Vec<u8> {
-    let blocks = data.len().div_ceil(MAX_BLOCK).max(1);
-    let mut out = Vec::with_capacity(data.len() + 9 + 3 * blocks);
-    out.extend_from_slice(&0xFD2F_B528u32.to_le_bytes());
-    // Frame_Content_Size_flag 2 (4 bytes), Single_Segment_flag, no checksum, no dictionary.
-    out.push((2 << 6) | (1 << 5));
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    let mut chunks = data.chunks(MAX_BLOCK).peekable();
-    if chunks.peek().is_none() {
-        out.extend_from_slice(&[1, 0, 0]);
-    }
-    while let Some(chunk) = chunks.next() {
-        let last = u32::from(chunks.peek().is_none());
-        // Block_Header: Last_Block, Block_Type 0 (raw), Block_Size; 3 bytes little-endian.
-        let header = ((chunk.len() as u32) << 3) | last;
-        out.extend_from_slice(&header.to_le_bytes()[..3]);
-        out.extend_from_slice(chunk);
-    }
-    out
-}
-
-impl<W: Write> FrameWriter<W> {
-    /// `threads` 0 compresses in the caller's thread.
-    pub fn new(out: W, level: i32, threads: u32) -> io::Result<Self> {
-        let engine = if threads == 0 {
-            Engine::Inline(Box::new(compressor(level)?))
-        } else {
-            let limit = u64::from(threads) * 2;
-            let (jobs, rx) = mpsc::sync_channel::<Job>(limit as usize);
-            let (done_tx, done) = mpsc::channel::<Done>();
-            let rx = Arc::new(Mutex::new(rx));
-            for _ in 0..threads {
-                let rx = rx.clone();
-                let tx = done_tx.clone();
-                let mut c = compressor(level)?;
-                std::thread::spawn(move || loop {
-                    let job = rx.lock().map(|r| r.recv());
-                    let Ok(Ok((seq, data, level))) = job else {
-                        break;
-                    };
-                    // A panic must still answer for its frame, or the writer waits forever.
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        compress(&mut c, &data, level)
-                    }))
-                    .unwrap_or_else(|_| Err(io::Error::other("zstd compression panicked")));
-                    if tx.send((seq, r, data.len())).is_err() {
-                        break;
-                    }
-                });
-            }
-            Engine::Pool(Pool {
-                jobs: Some(jobs),
-                done,
-                next_seq: 0,
-                next_out: 0,
-                ready: BTreeMap::new(),
-                limit,
-            })
-        };
-        Ok(FrameWriter {
-            out,
-            chunk: Vec::with_capacity(FRAME_SIZE),
-            level,
-            sample: false,
-            store: false,
-            sampler: None,
-            pos: 0,
-            frames: Vec::new(),
-            engine,
-        })
-    }
-
-    pub fn position(&self) -> u64 {
-        self.pos
-    }
-
-    /// The level the current frame is compressed at.
-    pub fn level(&self) -> i32 {
-        self.level
-    }
-
-    /// Ends the current frame; what follows is compressed at `level`.
-    pub fn cut(&mut self, level: i32) -> io::Result<()> {
-        self.end_frame()?;
-        self.level = level;
-        self.sample = false;
-        self.store = false;
-        Ok(())
-    }
-
-    /// Like [`Self::cut`] for content that is likely compressed already: when zstd at
-    /// level 1 gains under 1% on a sample of the first frame, the section is stored in raw
-    /// blocks instead (compressing 1 GiB of gzip layers at level 1 costs a CPU-second and
-    /// saves almost nothing).
-    pub fn cut_sampled(&mut self, level: i32) -> io::Result<()> {
-        self.cut(level)?;
-        self.sample = true;
-        Ok(())
-    }
-
-    /// Whether zstd at level 1 gains at least 1% on the start of `data`.
-    fn worth_compressing(&mut self, data: &[u8]) -> io::Result<bool> {
-        let sample = &data[..data.len().min(SAMPLE)];
-        let c = match &mut self.sampler {
-            Some(c) => c,
-            None => self.sampler.insert(zstd::bulk::Compressor::new(1)?),
-        };
-        let z = c.compress(sample)?;
-        Ok(z.len() * 100 < sample.len() * 99)
-    }
-
-    fn emit(&mut self, compressed: &[u8], raw_len: usize) -> io::Result<()> {
-        self.out.write_all(compressed)?;
-        self.frames.push((compressed.len() as u32, raw_len as u32));
-        Ok(())
-    }
-
-    fn end_frame(&mut self) -> io::Result<()> {
-        if self.chunk.is_empty() {
-            return Ok(());
-        }
-        let data = std::mem::replace(&mut self.chunk, Vec::with_capacity(FRAME_SIZE));
-        if self.sample {
-            self.sample = false;
-            self.store = !self.worth_compressing(&data)?;
-        }
-        let level = (!self.store).then_some(self.level);
-        if let Engine::Inline(c) = &mut self.engine {
-            let z = compress(c, &data, level)?;
-            return self.emit(&z, data.len());
-        }
-        while self.in_flight() >= self.limit() {
-            self.collect_one()?;
-        }
-        let Engine::Pool(p) = &mut self.engine else {
-            unreachable!("checked above")
-        };
-        let seq = p.next_seq;
-        p.next_seq += 1;
-        p.jobs
-            .as_ref()
-            .and_then(|j| j.send((seq, data, level)).ok())
-            .ok_or_else(|| io::Error::other("a compression thread stopped"))
-    }
-
-    fn in_flight(&self) -> u64 {
-        match &self.engine {
-            Engine::Pool(p) => p.next_seq - p.next_out,
-            Engine::Inline(_) => 0,
-        }
-    }
-
-    fn limit(&self) -> u64 {
-        match &self.engine {
-            Engine::Pool(p) => p.limit,
-            Engine::Inline(_) => 1,
-        }
-    }
-
-    /// Waits for one finished frame and writes whatever is now in order.
-    fn collect_one(&mut self) -> io::Result<()> {
-        let Engine::Pool(p) = &mut self.engine else {
-            return Ok(());
-        };
-        let (seq, r, n) = p
-            .done
-            .recv()
-            .map_err(|_| io::Error::other("a compression thread stopped"))?;
-        p.ready.insert(seq, (r, n));
-        loop {
-            let Engine::Pool(p) = &mut self.engine else {
-                unreachable!()
-            };
-            let Some((r, n)) = p.ready.remove(&p.next_out) else {
-                return Ok(());
-            };
-            p.next_out += 1;
-            let z = r?;
-            self.emit(&z, n)?;
-        }
-    }
-
-    /// Flushes the last frame, then writes the entry index and the seek table.
-    pub fn finish(mut self, entries: Vec<EntryLoc>) -> io::Result<W> {
-        self.end_frame()?;
-        while self.in_flight() > 0 {
-            self.collect_one()?;
-        }
-        if let Engine::Pool(p) = &mut self.engine {
-            p.jobs = None;
-        }
-        let index = serde_json::to_vec(&EntryIndexFile {
-            airgap_entry_index: 1,
-            entries,
-        })
-        .map_err(io::Error::other)?;
-        if index.len() as u64 > MAX_INDEX_LEN {
-            return Err(io::Error::other(format!(
-                "the entry index would be {} bytes, over the {MAX_INDEX_LEN}-byte limit readers \
-                 accept: split the images over several bundles",
-                index.len()
-            )));
-        }
-        self.out.write_all(&INDEX_MAGIC.to_le_bytes())?;
-        self.out.write_all(&(index.len() as u32).to_le_bytes())?;
-        self.out.write_all(&index)?;
-        let n = self.frames.len() as u32;
-        let mut table = Vec::with_capacity(8 + self.frames.len() * 8 + 9);
-        table.extend_from_slice(&SEEK_TABLE_MAGIC.to_le_bytes());
-        table.extend_from_slice(&(n * 8 + FOOTER_LEN as u32).to_le_bytes());
-        for (c, d) in &self.frames {
-            table.extend_from_slice(&c.to_le_bytes());
-            table.extend_from_slice(&d.to_le_bytes());
-        }
-        table.extend_from_slice(&n.to_le_bytes());
-        table.push(0);
-        table.extend_from_slice(&SEEKABLE_FOOTER_MAGIC.to_le_bytes());
-        self.out.write_all(&table)?;
-        Ok(self.out)
-    }
-}
-
-impl<W: Write> Write for FrameWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = buf.len().min(FRAME_SIZE - self.chunk.len());
-        self.chunk.extend_from_slice(&buf[..n]);
-        self.pos += n as u64;
-        if self.chunk.len() == FRAME_SIZE {
-            self.end_frame()?;
-        }
-        Ok(n)
-    }
-    /// Frames end only where the writer decides; there is nothing to push early.
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }

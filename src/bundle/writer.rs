@@ -2,7 +2,8 @@ use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
-use super::seek::{EntryLoc, FrameWriter};
+use super::frames::FrameWriter;
+use super::seek::EntryLoc;
 use super::{blob_entry_name, BundleError};
 use crate::digest::{Digest, Hasher};
 
@@ -153,9 +154,18 @@ impl<W: Write> BundleWriter<W> {
             read: 0,
             overflow: false,
         };
+        // The entry by hand, as `tar` would write it (header, content, zeros to the next 512
+        // bytes), so the content goes from `content` straight into the frame buffer instead
+        // of through `tar`'s 8 KiB copy buffer: a copy of every byte less.
         let mut h = Self::header(size);
-        self.tar
-            .append_data(&mut h, &name, &mut counted)
+        h.set_path(&name).map_err(io_err(&name))?;
+        h.set_cksum();
+        let frames = self.tar.get_mut();
+        frames.write_all(h.as_bytes()).map_err(io_err(&name))?;
+        let len = frames.copy_from(&mut counted).map_err(io_err(&name))?;
+        let tail = (512 - len % 512) % 512;
+        frames
+            .write_all(&[0u8; 512][..tail as usize])
             .map_err(io_err(&name))?;
         self.end(&name, size);
         if counted.read != size || counted.overflow {
