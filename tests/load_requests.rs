@@ -116,6 +116,20 @@ impl Setup {
             .any(|r| r.method == "POST" && r.path == want)
     }
 
+    /// Loads the bundle again (the proxy's log starting afresh): every image is found, nothing
+    /// is pushed.
+    fn reload_changes_nothing(&self) {
+        self.proxy.reset_counts();
+        let again = stdout_of(&self.load());
+        assert!(
+            again.contains(&format!("({} already present)", self.all().len()))
+                && again.contains(" 0 manifest(s) pushed"),
+            "{again}\n{}",
+            self.proxy.describe()
+        );
+        assert_eq!(self.count("PUT", "/v2/"), 0, "{}", self.proxy.describe());
+    }
+
     /// The requests with `method` whose path contains `part`.
     fn count(&self, method: &str, part: &str) -> usize {
         self.proxy
@@ -375,13 +389,8 @@ fn a_target_without_a_usable_catalog_is_asked_image_by_image() {
         }
         assert!(s.headed(&s.big_layer()), "{what}: {}", s.proxy.describe());
         // A re-load through the same catalog finds every image by its HEAD.
-        s.proxy.reset_counts();
-        let again = stdout_of(&s.load());
-        assert!(
-            again.contains("(4 already present)") && again.contains(" 0 manifest(s) pushed"),
-            "{what}: {again}"
-        );
-        assert_eq!(s.count("PUT", "/v2/"), 0, "{what}: {}", s.proxy.describe());
+        eprintln!("---- {what}: re-load ----");
+        s.reload_changes_nothing();
     }
     // A catalog listing nothing while the images are there: pushed again, nothing lost.
     let s = setup();
@@ -410,13 +419,7 @@ fn the_catalog_is_read_page_by_page_and_only_while_it_pays() {
         ..RegistryOpts::plain()
     });
     s.load();
-    s.proxy.reset_counts();
-    let again = stdout_of(&s.load());
-    assert!(
-        again.contains("(4 already present)") && again.contains(" 0 manifest(s) pushed"),
-        "{again}\n{}",
-        s.proxy.describe()
-    );
+    s.reload_changes_nothing();
     assert_eq!(s.count("GET", "/v2/_catalog"), 2, "{}", s.proxy.describe());
     assert_eq!(
         s.count("GET", "/v2/_catalog?last="),
@@ -435,13 +438,7 @@ fn the_catalog_is_read_page_by_page_and_only_while_it_pays() {
     for img in s.all() {
         assert_skopeo_digest(&img.reference(&s.tgt.host()), &s.tgt, &img.digest);
     }
-    s.proxy.reset_counts();
-    let again = stdout_of(&s.load());
-    assert!(
-        again.contains("(4 already present)") && again.contains(" 0 manifest(s) pushed"),
-        "{again}\n{}",
-        s.proxy.describe()
-    );
+    s.reload_changes_nothing();
     assert_eq!(s.count("GET", "/v2/_catalog"), 2, "{}", s.proxy.describe());
     assert_eq!(s.count("HEAD", "/manifests/"), 4, "{}", s.proxy.describe());
 }

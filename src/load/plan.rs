@@ -6,11 +6,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
+use std::future::Future;
+
 use futures::StreamExt;
 
 use super::visitor::{LoadVisitor, SMALL_BLOB};
 use super::{LoadError, RepoSet};
 use crate::digest::Digest;
+use crate::registry::{Client, RegistryError};
 
 impl LoadVisitor {
     /// When the stream ended before any config or layer (or was stopped at the head), plan
@@ -87,38 +90,24 @@ impl LoadVisitor {
     }
 
     /// HEADs every (blob, repository) pair of `set`: which repositories have each blob, and
-    /// which lack it.
+    /// which lack it. A repository the catalog does not list lacks every blob, unasked.
     async fn head_blobs(&self, set: &RepoSet) -> Result<(RepoSet, RepoSet), LoadError> {
-        let pairs = set
+        let (ask, absent): (Vec<_>, Vec<_>) = set
             .iter()
-            .flat_map(|(d, repos)| repos.iter().map(move |r| (d.clone(), r.clone())));
-        let client = self.client.clone();
-        let found = futures::stream::iter(pairs.map(|(d, repo)| {
-            let client = client.clone();
-            let known_absent = !self.may_exist(&repo);
-            async move {
-                if known_absent {
-                    return Ok((d, repo, false));
-                }
-                let has =
-                    client
-                        .blob_exists(&repo, &d)
-                        .await
-                        .map_err(|source| LoadError::Blob {
-                            digest: d.clone(),
-                            repository: repo.clone(),
-                            source: Box::new(source),
-                        })?;
-                Ok::<_, LoadError>((d, repo, has))
-            }
-        }))
-        .buffer_unordered(self.opts.concurrency.max(1) * 4)
-        .collect::<Vec<_>>()
-        .await;
+            .flat_map(|(d, repos)| repos.iter().map(move |r| (d.clone(), r.clone(), ())))
+            .partition(|(_, repo, _)| self.may_exist(repo));
+        let width = self.opts.concurrency.max(1) * 4;
+        let found = self
+            .ask_pairs(ask, width, |client, d, repo, ()| async move {
+                client.blob_exists(&repo, &d).await
+            })
+            .await?;
         let mut have: RepoSet = HashMap::new();
         let mut lack: RepoSet = HashMap::new();
-        for r in found {
-            let (d, repo, has) = r?;
+        for (d, repo, ()) in absent {
+            lack.entry(d).or_default().push(repo);
+        }
+        for (d, repo, has) in found {
             if has {
                 have.entry(d).or_default().push(repo);
             } else {
@@ -126,6 +115,38 @@ impl LoadVisitor {
             }
         }
         Ok((have, lack))
+    }
+
+    /// Asks the registry a yes-or-no question (`ask`: a HEAD, a mount from the repository in
+    /// `T`) about each (blob, repository) pair, `width` at a time; an error names its blob
+    /// and repository.
+    async fn ask_pairs<T, F, Fut>(
+        &self,
+        pairs: Vec<(Digest, String, T)>,
+        width: usize,
+        ask: F,
+    ) -> Result<Vec<(Digest, String, bool)>, LoadError>
+    where
+        F: Fn(Client, Digest, String, T) -> Fut,
+        Fut: Future<Output = Result<bool, RegistryError>>,
+    {
+        let answers = futures::stream::iter(pairs.into_iter().map(|(d, repo, extra)| {
+            let asked = ask(self.client.clone(), d.clone(), repo.clone(), extra);
+            async move {
+                match asked.await {
+                    Ok(yes) => Ok((d, repo, yes)),
+                    Err(source) => Err(LoadError::Blob {
+                        digest: d,
+                        repository: repo,
+                        source: Box::new(source),
+                    }),
+                }
+            }
+        }))
+        .buffer_unordered(width)
+        .collect::<Vec<_>>()
+        .await;
+        answers.into_iter().collect()
     }
 
     /// Works out which blob each repository still lacks: HEADs, then mounts from a repository
@@ -181,7 +202,6 @@ impl LoadVisitor {
         }
         // Blobs every repository that wants them has already (mounted ones count as mounted).
         let skipped = headed - lack.len();
-        let client = self.client.clone();
         // Repositories of the images already complete at the target hold every blob of
         // those images (the registry accepted their manifests): mount sources that need no
         // HEAD, e.g. a shared base layer for a repository new in this version.
@@ -211,25 +231,13 @@ impl LoadVisitor {
             })
             .flatten()
             .collect();
-        let results = futures::stream::iter(mounts.into_iter().map(|(d, repo, from)| {
-            let client = client.clone();
-            async move {
-                let ok = client
-                    .mount_blob(&repo, &d, &from)
-                    .await
-                    .map_err(|source| LoadError::Blob {
-                        digest: d.clone(),
-                        repository: repo.clone(),
-                        source: Box::new(source),
-                    })?;
-                Ok::<_, LoadError>((d, repo, ok))
-            }
-        }))
-        .buffer_unordered(self.opts.concurrency.max(1) * 2)
-        .collect::<Vec<_>>()
-        .await;
-        for r in results {
-            let (d, repo, ok) = r?;
+        let width = self.opts.concurrency.max(1) * 2;
+        let results = self
+            .ask_pairs(mounts, width, |client, d, repo, from| async move {
+                client.mount_blob(&repo, &d, &from).await
+            })
+            .await?;
+        for (d, repo, ok) in results {
             if ok {
                 self.counters.mounted.fetch_add(1, Ordering::Relaxed);
                 if let Some(v) = lack.get_mut(&d) {
