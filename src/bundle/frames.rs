@@ -26,7 +26,7 @@ const SPARE_BUFFERS: usize = 4;
 type Job = (u64, Vec<u8>, i32);
 type Done = (u64, io::Result<Vec<u8>>, Vec<u8>);
 
-/// A frame finished out of order, waiting for its turn.
+/// A frame ready to be written once the frames before it are.
 enum Finished {
     Compressed(Vec<u8>, usize),
     /// The tar bytes themselves, to be written in raw blocks.
@@ -172,6 +172,11 @@ impl<W: Write> FrameWriter<W> {
         self.level
     }
 
+    /// Whether the current section is being stored in raw blocks.
+    pub fn storing(&self) -> bool {
+        self.store
+    }
+
     /// Ends the current frame; what follows is compressed at `level`.
     pub fn cut(&mut self, level: i32) -> io::Result<()> {
         self.end_frame()?;
@@ -243,7 +248,8 @@ impl<W: Write> FrameWriter<W> {
         Ok(())
     }
 
-    /// A frame buffer back for reuse (its bytes stay initialised: no clearing needed).
+    /// A frame buffer back for reuse: initialised bytes are kept as they are, only the tail
+    /// a short frame did not fill is zeroed again.
     fn recycle(&mut self, mut buf: Vec<u8>) {
         if self.spare.len() < SPARE_BUFFERS && buf.capacity() >= FRAME_SIZE {
             buf.resize(FRAME_SIZE, 0);

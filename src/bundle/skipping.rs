@@ -57,7 +57,10 @@ impl SkippingStream {
         if dropped != lead {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "the bundle ends inside a frame its seek table lists",
+                format!(
+                    "frame {} (at byte {} of the file) ends after {dropped} of the {lead} tar bytes before tar byte {}: the bundle is shorter than its seek table says",
+                    self.frame, f.c_off, self.pos
+                ),
             ));
         }
         Ok(Some(self.dec.insert(dec)))
@@ -102,7 +105,13 @@ impl Seek for SkippingStream {
             let want = target - self.pos;
             let got = io::copy(&mut (&mut *self).take(want), &mut io::sink())?;
             if got != want {
-                return Err(io::ErrorKind::UnexpectedEof.into());
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the tar ends at byte {}, before byte {target} where the entry ends",
+                        self.pos
+                    ),
+                ));
             }
         } else {
             self.dec = None;

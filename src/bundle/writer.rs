@@ -59,7 +59,8 @@ impl<W: Write> BundleWriter<W> {
         let frames = self.tar.get_mut();
         if size >= OWN_FRAME && sampled {
             frames.cut_sampled(level).map_err(io_err(name))?;
-        } else if size >= OWN_FRAME || level != frames.level() {
+        } else if size >= OWN_FRAME || level != frames.level() || (frames.storing() && !sampled) {
+            // (Content not known to be compressed does not go on in a stored section.)
             frames.cut(level).map_err(io_err(name))?;
         }
         Ok(())

@@ -4,9 +4,8 @@
 //! delta that the blobs it leaves out are at the target.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
-
 use std::future::Future;
+use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 
@@ -42,8 +41,8 @@ impl LoadVisitor {
 
     /// Which images are already at the target with the right digest (a re-load skips them).
     /// The catalog is read first: on a first load it is one request where a HEAD per image
-    /// would find nothing. It is given at most a page per two images, so it never costs
-    /// more requests than it can save.
+    /// would find nothing. It is given at most a page per two images (so at most half as many
+    /// extra requests as there are images, when it saves nothing) and ten pages in all.
     pub(super) async fn check_complete(&mut self) -> Result<(), LoadError> {
         let client = self.client.clone();
         let pages = (self.placements.len() / 2).min(10);
@@ -52,8 +51,8 @@ impl LoadVisitor {
                 client
                     .list_repositories(pages)
                     .await
-                    .map_err(|source| LoadError::Push {
-                        image: self.placements[0].target.to_string(),
+                    .map_err(|source| LoadError::Registry {
+                        registry: self.opts.target.host.clone(),
                         source: Box::new(source),
                     })?;
         }
@@ -321,6 +320,11 @@ impl LoadVisitor {
             }
             let mut still = Vec::new();
             for repo in repos.drain(..) {
+                // The repository has it after all (its HEAD just said so; the plan thought
+                // otherwise only if the catalog left the repository out): nothing to do.
+                if from.as_ref() == Some(&repo) {
+                    continue;
+                }
                 let mounted = match &from {
                     Some(f) => self
                         .client

@@ -545,7 +545,9 @@ impl Client {
             repos.extend(names);
             match next {
                 None => return Ok(Some(repos)),
-                Some(n) => url = self.resolve_location(&n),
+                // Credentials go only where they went for the first page.
+                Some(n) if self.same_origin(&n) => url = self.resolve_location(&n),
+                Some(_) => return Ok(None),
             }
         }
         Ok(None)
@@ -831,6 +833,15 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// Whether `loc` (a path, or an absolute URL) is on this registry's scheme, host and port.
+    fn same_origin(&self, loc: &str) -> bool {
+        let base = &self.inner.endpoint.base;
+        match url::Url::parse(loc) {
+            Ok(u) => u.origin() == base.origin(),
+            Err(_) => loc.starts_with('/'),
+        }
     }
 
     fn resolve_location(&self, loc: &str) -> String {
