@@ -17,7 +17,7 @@ use crate::bundle::seek::{send_chunks, ReadAt, SeekIndex};
 use crate::bundle::{parse_index, BlobContent, BlobRecord, BundleError, Flow, Head, Visitor};
 use crate::digest::Digest;
 use crate::progress::Progress;
-use crate::registry::{Client, Pushed};
+use crate::registry::{BlobBody, Client, Pushed};
 
 /// Blobs up to this size are read into memory and uploaded concurrently; bigger ones stream.
 pub(super) const SMALL_BLOB: u64 = 4 * 1024 * 1024;
@@ -400,13 +400,9 @@ async fn push_to_repos(
             source: Box::new(source),
         }
     };
-    let memory = match &source {
-        Source::Memory(b, _) => Some(b.clone()),
-        Source::Stream(_) => None,
-    };
-    let (body, unchecked) = match source {
-        Source::Memory(b, unchecked) => (reqwest::Body::from(b), unchecked),
-        Source::Stream(s) => (s, false),
+    let (memory, body, unchecked) = match source {
+        Source::Memory(b, unchecked) => (Some(b.clone()), BlobBody::Memory(b), unchecked),
+        Source::Stream(s) => (None, BlobBody::Stream(s), false),
     };
     // A small blob the plan did not HEAD (a first load): the POST opening its session asks
     // for a mount from this same repository, which the registry grants when it has the blob
@@ -443,7 +439,7 @@ async fn push_to_repos(
         match &memory {
             Some(b) => {
                 client
-                    .upload_blob(repo, digest, size, reqwest::Body::from(b.clone()))
+                    .upload_blob(repo, digest, size, BlobBody::Memory(b.clone()))
                     .await
                     .map_err(blob_err(repo))?;
                 counters.uploaded.fetch_add(1, Ordering::Relaxed);

@@ -47,6 +47,13 @@ pub struct FetchedManifest {
     pub digest: Digest,
 }
 
+/// What an upload sends: bytes in memory (kept, so a transient failure can be retried) or a
+/// stream (sent once).
+pub enum BlobBody {
+    Memory(Bytes),
+    Stream(reqwest::Body),
+}
+
 /// What [`Client::upload_unless_present`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
@@ -650,7 +657,7 @@ impl Client {
         repo: &str,
         digest: &Digest,
         size: u64,
-        body: reqwest::Body,
+        body: BlobBody,
     ) -> Result<(), RegistryError> {
         self.upload(repo, digest, size, body, false)
             .await
@@ -667,7 +674,7 @@ impl Client {
         repo: &str,
         digest: &Digest,
         size: u64,
-        body: reqwest::Body,
+        body: BlobBody,
     ) -> Result<Pushed, RegistryError> {
         self.upload(repo, digest, size, body, true).await
     }
@@ -677,15 +684,17 @@ impl Client {
         repo: &str,
         digest: &Digest,
         size: u64,
-        body: reqwest::Body,
+        body: BlobBody,
         probe: bool,
     ) -> Result<Pushed, RegistryError> {
-        let replay = body.as_bytes().map(Bytes::copy_from_slice);
-        let mut body = Some(body);
+        let (replay, mut stream) = match body {
+            BlobBody::Memory(b) => (Some(b), None),
+            BlobBody::Stream(s) => (None, Some(s)),
+        };
         let mut attempt = 0u32;
         loop {
-            let this = match (body.take(), &replay) {
-                (Some(b), _) => b,
+            let this = match (stream.take(), &replay) {
+                (Some(s), _) => s,
                 (None, Some(bytes)) => reqwest::Body::from(bytes.clone()),
                 (None, None) => unreachable!("a streamed body is never retried"),
             };

@@ -6,7 +6,7 @@ mod client;
 mod error;
 
 pub(crate) use client::backoff;
-pub use client::{Client, FetchedManifest, Pushed};
+pub use client::{BlobBody, Client, FetchedManifest, Pushed};
 pub use error::RegistryError;
 
 use std::collections::BTreeMap;
