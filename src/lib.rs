@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod credentials;
 pub mod digest;
 pub mod docker_config;
+pub mod fsutil;
 pub mod image_map;
 pub mod k8s;
 pub mod load;
