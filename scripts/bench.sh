@@ -89,10 +89,10 @@ if ! command -v curl >/dev/null 2>&1; then
   "${sudo[@]}" apt-get update
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y curl
 fi
-cargo build --release --bin airgap --example bench_seed
+cargo build --profile profiling --bin airgap --example bench_seed
 
-export AIRGAP=$ROOT/target/release/airgap
-SEED_BIN=$ROOT/target/release/examples/bench_seed
+export AIRGAP=$ROOT/target/profiling/airgap
+SEED_BIN=$ROOT/target/profiling/examples/bench_seed
 OUT=$ROOT/target/bench
 export WORK=$OUT/work-$SET
 REPORT=$OUT/$SET.txt

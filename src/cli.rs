@@ -1,10 +1,18 @@
-//! Command-line definitions. Everything here is parsing; `main.rs` runs and prints.
+//! Command-line definitions, and their translation into the library's command options.
+//! Everything here is parsing; `main.rs` runs and prints.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use airgap::naming::Mode;
+use airgap::commands::load::{LoadCommand, Login};
+use airgap::commands::pack::PackCommand;
+use airgap::commands::rewrite::{Names, RewriteCommand};
+use airgap::naming::{Mode, Target};
+use airgap::outputs::OutputOptions;
+use airgap::platform::Platform;
+use airgap::registry::{parse_mirror, ConnectOptions};
+use airgap::rewrite::{K8sOptions, RewriteOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -85,12 +93,12 @@ pub struct PackArgs {
     pub output: PathBuf,
     /// Send requests for a registry to another endpoint: HOST=URL, e.g.
     /// docker.io=https://mirror.internal; the URL's scheme says http or https (repeatable)
-    #[arg(long = "mirror", value_name = "HOST=URL")]
-    pub mirrors: Vec<String>,
+    #[arg(long = "mirror", value_name = "HOST=URL", value_parser = parse_mirror)]
+    pub mirrors: Vec<(String, url::Url)>,
     /// Keep only these platforms of multi-platform images: os/arch[/variant] (repeatable;
     /// overrides the spec's `platforms:`)
-    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
-    pub platforms: Vec<String>,
+    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]", value_parser = Platform::parse)]
+    pub platforms: Vec<Platform>,
     /// Blobs downloaded at once
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub concurrency: usize,
@@ -105,8 +113,8 @@ pub struct PackArgs {
     pub allow_missing: bool,
     /// Write the bundle in parts of at most SIZE (BUNDLE.001, .002, … plus BUNDLE.parts.json
     /// with each part's checksum), e.g. 4G, 700MB, or fat32 (4 GiB - 1) for USB sticks
-    #[arg(long, value_name = "SIZE")]
-    pub split: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = airgap::volume::parse_size)]
+    pub split: Option<u64>,
     /// Make a delta bundle: leave out every layer and config this earlier bundle carries.
     /// Give the old bundle, or its airgap.json saved with `airgap inspect --metadata`
     #[arg(long, value_name = "BUNDLE|airgap.json")]
@@ -123,8 +131,8 @@ pub struct LoadArgs {
     /// The bundle to load (for a split bundle: any part, its .parts.json, or the base name)
     pub bundle: PathBuf,
     /// The target registry: HOST[:PORT][/PATH]
-    #[arg(long, value_name = "HOST[:PORT][/PATH]")]
-    pub registry: String,
+    #[arg(long, value_name = "HOST[:PORT][/PATH]", value_parser = Target::parse)]
+    pub registry: Target,
     /// How images are named in the target registry
     #[arg(long, value_enum, default_value_t = Mode::Replace)]
     pub mode: Mode,
@@ -224,8 +232,8 @@ pub struct RewriteArgs {
     #[arg(long, value_name = "BUNDLE", requires = "registry")]
     pub bundle: Option<PathBuf>,
     /// The target registry the bundle is (or will be) loaded into: HOST[:PORT][/PATH]
-    #[arg(long, value_name = "HOST[:PORT][/PATH]", requires = "bundle")]
-    pub registry: Option<String>,
+    #[arg(long, value_name = "HOST[:PORT][/PATH]", requires = "bundle", value_parser = Target::parse)]
+    pub registry: Option<Target>,
     /// Naming mode, as for load
     #[arg(long, value_enum, default_value_t = Mode::Replace)]
     pub mode: Mode,
@@ -234,4 +242,108 @@ pub struct RewriteArgs {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub rewrite: RewriteFlags,
+}
+
+impl TlsArgs {
+    pub fn connect(&self) -> ConnectOptions {
+        ConnectOptions {
+            ca_file: self.ca_file.clone(),
+            insecure_skip_tls_verify: self.insecure_skip_tls_verify,
+            retries: self.retries,
+            ..ConnectOptions::default()
+        }
+    }
+}
+
+impl RewriteFlags {
+    pub fn options(&self) -> K8sOptions {
+        K8sOptions {
+            rewrite: RewriteOptions {
+                pin_digests: self.pin_digests,
+                pull_secret: self.pull_secret.clone(),
+            },
+            allow_missing: self.allow_missing,
+        }
+    }
+}
+
+impl PackArgs {
+    pub fn command(&self) -> PackCommand {
+        PackCommand {
+            spec: self.spec.clone(),
+            output: self.output.clone(),
+            mirrors: self.mirrors.clone(),
+            platforms: self.platforms.clone(),
+            connect: self.tls.connect(),
+            concurrency: self.concurrency,
+            level: self.level,
+            threads: self.threads,
+            allow_missing: self.allow_missing,
+            split: self.split,
+            base: self.base.clone(),
+        }
+    }
+}
+
+impl LoadArgs {
+    pub fn command(&self) -> LoadCommand {
+        LoadCommand {
+            bundle: self.bundle.clone(),
+            target: self.registry.clone(),
+            mode: self.mode,
+            plain_http: self.plain_http,
+            connect: self.tls.connect(),
+            login: match &self.username {
+                Some(u) => Login::PasswordStdin {
+                    username: u.clone(),
+                },
+                None => Login::DockerConfig,
+            },
+            concurrency: self.concurrency,
+            outputs: OutputOptions {
+                image_map: self.image_map.clone(),
+                manifests_out: self.manifests_out.clone(),
+                rewrite: self.rewrite.options(),
+            },
+        }
+    }
+}
+
+impl RewriteArgs {
+    pub fn command(&self) -> RewriteCommand {
+        RewriteCommand {
+            paths: self.paths.clone(),
+            names: match (&self.image_map, &self.bundle, &self.registry) {
+                (Some(p), _, _) => Names::ImageMap(p.clone()),
+                // clap requires --registry with --bundle, and one of --image-map/--bundle.
+                (None, Some(b), Some(r)) => Names::Bundle {
+                    bundle: b.clone(),
+                    target: r.clone(),
+                    mode: self.mode,
+                },
+                _ => unreachable!("clap enforces --image-map or --bundle with --registry"),
+            },
+            output: self.output.clone(),
+            rewrite: self.rewrite.options(),
+        }
+    }
+}
+
+impl ServeArgs {
+    pub fn options(&self) -> airgap::serve::ServeOptions {
+        airgap::serve::ServeOptions {
+            bundle: self.bundle.clone(),
+            listen: self.listen,
+            mode: self.mode,
+            path: self.path.clone(),
+            access_log: !self.quiet,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(airgap::serve::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
+        }
+    }
 }

@@ -136,6 +136,61 @@ pub fn sync_dir(dir: &Path) {
     let _ = dir;
 }
 
+/// `.yaml` / `.yml`, in any case.
+pub fn is_yaml(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
+}
+
+/// The entries of `dir`, sorted by name, without hidden ones (names starting with `.`).
+pub fn dir_entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, FileError> {
+    let wrap = FileError::with("reading directory", dir);
+    let mut out = Vec::new();
+    let rd = fs::read_dir(dir).map_err(wrap)?;
+    for entry in rd {
+        let entry = entry.map_err(FileError::with("reading directory", dir))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if !name.starts_with('.') {
+            out.push((name, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Adds every YAML file below `dir` to `out` as `rel` joined with its path below `dir`,
+/// without following symbolic links to directories. The one walker `pack`'s `manifests:`
+/// and `rewrite DIR` share.
+pub fn walk_yaml(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), FileError> {
+    for (name, path) in dir_entries(dir)? {
+        let meta = fs::symlink_metadata(&path).map_err(FileError::with("reading", &path))?;
+        if meta.is_dir() {
+            walk_yaml(&path, &rel.join(&name), out)?;
+        } else if is_yaml(&path) && path.is_file() {
+            out.push(rel.join(&name));
+        }
+    }
+    Ok(())
+}
+
+/// Every YAML file below `dir`, relative to it, sorted.
+pub fn yaml_files_below(dir: &Path) -> Result<Vec<PathBuf>, FileError> {
+    let mut out = Vec::new();
+    walk_yaml(dir, Path::new(""), &mut out)?;
+    Ok(out)
+}
+
+/// A relative path with `/` separators, as bundles and output directories name files.
+pub fn slash_path(p: &Path) -> String {
+    p.components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +213,28 @@ mod tests {
             assert_eq!(mode, 0o600);
         }
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn yaml_walk_takes_any_case_and_skips_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("a/.git")).unwrap();
+        for f in [
+            "a/x.YAML",
+            "a/y.yml",
+            "a/z.txt",
+            "a/.h.yaml",
+            "a/.git/c.yaml",
+            "b.yaml",
+        ] {
+            fs::write(dir.path().join(f), "").unwrap();
+        }
+        let got: Vec<String> = yaml_files_below(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| slash_path(p))
+            .collect();
+        assert_eq!(got, ["a/x.YAML", "a/y.yml", "b.yaml"]);
     }
 
     #[test]

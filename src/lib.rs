@@ -5,15 +5,18 @@
 //! → `load` (push through `registry`, names from `naming`) → `image_map` → `rewrite` (manifests).
 
 pub mod bundle;
+pub mod commands;
 pub mod credentials;
 pub mod digest;
 pub mod docker_config;
+pub mod error;
 pub mod fsutil;
 pub mod image_map;
-pub mod k8s;
+
 pub mod load;
 pub mod manifest;
 pub mod naming;
+pub mod outputs;
 pub mod pack;
 pub mod platform;
 pub mod progress;

@@ -41,12 +41,23 @@ pub enum NamingError {
     BadTarget { input: String, reason: String },
     #[error("image {source_ref}: cannot form a target name: {reason}")]
     BadName { source_ref: String, reason: String },
-    #[error("images {a} and {b} would both be pushed as {target} (with different content); use --mode prefix or replace, which keep more of the name")]
+    #[error("images {a} and {b} would both be pushed as {target} (with different content)")]
     Collision {
         a: String,
         b: String,
         target: String,
     },
+}
+
+impl NamingError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            NamingError::Collision { .. } => {
+                Some("use --mode prefix or replace, which keep more of the name".into())
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Target {

@@ -4,6 +4,7 @@
 //! Entry order: `airgap.json`, `oci-layout`, `index.json`, `manifests/…` (Kubernetes YAML),
 //! then `blobs/sha256/<hex>`: indexes and manifests, configs, layers.
 
+mod base;
 mod frames;
 mod reader;
 pub mod seek;
@@ -15,6 +16,7 @@ mod tests;
 mod verify;
 mod writer;
 
+pub use base::{read_base, BaseBundle};
 pub use reader::{read_bundle, read_bundle_indexed, BlobContent, Flow, Head, Visitor};
 pub use verify::{
     inspect, inspect_with_files, parse_index, verify, verify_path, Inspection, InspectionWithFiles,
@@ -149,16 +151,23 @@ pub fn blob_entry_name(d: &Digest) -> String {
 /// Errors reading or writing a bundle. Each names the entry, digest or file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("{path}: {source}")]
+    #[error("reading {}", path.display())]
     Io {
         path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing entry {entry}")]
+    Write {
+        entry: String,
         source: std::io::Error,
     },
     #[error("bundle is truncated or unreadable at {entry}: {reason}")]
     Corrupt { entry: String, reason: String },
     #[error("this is not an airgap bundle: {0}")]
     NotABundle(String),
-    #[error("bundle format version {found} is newer than this airgap understands ({FORMAT_VERSION}); upgrade airgap")]
+    #[error(
+        "bundle format version {found} is newer than this airgap understands ({FORMAT_VERSION})"
+    )]
     FutureVersion { found: u32 },
     #[error("blob {digest} does not match its digest (content hashes to {actual})")]
     DigestMismatch { digest: Digest, actual: Digest },
@@ -182,8 +191,17 @@ pub enum BundleError {
     Invalid { entry: String, reason: String },
     #[error("stopped: {0}")]
     Visitor(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Volume(#[from] crate::volume::VolumeError),
+}
+
+impl BundleError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            BundleError::FutureVersion { .. } => Some("upgrade airgap to read this bundle".into()),
+            _ => None,
+        }
+    }
 }
 
 /// Opens a bundle for one streaming pass: a single file, or a split set named by any of

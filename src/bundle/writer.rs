@@ -1,6 +1,5 @@
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
 
 use super::frames::FrameWriter;
 use super::seek::EntryLoc;
@@ -25,8 +24,8 @@ pub struct BundleWriter<W: Write> {
 }
 
 fn io_err(entry: &str) -> impl FnOnce(io::Error) -> BundleError + '_ {
-    move |source| BundleError::Io {
-        path: PathBuf::from(entry),
+    move |source| BundleError::Write {
+        entry: entry.to_string(),
         source,
     }
 }

@@ -17,7 +17,6 @@ use crate::bundle::seek::{ReadAt, SeekIndex};
 use crate::bundle::{read_bundle, read_bundle_indexed, BundleError};
 use crate::credentials::Credentials;
 use crate::digest::Digest;
-use crate::image_map::{ImageMap, ImageMapEntry};
 use crate::naming::{Mode, NamingError, Target};
 use crate::progress::Progress;
 use crate::reference::Reference;
@@ -38,29 +37,29 @@ pub struct LoadOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("bundle {path}: {source}")]
+    #[error("bundle {}", path.display())]
     Bundle {
         path: PathBuf,
         #[source]
         source: BundleError,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Naming(#[from] NamingError),
-    #[error("pushing {image}: {source}")]
+    #[error("pushing {image}")]
     Push {
         image: String,
         #[source]
         source: Box<RegistryError>,
     },
     /// A manifest PUT the registry kept refusing for blobs it said it lacked.
-    #[error("pushing {image}: {source} ({reason})")]
+    #[error("pushing {image} ({reason})")]
     Refused {
         image: String,
         reason: String,
         #[source]
         source: Box<RegistryError>,
     },
-    #[error("pushing {image}: checking blob {digest} in {repository}, which the registry said it lacked: {source}")]
+    #[error("pushing {image}: checking blob {digest} in {repository}, which the registry said it lacked")]
     Restore {
         image: String,
         digest: Digest,
@@ -68,29 +67,38 @@ pub enum LoadError {
         #[source]
         source: Box<RegistryError>,
     },
-    #[error("pushing blob {digest} to {repository}: {source}")]
+    #[error("pushing blob {digest} to {repository}")]
     Blob {
         digest: Digest,
         repository: String,
         #[source]
         source: Box<RegistryError>,
     },
-    // The registry error already names the registry.
-    #[error("{source}")]
-    Registry {
-        registry: String,
-        #[source]
-        source: Box<RegistryError>,
-    },
-    #[error("bundle {path}: {reason}")]
+    // The registry error names the registry.
+    #[error(transparent)]
+    Registry(Box<RegistryError>),
+    #[error("bundle {}: {reason}", path.display())]
     Inconsistent { path: PathBuf, reason: String },
-    #[error("{path} is a delta of {base}: blobs it leaves out are not in registry {registry}, so nothing was pushed; load {base} into {registry} first. Missing: {}", missing.join(", "))]
+    #[error("{} is a delta of {base}: blobs it leaves out are not in registry {registry}, so nothing was pushed. Missing: {}", path.display(), missing.join(", "))]
     BaseMissing {
         path: PathBuf,
         base: String,
         registry: String,
         missing: Vec<String>,
     },
+}
+
+impl LoadError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            LoadError::BaseMissing { base, registry, .. } => {
+                Some(format!("load {base} into {registry} first"))
+            }
+            LoadError::Registry(e) => e.hint(),
+            LoadError::Naming(e) => e.hint(),
+            _ => None,
+        }
+    }
 }
 
 /// What one load did.
@@ -104,7 +112,8 @@ pub struct LoadSummary {
     pub bytes_uploaded: u64,
     pub manifests_pushed: u64,
     pub elapsed: Duration,
-    pub image_map: ImageMap,
+    /// Where every image went: what the outputs (image map, manifests, …) are made from.
+    pub placements: Vec<Placement>,
 }
 
 /// Counters shared by the upload tasks.
@@ -118,7 +127,7 @@ pub(crate) struct Counters {
 }
 
 /// One image of the bundle and where it goes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
     pub source: Reference,
     pub target: Reference,
@@ -139,18 +148,13 @@ pub async fn load(
 ) -> Result<LoadSummary, LoadError> {
     let started = Instant::now();
     let endpoint = Endpoint::resolve(&opts.target.host, &BTreeMap::new(), opts.plain_http);
-    let client =
-        Client::new(endpoint, opts.credentials.clone(), &opts.connect).map_err(|source| {
-            LoadError::Registry {
-                registry: opts.target.host.clone(),
-                source: Box::new(source),
-            }
-        })?;
+    let client = Client::new(endpoint, opts.credentials.clone(), &opts.connect)
+        .map_err(|source| LoadError::Registry(Box::new(source)))?;
     // Fail fast on an unreachable registry or bad credentials, before reading the bundle.
-    client.ping().await.map_err(|source| LoadError::Registry {
-        registry: opts.target.host.clone(),
-        source: Box::new(source),
-    })?;
+    client
+        .ping()
+        .await
+        .map_err(|source| LoadError::Registry(Box::new(source)))?;
     let counters = Arc::new(Counters::default());
     let handle = tokio::runtime::Handle::current();
     let mut state = visitor::LoadVisitor::new(
@@ -197,7 +201,6 @@ pub async fn load(
     }
     let placements = state.placements().to_vec();
     let unchanged = state.unchanged_images();
-    let map = image_map(&placements);
     Ok(LoadSummary {
         images: placements.len(),
         images_unchanged: unchanged,
@@ -207,7 +210,7 @@ pub async fn load(
         bytes_uploaded: counters.bytes.load(Ordering::Relaxed),
         manifests_pushed: counters.manifests.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
-        image_map: map,
+        placements,
     })
 }
 
@@ -260,21 +263,6 @@ async fn read_pass(
     }
     uploads?;
     Ok(state)
-}
-
-/// The image map of a set of placements.
-pub fn image_map(placements: &[Placement]) -> ImageMap {
-    ImageMap::new(
-        placements
-            .iter()
-            .map(|p| ImageMapEntry {
-                source: p.source.clone(),
-                target: p.target.clone(),
-                digest: p.digest.clone(),
-                source_digest: p.source_digest.clone(),
-            })
-            .collect(),
-    )
 }
 
 /// Target names for every image of a bundle without pushing anything (for `rewrite --bundle`).

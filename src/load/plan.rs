@@ -47,14 +47,10 @@ impl LoadVisitor {
         let client = self.client.clone();
         let pages = (self.placements.len() / 2).min(10);
         if pages > 0 {
-            self.listed =
-                client
-                    .list_repositories(pages)
-                    .await
-                    .map_err(|source| LoadError::Registry {
-                        registry: self.opts.target.host.clone(),
-                        source: Box::new(source),
-                    })?;
+            self.listed = client
+                .list_repositories(pages)
+                .await
+                .map_err(|source| LoadError::Registry(Box::new(source)))?;
         }
         let checks = futures::stream::iter(self.placements.iter().map(|p| {
             let client = client.clone();

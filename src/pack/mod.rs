@@ -6,7 +6,7 @@ mod resolve;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
@@ -62,14 +62,7 @@ pub struct PackOptions {
     pub split: Option<u64>,
 }
 
-/// The bundle a delta is made against: its identity and its metadata (read from the bundle
-/// or from a saved copy of its `airgap.json`, so the old bundle need not be kept).
-#[derive(Debug, Clone)]
-pub struct BaseBundle {
-    pub id: Digest,
-    pub name: Option<String>,
-    pub metadata: Metadata,
-}
+pub use crate::bundle::BaseBundle;
 
 #[derive(Debug, Clone)]
 pub struct PackSummary {
@@ -82,13 +75,13 @@ pub struct PackSummary {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
-    #[error("image {image}: {source}")]
+    #[error("image {image}")]
     Registry {
         image: String,
         #[source]
         source: Box<RegistryError>,
     },
-    #[error("image {image}: {source}")]
+    #[error("image {image}")]
     Manifest {
         image: String,
         #[source]
@@ -102,34 +95,41 @@ pub enum PackError {
     },
     #[error("image {image}: {reason}")]
     Invalid { image: String, reason: String },
-    #[error("blob {digest} (needed by {image}): {source}")]
+    #[error("blob {digest} (needed by {image})")]
     Blob {
         digest: Digest,
         image: String,
         #[source]
         source: Box<RegistryError>,
     },
-    #[error("writing bundle: {0}")]
-    Bundle(#[from] BundleError),
-    #[error("{path}: {source}")]
-    Io {
+    #[error("writing bundle {}", path.display())]
+    Bundle {
         path: PathBuf,
-        source: std::io::Error,
+        #[source]
+        source: BundleError,
     },
+    #[error(transparent)]
+    File(#[from] crate::fsutil::FileError),
+    #[error("an internal task failed: {0}")]
+    Task(String),
     #[error("no images to pack")]
     Empty,
-    #[error("{0}")]
-    Manifests(#[from] crate::k8s::K8sError),
-    #[error("{0}")]
+    #[error(transparent)]
+    Manifests(#[from] crate::rewrite::K8sError),
+    #[error(transparent)]
     Volume(#[from] crate::volume::VolumeError),
     #[error("pack stopped before the bundle was complete")]
     Aborted,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PackError + '_ {
-    move |source| PackError::Io {
-        path: path.to_path_buf(),
-        source,
+impl PackError {
+    /// Advice from the error this wraps, where it passes one through unchanged.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PackError::Manifests(e) => e.hint(),
+            PackError::Bundle { source, .. } => source.hint(),
+            _ => None,
+        }
     }
 }
 
@@ -241,7 +241,7 @@ fn check_manifests(
         .iter()
         .map(|f| (f.path.clone(), f.content.clone()))
         .collect();
-    let missing = crate::k8s::missing_images(&files, &map)?;
+    let missing = crate::rewrite::missing_images(&files, &map)?;
     if missing.is_empty() {
         return Ok(());
     }
@@ -251,7 +251,7 @@ fn check_manifests(
         }
         return Ok(());
     }
-    Err(crate::k8s::K8sError::Missing { missing }.into())
+    Err(crate::rewrite::K8sError::Missing { missing }.into())
 }
 
 struct Plan {
@@ -487,7 +487,7 @@ fn add_blob<W: Write>(
     w: &mut BundleWriter<W>,
     record: &BlobRecord,
     content: impl Read,
-) -> Result<(), PackError> {
+) -> Result<(), BundleError> {
     let mt = &record.media_type;
     if record.kind == BlobKind::Layer && (mt.contains("gzip") || mt.contains("zstd")) {
         w.add_compressed_blob(&record.digest, record.size, content, false)?;
@@ -495,6 +495,24 @@ fn add_blob<W: Write>(
         w.add_blob(&record.digest, record.size, content, false)?;
     }
     Ok(())
+}
+
+/// What a failed download hands the writer, so the writer's error is known not to be its own.
+#[derive(Debug, thiserror::Error)]
+#[error("the download of this blob failed")]
+struct DownloadFailed;
+
+fn fed_by_download(e: &PackError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io.get_ref().is_some_and(|i| i.is::<DownloadFailed>()) {
+                return true;
+            }
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// Reads a streamed blob's chunks on the writer thread.
@@ -565,21 +583,9 @@ async fn write_bundle(
     opts: &PackOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<PackSummary, PackError> {
-    let out_dir = match opts.output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = opts
-        .output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "bundle.tar.zst".into());
     // Written under a temporary name beside the output, renamed only when complete: a failed
     // or interrupted pack never leaves a partial bundle at the output path.
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}.partial-"))
-        .tempfile_in(&out_dir)
-        .map_err(io_err(&out_dir))?;
+    let tmp = crate::fsutil::AtomicFile::create(&opts.output)?;
 
     let total = metadata.total_size;
     progress.stage(&format!(
@@ -596,7 +602,10 @@ async fn write_bundle(
             1 << 20,
             Box::new(crate::volume::SplitWriter::create(&opts.output, size)?),
         )),
-        None => Sink::File(direct::DirectFile::open(tmp.path()).map_err(io_err(tmp.path()))?),
+        None => Sink::File(
+            direct::DirectFile::open(tmp.temp_path())
+                .map_err(|e| crate::fsutil::FileError::new("writing", &opts.output, e))?,
+        ),
     };
     let head_files = head_entries(resolved, &metadata, k8s);
     let manifests = plan.manifests;
@@ -605,13 +614,18 @@ async fn write_bundle(
     let wprogress = progress.clone();
     let output = opts.output.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<u64, PackError> {
-        let mut w = BundleWriter::new(sink, level, threads)?;
+        let bw = |source| PackError::Bundle {
+            path: output.clone(),
+            source,
+        };
+        let mut w = BundleWriter::new(sink, level, threads).map_err(bw)?;
         let mut done = false;
         for (name, bytes) in &head_files {
-            w.add_file(name, bytes)?;
+            w.add_file(name, bytes).map_err(bw)?;
         }
         for (rec, bytes) in &manifests {
-            w.add_blob(&rec.digest, rec.size, &bytes[..], true)?;
+            w.add_blob(&rec.digest, rec.size, &bytes[..], true)
+                .map_err(bw)?;
             wprogress.add_bytes(rec.size);
         }
         for msg in rx {
@@ -622,10 +636,10 @@ async fn write_bundle(
                         rx,
                         current: bytes::Bytes::new(),
                     };
-                    add_blob(&mut w, &record, reader)?;
+                    add_blob(&mut w, &record, reader).map_err(bw)?;
                 }
                 ToWriter::Memory { record, bytes } => {
-                    add_blob(&mut w, &record, &bytes[..])?;
+                    add_blob(&mut w, &record, &bytes[..]).map_err(bw)?;
                 }
                 ToWriter::Done => {
                     done = true;
@@ -636,12 +650,9 @@ async fn write_bundle(
         if !done {
             return Err(PackError::Aborted);
         }
-        let out_err = |source| PackError::Io {
-            path: output.clone(),
-            source,
-        };
-        match w.finish()? {
-            Sink::File(f) => f.finish().map_err(out_err),
+        let out_err = |source| crate::fsutil::FileError::new("writing", &output, source);
+        match w.finish().map_err(bw)? {
+            Sink::File(f) => Ok(f.finish().map_err(out_err)?),
             Sink::Split(s) => {
                 let s = s.into_inner().map_err(|e| out_err(e.into_error()))?;
                 Ok(s.finish()?.total_size)
@@ -721,10 +732,7 @@ async fn write_bundle(
         std::collections::VecDeque::new();
     let join = |r: Result<Result<(), PackError>, tokio::task::JoinError>| match r {
         Ok(r) => r,
-        Err(e) => Err(PackError::Io {
-            path: PathBuf::from("download"),
-            source: std::io::Error::other(e.to_string()),
-        }),
+        Err(e) => Err(PackError::Task(e.to_string())),
     };
     if fetch_result.is_ok() && !writer_gone {
         for b in large {
@@ -763,9 +771,9 @@ async fn write_bundle(
                         }
                     })
                     .await;
-                if let Err(e) = &result {
+                if result.is_err() {
                     // Make the writer fail this entry rather than wait for more bytes.
-                    let _ = ctx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    let _ = ctx.send(Err(std::io::Error::other(DownloadFailed))).await;
                 }
                 result.map_err(|source| PackError::Blob {
                     digest: b.record.digest.clone(),
@@ -789,24 +797,18 @@ async fn write_bundle(
         let _ = tokio::task::spawn_blocking(move || tx.send(ToWriter::Done)).await;
     }
     drop(tx);
-    let written = writer.await.map_err(|e| PackError::Io {
-        path: opts.output.clone(),
-        source: std::io::Error::other(e.to_string()),
-    });
+    let written = writer.await.map_err(|e| PackError::Task(e.to_string()));
     progress.finish_bytes();
-    fetch_result?;
-    let compressed = written??;
-    // tempfile creates 0600; a bundle is not secret (credentials never enter it).
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
-    }
+    let compressed = match (fetch_result, written?) {
+        // The writer's own failure (a full disk, say) is the root cause of the downloads it
+        // stopped; `Aborted`, or a failure fed to it by a download, means a download failed.
+        (_, Err(e)) if !matches!(e, PackError::Aborted) && !fed_by_download(&e) => return Err(e),
+        (Err(e), _) => return Err(e),
+        (Ok(()), w) => w?,
+    };
     if opts.split.is_none() {
-        tmp.persist(&opts.output).map_err(|e| PackError::Io {
-            path: opts.output.clone(),
-            source: e.error,
-        })?;
+        // A bundle is not secret (credentials never enter it). DirectFile synced it already.
+        tmp.commit(0o644, true)?;
     }
     Ok(PackSummary {
         images: metadata.images.len(),

@@ -94,6 +94,11 @@ fn join_digests(d: &[Digest]) -> String {
 }
 
 impl RegistryError {
+    /// Advice for the user (the registry helper moves the advice out of the messages).
+    pub fn hint(&self) -> Option<String> {
+        None
+    }
+
     /// Worth another attempt: the network or the server hiccuped.
     pub fn is_transient(&self) -> bool {
         match self {

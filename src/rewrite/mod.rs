@@ -28,6 +28,7 @@
 //! - A container without `image` gets no policy. `imagePullPolicy` of a pod spec none of whose
 //!   images the map matched is left alone; `pull_secret` goes to every pod spec.
 
+mod files;
 mod locate;
 mod plan;
 mod splice;
@@ -37,6 +38,10 @@ mod tree;
 mod proptests;
 #[cfg(test)]
 mod tests;
+
+pub use files::{
+    missing_images, rewrite_all, K8sError, K8sOptions, MissingImage, NamedFile, RewrittenSet,
+};
 
 use crate::image_map::ImageMap;
 use crate::reference::Reference;

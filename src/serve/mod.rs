@@ -29,9 +29,9 @@ pub use http::{serve, Server};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("bundle {path}: {source}")]
+    #[error("bundle {}", path.display())]
     Bundle { path: PathBuf, source: BundleError },
-    #[error("cannot read bundle {path}: {source}")]
+    #[error("cannot read bundle {}", path.display())]
     Open {
         path: PathBuf,
         source: std::io::Error,
@@ -40,15 +40,15 @@ pub enum ServeError {
     Naming(#[from] NamingError),
     #[error("invalid --path {path:?}: {reason}")]
     BadPath { path: String, reason: String },
-    #[error("bundle {path}: manifest {digest}: {reason}")]
+    #[error("bundle {}: manifest {digest}: {reason}", path.display())]
     Manifest {
         path: PathBuf,
         digest: Digest,
         reason: String,
     },
-    #[error("TLS: {path}: {reason}")]
+    #[error("TLS: {}: {reason}", path.display())]
     Tls { path: PathBuf, reason: String },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
         source: std::io::Error,

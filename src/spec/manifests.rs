@@ -12,6 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{Location, ManifestSource, SpecError};
+use crate::fsutil::{dir_entries, is_yaml, walk_yaml, FileError};
 
 /// A manifest file selected by `manifests:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +64,12 @@ impl ManifestSource {
             },
             message,
         };
-        let io_err =
-            |e: WalkError| err(format!("manifests: cannot read {}: {}", e.0.display(), e.1));
+        let io_err = |e: FileError| {
+            let cause = std::error::Error::source(&e)
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            err(format!("manifests: {e}: {cause}"))
+        };
         let components: Vec<&str> = self
             .pattern
             .split('/')
@@ -121,51 +126,12 @@ impl ManifestSource {
     }
 }
 
-/// An I/O error with the path it happened on.
-struct WalkError(PathBuf, io::Error);
-
 fn is_wild(component: &str) -> bool {
     component.contains(['*', '?'])
 }
 
-fn is_yaml(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
-}
-
-/// The entries of `dir`, sorted by name, without hidden ones.
-fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, WalkError> {
-    let wrap = |e| WalkError(dir.to_path_buf(), e);
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(wrap)? {
-        let entry = entry.map_err(wrap)?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if !name.starts_with('.') {
-            out.push((name, entry.path()));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Every `.yaml` / `.yml` file below `dir`, without following symbolic links to directories.
-fn walk_yaml(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), WalkError> {
-    for (name, path) in entries(dir)? {
-        let meta = fs::symlink_metadata(&path).map_err(|e| WalkError(path.clone(), e))?;
-        if meta.is_dir() {
-            walk_yaml(&path, &rel.join(&name), out)?;
-        } else if is_yaml(&path) && path.is_file() {
-            out.push(rel.join(&name));
-        }
-    }
-    Ok(())
-}
-
 /// Matches the pattern components `pats` below `dir`.
-fn glob(dir: &Path, rel: &Path, pats: &[&str], out: &mut Vec<PathBuf>) -> Result<(), WalkError> {
+fn glob(dir: &Path, rel: &Path, pats: &[&str], out: &mut Vec<PathBuf>) -> Result<(), FileError> {
     let Some((pat, rest)) = pats.split_first() else {
         return Ok(());
     };
@@ -174,15 +140,15 @@ fn glob(dir: &Path, rel: &Path, pats: &[&str], out: &mut Vec<PathBuf>) -> Result
             return walk_yaml(dir, rel, out);
         }
         glob(dir, rel, rest, out)?;
-        for (name, path) in entries(dir)? {
-            let meta = fs::symlink_metadata(&path).map_err(|e| WalkError(path.clone(), e))?;
+        for (name, path) in dir_entries(dir)? {
+            let meta = fs::symlink_metadata(&path).map_err(FileError::with("reading", &path))?;
             if meta.is_dir() {
                 glob(&path, &rel.join(&name), pats, out)?;
             }
         }
         return Ok(());
     }
-    for (name, path) in entries(dir)? {
+    for (name, path) in dir_entries(dir)? {
         if !wildcard(pat, &name) {
             continue;
         }

@@ -1,12 +1,7 @@
-//! Kubernetes manifests around the pure rewriter: whole files in, rewritten files out (all
-//! or nothing), the pull-secret Secret, and pack's check that every image a carried manifest
-//! uses is in the bundle.
+//! Sets of manifest files around the text rewriter: whole files in, rewritten files out (all
+//! or nothing, in memory), and pack's check that every image a carried manifest uses is in the
+//! bundle. Writing them is `outputs`' job.
 
-use std::path::{Path, PathBuf};
-
-use base64::Engine as _;
-
-use crate::credentials::Credentials;
 use crate::image_map::ImageMap;
 use crate::rewrite::{self, RewriteError, RewriteOptions, Rewritten};
 
@@ -52,13 +47,20 @@ pub enum K8sError {
     },
     #[error("{file}: {message}")]
     Other { file: String, message: String },
-    #[error("{} image(s) used by the manifests are not in the bundle (every image must be listed in the spec's images: to be carried; --allow-missing makes this a warning):\n  {}", missing.len(), missing.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("\n  "))]
+    #[error("{} image(s) used by the manifests are not in the bundle:\n  {}", missing.len(), missing.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("\n  "))]
     Missing { missing: Vec<MissingImage> },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+}
+
+impl K8sError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            K8sError::Missing { .. } => Some(
+                "list every image in the spec's images: to carry it; --allow-missing makes this a warning"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 fn from_rewrite(file: &str, e: RewriteError) -> K8sError {
@@ -148,78 +150,6 @@ pub fn missing_images(files: &[NamedFile], map: &ImageMap) -> Result<Vec<Missing
     Ok(missing)
 }
 
-/// Writes each file under `dir` (same relative names), each through a temporary file and a
-/// rename. `secret_files` are written with mode 0600.
-pub fn write_out(
-    dir: &Path,
-    files: &[(String, String)],
-    secret_files: &[(String, String)],
-) -> Result<Vec<PathBuf>, K8sError> {
-    let mut written = Vec::new();
-    for (name, text, secret) in files
-        .iter()
-        .map(|(n, t)| (n, t, false))
-        .chain(secret_files.iter().map(|(n, t)| (n, t, true)))
-    {
-        let rel = Path::new(name);
-        if rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(K8sError::Other {
-                file: name.clone(),
-                message: "refusing to write outside the output directory".into(),
-            });
-        }
-        let path = dir.join(rel);
-        let parent = path.parent().unwrap_or(dir).to_path_buf();
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| K8sError::Io { path: p, source }
-        };
-        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&parent).map_err(io(&parent))?;
-        std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io(&path))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = if secret { 0o600 } else { 0o644 };
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
-                .map_err(io(&path))?;
-        }
-        tmp.persist(&path).map_err(|e| K8sError::Io {
-            path: path.clone(),
-            source: e.error,
-        })?;
-        written.push(path);
-    }
-    Ok(written)
-}
-
-/// A `kubernetes.io/dockerconfigjson` Secret named `name` holding `creds` for `registry`.
-pub fn pull_secret_manifest(name: &str, registry: &str, creds: &Credentials) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let auth = b64.encode(format!("{}:{}", creds.username, creds.password));
-    let config = serde_json::json!({
-        "auths": { registry: {
-            "username": creds.username,
-            "password": creds.password,
-            "auth": auth,
-        }}
-    });
-    let data = b64.encode(serde_json::to_vec(&config).expect("JSON"));
-    format!(
-        "# Written by airgap: pull credentials for {registry}. Keep this file private.\n\
-         apiVersion: v1\n\
-         kind: Secret\n\
-         metadata:\n  name: {}\n\
-         type: kubernetes.io/dockerconfigjson\n\
-         data:\n  .dockerconfigjson: {data}\n",
-        serde_json::to_string(name).expect("JSON string")
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,36 +234,5 @@ mod tests {
         let files = vec![("bad.yaml".to_string(), b"kind: Pod\nspec: [\n".to_vec())];
         let e = rewrite_all(&files, &map(), &K8sOptions::default()).unwrap_err();
         assert!(e.to_string().starts_with("bad.yaml:"), "{e}");
-    }
-
-    #[test]
-    fn write_out_refuses_escaping_paths_and_sets_secret_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = write_out(dir.path(), &[("../x.yaml".into(), "a".into())], &[]).unwrap_err();
-        assert!(e.to_string().contains("outside"), "{e}");
-        let secret = pull_secret_manifest("regcred", "reg:5000", &Credentials::new("u", "pw"));
-        let w = write_out(
-            dir.path(),
-            &[("a/b.yaml".into(), "x: 1\n".into())],
-            &[("regcred-secret.yaml".into(), secret.clone())],
-        )
-        .unwrap();
-        assert_eq!(std::fs::read_to_string(&w[0]).unwrap(), "x: 1\n");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&w[1]).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600);
-        }
-        // The secret decodes to a docker config with the credentials for the registry.
-        let data = secret
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(".dockerconfigjson: "))
-            .unwrap();
-        let json = base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
-        assert_eq!(v["auths"]["reg:5000"]["password"], "pw");
     }
 }

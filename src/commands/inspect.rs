@@ -1,0 +1,157 @@
+//! `airgap inspect`: what a bundle holds, from its head only.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::CommandError;
+use crate::bundle::{self, Metadata};
+use crate::digest::Digest;
+use crate::progress::human_bytes;
+
+/// `inspect --json`: the schema scripts read.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectReport {
+    #[serde(skip)]
+    pub bundle: PathBuf,
+    pub format_version: u32,
+    pub id: Digest,
+    pub base: Option<BaseInfo>,
+    pub tool: String,
+    pub platforms: Vec<String>,
+    pub images: Vec<ImageInfo>,
+    pub manifests: Vec<String>,
+    pub totals: Totals,
+    /// `airgap.json` exactly as stored (`inspect --metadata`).
+    #[serde(skip)]
+    pub metadata_raw: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseInfo {
+    pub id: Digest,
+    pub name: Option<String>,
+    pub blobs: usize,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageInfo {
+    pub reference: String,
+    pub digest: Digest,
+    pub media_type: String,
+    pub platforms: Vec<String>,
+    pub size: u64,
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<Digest>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Totals {
+    pub images: usize,
+    pub blobs: usize,
+    pub size: u64,
+}
+
+pub fn inspect(path: &Path) -> Result<InspectReport, CommandError> {
+    let input = bundle::open_input(path).map_err(CommandError::bundle(path))?;
+    let i = bundle::inspect(input).map_err(CommandError::bundle(path))?;
+    Ok(report(path, &i.metadata, i.id, i.k8s_files, i.metadata_raw))
+}
+
+fn report(
+    path: &Path,
+    md: &Metadata,
+    id: Digest,
+    manifests: Vec<String>,
+    metadata_raw: Vec<u8>,
+) -> InspectReport {
+    let strings = |ps: &[crate::platform::Platform]| ps.iter().map(|p| p.to_string()).collect();
+    InspectReport {
+        bundle: path.to_path_buf(),
+        format_version: md.format_version,
+        id,
+        base: md.base.as_ref().map(|b| BaseInfo {
+            id: b.id.clone(),
+            name: b.name.clone(),
+            blobs: b.blobs.len(),
+            size: b.blobs.iter().map(|r| r.size).sum(),
+        }),
+        tool: md.tool.clone(),
+        platforms: strings(&md.platforms),
+        images: md
+            .images
+            .iter()
+            .map(|img| ImageInfo {
+                reference: img.reference.to_string(),
+                digest: img.digest.clone(),
+                media_type: img.media_type.clone(),
+                platforms: strings(&img.platforms),
+                size: img.total_size,
+                source: img.source.clone(),
+                source_digest: img.source_digest.clone(),
+            })
+            .collect(),
+        manifests,
+        totals: Totals {
+            images: md.images.len(),
+            blobs: md.blobs.len(),
+            size: md.total_size,
+        },
+        metadata_raw,
+    }
+}
+
+impl InspectReport {
+    pub fn render(&self) -> String {
+        let mut out = vec![
+            format!(
+                "bundle {} (format {}, {})",
+                self.bundle.display(),
+                self.format_version,
+                self.tool
+            ),
+            format!("  id {}", self.id),
+        ];
+        if let Some(b) = &self.base {
+            out.push(format!(
+                "  delta of {} ({}): {} blob(s), {}, left out; load it into a registry that already has that bundle",
+                b.name.as_deref().unwrap_or("an earlier bundle"),
+                b.id,
+                b.blobs,
+                human_bytes(b.size)
+            ));
+        }
+        for img in &self.images {
+            let plats = if img.platforms.is_empty() {
+                "-".to_string()
+            } else {
+                img.platforms.join(",")
+            };
+            out.push(format!("  {}", img.reference));
+            out.push(format!("    digest    {}", img.digest));
+            if let Some(sd) = &img.source_digest {
+                out.push(format!(
+                    "    source    {sd} (index filtered to the platforms above)"
+                ));
+            }
+            out.push(format!("    type      {}", img.media_type));
+            out.push(format!("    platforms {plats}"));
+            out.push(format!("    size      {}", human_bytes(img.size)));
+        }
+        for f in &self.manifests {
+            out.push(format!("  manifest {f}"));
+        }
+        out.push(format!(
+            "total: {} image(s), {} blob(s), {}",
+            self.totals.images,
+            self.totals.blobs,
+            human_bytes(self.totals.size)
+        ));
+        out.join("\n")
+    }
+}

@@ -1,0 +1,183 @@
+//! `airgap load`: the bundle into a registry, then everything derived from where the images
+//! went (image map, rewritten manifests, pull secret).
+//!
+//! The order matters: the outputs are computed from the bundle's head before anything is
+//! pushed (a manifest that would fail in the cluster stops the load while nothing changed),
+//! and written only after every image landed.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{warn_connect, CommandError, CommandErrorKind};
+use crate::bundle;
+use crate::credentials::Credentials;
+use crate::load::{LoadError, LoadOptions};
+use crate::naming::{Mode, Target};
+use crate::outputs::{self, OutputOptions, Written};
+use crate::progress::{human_bytes, Progress};
+use crate::registry::ConnectOptions;
+
+/// Where the target registry's credentials come from.
+#[derive(Debug, Clone, Default)]
+pub enum Login {
+    /// docker `config.json` (and its credential helpers) for the target host, else anonymous.
+    #[default]
+    DockerConfig,
+    /// This user, with the password read from standard input.
+    PasswordStdin {
+        username: String,
+    },
+    Given(Credentials),
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadCommand {
+    pub bundle: PathBuf,
+    pub target: Target,
+    pub mode: Mode,
+    pub plain_http: bool,
+    pub connect: ConnectOptions,
+    pub login: Login,
+    pub concurrency: usize,
+    pub outputs: OutputOptions,
+}
+
+/// What a load did.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadReport {
+    pub registry: String,
+    pub images: usize,
+    pub images_unchanged: usize,
+    pub blobs_uploaded: u64,
+    pub bytes_uploaded: u64,
+    pub blobs_mounted: u64,
+    pub blobs_skipped: u64,
+    pub manifests_pushed: u64,
+    pub seconds: f64,
+    pub image_map: crate::image_map::ImageMap,
+    pub written: Written,
+}
+
+impl LoadReport {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Some(dir) = &self.written.manifests_dir {
+            out.push_str(&format!(
+                "wrote {} manifest file(s) to {}\n",
+                self.written.manifests.len(),
+                dir.display()
+            ));
+        }
+        out.push_str(&format!(
+            "loaded {} image(s) into {} ({} already present): {} blob(s) uploaded ({}), {} mounted, {} skipped, {} manifest(s) pushed, in {:.1}s",
+            self.images,
+            self.registry,
+            self.images_unchanged,
+            self.blobs_uploaded,
+            human_bytes(self.bytes_uploaded),
+            self.blobs_mounted,
+            self.blobs_skipped,
+            self.manifests_pushed,
+            self.seconds
+        ));
+        out
+    }
+}
+
+fn password_from_stdin() -> Result<String, CommandError> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).map_err(|e| {
+        CommandError::invalid(format!("--password-stdin: cannot read standard input: {e}"))
+    })?;
+    let p = s.trim_end_matches(['\n', '\r']).to_string();
+    if p.is_empty() {
+        return Err(CommandError::invalid(
+            "--password-stdin: standard input was empty",
+        ));
+    }
+    Ok(p)
+}
+
+impl Login {
+    fn credentials(&self, host: &str) -> Result<Option<Credentials>, CommandError> {
+        match self {
+            Login::Given(c) => Ok(Some(c.clone())),
+            Login::PasswordStdin { username } => Ok(Some(Credentials::new(
+                username.clone(),
+                password_from_stdin()?,
+            ))),
+            Login::DockerConfig => crate::docker_config::lookup(host).map_err(|source| {
+                CommandErrorKind::DockerConfig {
+                    registry: host.to_string(),
+                    source,
+                }
+                .into()
+            }),
+        }
+    }
+}
+
+pub async fn load(
+    cmd: &LoadCommand,
+    progress: Arc<dyn Progress>,
+) -> Result<LoadReport, CommandError> {
+    if cmd.plain_http {
+        progress.warn(&format!(
+            "talking plain HTTP to {} (--plain-http)",
+            cmd.target.host
+        ));
+    }
+    warn_connect(&cmd.connect, progress.as_ref());
+    let credentials = cmd.login.credentials(&cmd.target.host)?;
+    // The bundle's head gives the placements, and from them every output, before any push.
+    let head = bundle::inspect_with_files(
+        bundle::open_input(&cmd.bundle).map_err(CommandError::bundle(&cmd.bundle))?,
+    )
+    .map_err(CommandError::bundle(&cmd.bundle))?;
+    let placements = crate::load::placements(&head.metadata, &cmd.target, cmd.mode)?;
+    let planned = outputs::plan(
+        &placements,
+        &head.k8s,
+        &cmd.target.host,
+        credentials.as_ref(),
+        &cmd.outputs,
+    )?;
+    for m in planned.missing() {
+        progress.warn(&format!("{m}: image is not in the bundle; left as it is"));
+    }
+    let opts = LoadOptions {
+        bundle: cmd.bundle.clone(),
+        target: cmd.target.clone(),
+        mode: cmd.mode,
+        plain_http: cmd.plain_http,
+        connect: cmd.connect.clone(),
+        credentials,
+        concurrency: cmd.concurrency.max(1),
+    };
+    let s = crate::load::load(&opts, progress).await?;
+    // Load names the images from the head it streams; had the file changed in between, the
+    // outputs would describe another bundle.
+    if s.placements != placements {
+        return Err(LoadError::Inconsistent {
+            path: cmd.bundle.clone(),
+            reason: "the bundle changed while it was being loaded".into(),
+        }
+        .into());
+    }
+    let written = planned.write()?;
+    Ok(LoadReport {
+        registry: cmd.target.host.clone(),
+        images: s.images,
+        images_unchanged: s.images_unchanged,
+        blobs_uploaded: s.blobs_uploaded,
+        bytes_uploaded: s.bytes_uploaded,
+        blobs_mounted: s.blobs_mounted,
+        blobs_skipped: s.blobs_skipped,
+        manifests_pushed: s.manifests_pushed,
+        seconds: s.elapsed.as_secs_f64(),
+        image_map: planned.image_map.clone(),
+        written,
+    })
+}

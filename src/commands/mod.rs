@@ -1,0 +1,23 @@
+//! Each command's workflow, as a library function: options in, a summary out (serde types,
+//! so `--json` is a struct), progress through a [`Progress`](crate::progress::Progress). The
+//! binary only parses arguments, calls one of these and renders what it returns.
+
+mod error;
+pub mod inspect;
+pub mod load;
+pub mod pack;
+pub mod rewrite;
+pub mod serve;
+pub mod verify;
+
+pub use error::{CommandError, CommandErrorKind};
+
+use crate::progress::Progress;
+use crate::registry::ConnectOptions;
+
+/// Says what the user should know about the connection options before anything starts.
+fn warn_connect(c: &ConnectOptions, progress: &dyn Progress) {
+    if c.insecure_skip_tls_verify {
+        progress.warn("TLS certificate verification is disabled (--insecure-skip-tls-verify)");
+    }
+}

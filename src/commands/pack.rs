@@ -1,0 +1,146 @@
+//! `airgap pack`: spec file in, bundle out.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use url::Url;
+
+use super::{warn_connect, CommandError, CommandErrorKind};
+use crate::fsutil::FileError;
+use crate::pack::{ImageRequest, K8sFile, PackOptions};
+use crate::platform::Platform;
+use crate::progress::{human_bytes, Progress};
+use crate::registry::ConnectOptions;
+use crate::spec::Spec;
+
+#[derive(Debug, Clone)]
+pub struct PackCommand {
+    pub spec: PathBuf,
+    pub output: PathBuf,
+    /// `--mirror HOST=URL`, over the spec's `registries:`.
+    pub mirrors: Vec<(String, Url)>,
+    /// Instead of the spec's `platforms:` when not empty.
+    pub platforms: Vec<Platform>,
+    pub connect: ConnectOptions,
+    pub concurrency: usize,
+    pub level: i32,
+    /// Compression threads; `None`: one per CPU.
+    pub threads: Option<u32>,
+    pub allow_missing: bool,
+    /// Part size for a split bundle.
+    pub split: Option<u64>,
+    /// A bundle or saved `airgap.json` to make a delta against.
+    pub base: Option<PathBuf>,
+}
+
+/// What a pack wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PackReport {
+    pub output: PathBuf,
+    pub images: usize,
+    pub blobs: usize,
+    /// Bytes of every blob.
+    pub bytes: u64,
+    /// Bytes of the bundle (all parts).
+    pub compressed: u64,
+    pub seconds: f64,
+}
+
+impl PackReport {
+    pub fn render(&self) -> String {
+        format!(
+            "packed {} image(s), {} blob(s), {} into {} ({} compressed) in {:.1}s",
+            self.images,
+            self.blobs,
+            human_bytes(self.bytes),
+            self.output.display(),
+            human_bytes(self.compressed),
+            self.seconds
+        )
+    }
+}
+
+pub async fn pack(
+    cmd: &PackCommand,
+    progress: Arc<dyn Progress>,
+) -> Result<PackReport, CommandError> {
+    let started = Instant::now();
+    warn_connect(&cmd.connect, progress.as_ref());
+    let spec = Spec::load(&cmd.spec)?;
+    for w in &spec.warnings {
+        progress.warn(w);
+    }
+    let mut mirrors: BTreeMap<String, Url> = spec.mirrors.clone();
+    mirrors.extend(cmd.mirrors.iter().cloned());
+    let platforms = if cmd.platforms.is_empty() {
+        spec.platforms.clone()
+    } else {
+        cmd.platforms.clone()
+    };
+    let mut images = Vec::with_capacity(spec.images.len());
+    for e in &spec.images {
+        let credentials = e.credentials_or_docker_config().map_err(|source| {
+            CommandErrorKind::SpecCredentials {
+                image: e.reference.to_string(),
+                spec: spec.path.clone(),
+                line: e.line,
+                source,
+            }
+        })?;
+        images.push(ImageRequest {
+            reference: e.reference.clone(),
+            source: e.source.clone(),
+            credentials,
+        });
+    }
+    let mut k8s = Vec::new();
+    for f in spec.manifest_files()? {
+        let content =
+            std::fs::read(&f.path).map_err(FileError::with("reading manifest", &f.path))?;
+        k8s.push(K8sFile {
+            path: crate::fsutil::slash_path(&f.relative),
+            content,
+        });
+    }
+    let base = match &cmd.base {
+        Some(p) => Some(
+            crate::bundle::read_base(p).map_err(|source| CommandErrorKind::Base {
+                path: p.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let opts = PackOptions {
+        output: cmd.output.clone(),
+        platforms,
+        mirrors,
+        connect: cmd.connect.clone(),
+        concurrency: cmd.concurrency.max(1),
+        level: cmd.level,
+        threads: cmd.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(2)
+        }),
+        allow_missing_images: cmd.allow_missing,
+        split: cmd.split,
+        base,
+        spec_name: cmd
+            .spec
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned()),
+    };
+    let s = crate::pack::pack(images, k8s, &opts, progress).await?;
+    Ok(PackReport {
+        output: cmd.output.clone(),
+        images: s.images,
+        blobs: s.blobs,
+        bytes: s.bytes,
+        compressed: s.compressed,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,28 @@
+//! The `kubernetes.io/dockerconfigjson` Secret that lets pods pull from the target registry.
+
+use base64::Engine as _;
+
+use crate::credentials::Credentials;
+
+/// A Secret named `name` holding `creds` for `registry`.
+pub fn pull_secret_manifest(name: &str, registry: &str, creds: &Credentials) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let auth = b64.encode(format!("{}:{}", creds.username, creds.password));
+    let config = serde_json::json!({
+        "auths": { registry: {
+            "username": creds.username,
+            "password": creds.password,
+            "auth": auth,
+        }}
+    });
+    let data = b64.encode(serde_json::to_vec(&config).expect("JSON"));
+    format!(
+        "# Written by airgap: pull credentials for {registry}. Keep this file private.\n\
+         apiVersion: v1\n\
+         kind: Secret\n\
+         metadata:\n  name: {}\n\
+         type: kubernetes.io/dockerconfigjson\n\
+         data:\n  .dockerconfigjson: {data}\n",
+        serde_json::to_string(name).expect("JSON string")
+    )
+}

@@ -1,0 +1,99 @@
+use base64::Engine as _;
+
+use super::*;
+use crate::digest::Digest;
+use crate::reference::Reference;
+use crate::rewrite::RewriteOptions;
+
+fn placements() -> Vec<Placement> {
+    vec![Placement {
+        source: Reference::parse("redis:7").unwrap(),
+        target: Reference::parse("reg:5000/library/redis:7").unwrap(),
+        digest: Digest::of(b"x"),
+        source_digest: None,
+        media_type: crate::manifest::OCI_INDEX.into(),
+    }]
+}
+
+const POD: &str = "kind: Pod\nspec:\n  containers:\n  - image: redis:7\n";
+
+#[test]
+fn every_output_comes_from_the_same_placements() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = OutputOptions {
+        image_map: Some(dir.path().join("images.json")),
+        manifests_out: Some(dir.path().join("out")),
+        rewrite: K8sOptions {
+            rewrite: RewriteOptions {
+                pin_digests: false,
+                pull_secret: Some("regcred".into()),
+            },
+            allow_missing: false,
+        },
+    };
+    let files = vec![("app/pod.yaml".to_string(), POD.as_bytes().to_vec())];
+    let creds = Credentials::new("u", "pw");
+    let planned = plan(&placements(), &files, "reg:5000", Some(&creds), &opts).unwrap();
+    // Nothing is written by planning.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let w = planned.write().unwrap();
+    let map = ImageMap::read(w.image_map.as_ref().unwrap()).unwrap();
+    assert_eq!(map, image_map(&placements()));
+    let pod = std::fs::read_to_string(dir.path().join("out/app/pod.yaml")).unwrap();
+    assert!(pod.contains("image: reg:5000/library/redis:7"), "{pod}");
+    let secret = dir.path().join("out/regcred-pull-secret.yaml");
+    assert_eq!(w.manifests.len(), 2);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let text = std::fs::read_to_string(&secret).unwrap();
+    let data = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(".dockerconfigjson: "))
+        .unwrap();
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(v["auths"]["reg:5000"]["password"], "pw");
+}
+
+#[test]
+fn a_missing_image_fails_the_plan_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = OutputOptions {
+        image_map: Some(dir.path().join("images.json")),
+        manifests_out: Some(dir.path().join("out")),
+        ..Default::default()
+    };
+    let files = vec![(
+        "pod.yaml".to_string(),
+        b"kind: Pod\nspec:\n  containers:\n  - image: nginx:1\n".to_vec(),
+    )];
+    let e = plan(&placements(), &files, "reg:5000", None, &opts).unwrap_err();
+    assert!(e.to_string().contains("pod.yaml:4: nginx:1"), "{e}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn write_files_refuses_escaping_names_before_writing_any() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        OutputFile {
+            name: "ok.yaml".into(),
+            text: "a: 1\n".into(),
+            secret: false,
+        },
+        OutputFile {
+            name: "../x.yaml".into(),
+            text: "a: 1\n".into(),
+            secret: false,
+        },
+    ];
+    let e = write_files(dir.path(), &files).unwrap_err();
+    assert!(e.to_string().contains("outside"), "{e}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
