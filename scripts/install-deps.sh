@@ -26,3 +26,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${sudo[@]}" apt-get update
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
+
+# A second, independent OCI registry implementation for the interoperability tests:
+# ferro-oci-server from crates.io, built once into a cache outside the checkout.
+tools=${AIRGAP_TOOLS:-$HOME/.cache/airgap-tools}
+if [ ! -x "$tools/bin/ferro-oci-server" ]; then
+  echo "installing ferro-oci-server 1.0.0 into $tools (once; about a minute)"
+  cargo install --locked --quiet ferro-oci-server --version 1.0.0 --root "$tools" \
+    || cargo install --quiet ferro-oci-server --version 1.0.0 --root "$tools"
+fi

@@ -25,8 +25,42 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Which registry implementation to run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Kind {
+    /// CNCF distribution 2.8 (Debian's `docker-registry`).
+    #[default]
+    Distribution,
+    /// ferro-oci-server (crates.io; `scripts/install-deps.sh` installs it): a second, independent
+    /// implementation. No auth, no TLS, no catalog limits; blobs are shared by every repository
+    /// (a blob HEAD answers 200 in any repository) and mounts are answered 202 (never granted);
+    /// it refuses any request body over 512 MiB with 413.
+    Ferro,
+}
+
+/// The ferro-oci-server binary: `$AIRGAP_FERRO`, else where install-deps.sh puts it, else PATH.
+pub fn ferro_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("AIRGAP_FERRO") {
+        return PathBuf::from(p);
+    }
+    let tools = std::env::var_os("AIRGAP_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/airgap-tools")
+        });
+    let p = tools.join("bin/ferro-oci-server");
+    if p.exists() {
+        p
+    } else {
+        PathBuf::from("ferro-oci-server")
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOpts {
+    /// The implementation (distribution unless said otherwise).
+    pub kind: Kind,
     /// htpasswd user and password (bcrypt via `htpasswd -Bbn`); Basic auth is accepted.
     pub auth: Option<(String, String)>,
     /// Serve HTTPS with a fresh self-signed CA (see [`Registry::ca_file`]).
@@ -58,6 +92,13 @@ impl RegistryOpts {
         RegistryOpts {
             auth: Some((user.to_string(), pass.to_string())),
             tls: true,
+            ..Self::default()
+        }
+    }
+    /// A plain-HTTP registry of another implementation.
+    pub fn of(kind: Kind) -> Self {
+        RegistryOpts {
+            kind,
             ..Self::default()
         }
     }
@@ -326,6 +367,9 @@ impl Registry {
     }
 
     fn spawn_and_wait(&self) -> Result<(), StartError> {
+        if self.opts.kind == Kind::Ferro {
+            return self.spawn_ferro();
+        }
         let config = self.write_config();
         let log_start = std::fs::metadata(self.log_file())
             .map(|m| m.len() as usize)
@@ -387,6 +431,79 @@ impl Registry {
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// ferro-oci-server, configured by environment variables only.
+    fn spawn_ferro(&self) -> Result<(), StartError> {
+        assert!(
+            self.opts.auth.is_none()
+                && !self.opts.tls
+                && self.opts.proxy.is_none()
+                && self.opts.catalog_page.is_none(),
+            "ferro-oci-server has no auth, TLS, proxy or catalog settings"
+        );
+        let log_start = std::fs::metadata(self.log_file())
+            .map(|m| m.len() as usize)
+            .unwrap_or(0);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file())
+            .unwrap();
+        let bin = ferro_bin();
+        let child = Command::new(&bin)
+            .env("FERRO_OCI_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("FERRO_OCI_STORAGE_DIR", self.storage_dir())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "run {} (scripts/install-deps.sh installs ferro-oci-server): {e}",
+                    bin.display()
+                )
+            });
+        let watchdog = watchdog(child.id());
+        *self.child.lock().unwrap() = Some(Running {
+            registry: child,
+            watchdog,
+        });
+        let probe = self.client();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            {
+                let mut g = self.child.lock().unwrap();
+                let c = g.as_mut().unwrap();
+                if let Some(status) = c.registry.try_wait().unwrap() {
+                    g.take().unwrap().kill();
+                    let log = self.log();
+                    let this_run = log.get(log_start..).unwrap_or(&log);
+                    if this_run.to_lowercase().contains("address already in use")
+                        || this_run.contains("AddrInUse")
+                    {
+                        return Err(StartError::AddrInUse);
+                    }
+                    panic!("ferro-oci-server exited ({status}) while starting:\n{this_run}");
+                }
+            }
+            if let Ok(resp) = probe.request(reqwest::Method::GET, "/v2/").send() {
+                // No header to recognise it by: it is ours if it still runs after answering.
+                if resp.status() == StatusCode::OK && self.is_running() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                self.stop();
+                panic!(
+                    "ferro-oci-server on port {} did not answer /v2/ within {:?}:\n{}",
+                    self.port,
+                    READY_TIMEOUT,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
