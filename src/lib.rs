@@ -22,4 +22,4 @@ pub mod registry;
 pub mod rewrite;
 pub mod serve;
 pub mod spec;
-pub mod volume;
+pub use bundle::volume; // temporary: main.rs

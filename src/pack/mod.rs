@@ -121,7 +121,7 @@ pub enum PackError {
     #[error("{0}")]
     Manifests(#[from] crate::k8s::K8sError),
     #[error("{0}")]
-    Volume(#[from] crate::volume::VolumeError),
+    Volume(#[from] crate::bundle::volume::VolumeError),
     #[error("pack stopped before the bundle was complete")]
     Aborted,
 }
@@ -539,7 +539,7 @@ enum ToWriter {
 /// parts.
 enum Sink {
     File(direct::DirectFile),
-    Split(BufWriter<Box<crate::volume::SplitWriter>>),
+    Split(BufWriter<Box<crate::bundle::volume::SplitWriter>>),
 }
 
 impl Write for Sink {
@@ -594,7 +594,10 @@ async fn write_bundle(
     let sink = match opts.split {
         Some(size) => Sink::Split(BufWriter::with_capacity(
             1 << 20,
-            Box::new(crate::volume::SplitWriter::create(&opts.output, size)?),
+            Box::new(crate::bundle::volume::SplitWriter::create(
+                &opts.output,
+                size,
+            )?),
         )),
         None => Sink::File(direct::DirectFile::open(tmp.path()).map_err(io_err(tmp.path()))?),
     };
