@@ -64,6 +64,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::fsutil::FileError;
 
 /// The sidecar's version; a reader refuses a newer one.
 pub const PARTS_FORMAT_VERSION: u32 = 1;
@@ -83,6 +84,8 @@ pub enum VolumeError {
     InvalidSize { input: String, reason: String },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A part went past what the filesystem accepts in one file (FAT32: 4 GiB - 1).
     #[error("{}: the filesystem refused to grow the file past {written} bytes ({source}); FAT32 holds at most 4 GiB - 1 byte per file: split with `fat32` or smaller", path.display())]
     FileTooLarge {

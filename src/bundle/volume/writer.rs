@@ -11,6 +11,7 @@ use super::{
     PARTS_FORMAT_VERSION,
 };
 use crate::digest::{Digest, Hasher};
+use crate::fsutil::{AtomicFile, FileError};
 
 /// The part being written.
 struct OpenPart {
@@ -234,7 +235,6 @@ impl SplitWriter {
             }
             return Err(e);
         }
-        sync_dir(read_dir_of(&self.dir));
         set.sidecar = Some(sidecar);
         Ok(set)
     }
@@ -284,38 +284,13 @@ fn remove_leftovers(set: &PartSet) {
 }
 
 fn write_sidecar(set: &PartSet, path: &Path) -> Result<(), VolumeError> {
-    let dir = read_dir_of(path.parent().unwrap_or(Path::new("")));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.partial-"))
-        .tempfile_in(dir)
-        .map_err(io_error(dir))?;
     let mut json = serde_json::to_vec_pretty(set).expect("a part set serialises");
     json.push(b'\n');
-    tmp.write_all(&json).map_err(io_error(path))?;
-    tmp.as_file().sync_all().map_err(io_error(path))?;
-    // tempfile creates 0600; the sidecar is no more secret than the parts.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644));
-    }
-    tmp.persist(path).map_err(|e| VolumeError::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
+    let mut f = AtomicFile::create(path)?;
+    f.write_all(&json)
+        .map_err(FileError::with("writing", path))?;
+    // Durable: synced, renamed, and the directory synced, which makes the parts' renames
+    // before it durable too. 0644: the sidecar is no more secret than the parts.
+    f.commit(0o644, true)?;
     Ok(())
-}
-
-/// Makes renames durable (best effort; a no-op where directories cannot be opened).
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
 }
