@@ -77,22 +77,25 @@ pub const MIN_PART_DIGITS: usize = 3;
 /// Sidecars larger than this are refused before being read (about 100,000 parts).
 const MAX_SIDECAR_SIZE: u64 = 16 * 1024 * 1024;
 
-/// Errors of this module. Each names the file, part or input at fault.
+/// Errors of this module. Each names the file, part or input at fault; advice for the user is
+/// in [`VolumeError::hint`], not in the message.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
     #[error("invalid size {input:?}: {reason}")]
     InvalidSize { input: String, reason: String },
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    /// A local file operation failed: its action and path, the OS error as source.
     #[error(transparent)]
     File(#[from] FileError),
     /// A part went past what the filesystem accepts in one file (FAT32: 4 GiB - 1).
-    #[error("{}: the filesystem refused to grow the file past {written} bytes ({source}); FAT32 holds at most 4 GiB - 1 byte per file: split with `fat32` or smaller", path.display())]
+    #[error("writing {}: the file system refused to grow the file past {written} bytes", path.display())]
     FileTooLarge {
         path: PathBuf,
         written: u64,
+        #[source]
         source: io::Error,
     },
+    #[error("invalid split bundle name {}: it needs a UTF-8 file name", base.display())]
+    InvalidBase { base: PathBuf },
     #[error("no split bundle at {}: found neither the sidecar {} nor a first part {}", path.display(), sidecar.display(), first_part.display())]
     NotFound {
         path: PathBuf,
@@ -101,7 +104,7 @@ pub enum VolumeError {
     },
     #[error("invalid sidecar {}: {reason}", path.display())]
     Sidecar { path: PathBuf, reason: String },
-    #[error("sidecar {} has format version {found}, newer than this airgap understands ({PARTS_FORMAT_VERSION}); upgrade airgap", path.display())]
+    #[error("sidecar {} has format version {found}, newer than this airgap understands ({PARTS_FORMAT_VERSION})", path.display())]
     FutureSidecar { path: PathBuf, found: u32 },
     /// Parts of different number widths share a base (e.g. `.001` and `.0001`): two sets mixed.
     #[error("{}: {reason}", path.display())]
@@ -122,7 +125,33 @@ impl VolumeError {
     /// [`MultiPartReader`], if it is one of theirs (also works after it passed, unwrapped,
     /// through layers such as zstd or tar that return the source's error as is).
     pub fn from_io(e: &io::Error) -> Option<&VolumeError> {
-        e.get_ref()?.downcast_ref::<VolumeError>()
+        let inner = e.get_ref()?;
+        inner.downcast_ref::<VolumeError>().or_else(|| {
+            inner
+                .downcast_ref::<reader::ReadFailure>()
+                .map(|f| &f.error)
+        })
+    }
+
+    /// What the user can do about it, when there is something to say.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            VolumeError::InvalidSize { .. } => Some(
+                "a size is a number with an optional unit: B; K, M, G, T or KiB, MiB, GiB, TiB \
+                 for powers of 1024; KB, MB, GB, TB for powers of 1000; or fat32 (4 GiB - 1 byte)"
+                    .into(),
+            ),
+            VolumeError::FileTooLarge { .. } => Some(
+                "FAT32 holds at most 4 GiB - 1 byte per file: split with `fat32` or smaller".into(),
+            ),
+            VolumeError::FutureSidecar { .. } => {
+                Some("upgrade airgap to read this split bundle".into())
+            }
+            VolumeError::Ambiguous { .. } => {
+                Some("move one set's parts elsewhere, or put its sidecar beside the parts".into())
+            }
+            _ => None,
+        }
     }
 }
 
@@ -269,12 +298,7 @@ pub fn parse_size(s: &str) -> Result<u64, VolumeError> {
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
         "tb" => 1_000_000_000_000,
-        _ => {
-            return Err(err(format!(
-                "unknown unit {unit:?} (use B; K, M, G, T or KiB, MiB, GiB, TiB for powers of \
-                 1024; KB, MB, GB, TB for powers of 1000; or fat32)"
-            )))
-        }
+        _ => return Err(err(format!("unknown unit {unit:?}"))),
     };
     let too_large = || err("too large".into());
     // At most 20 digits fit a u64; more is too large (leading zeros aside).
@@ -344,19 +368,12 @@ fn read_dir_of(dir: &Path) -> &Path {
     }
 }
 
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> VolumeError + '_ {
-    move |source| VolumeError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Every file in `dir` named `<base>.<digits>`: (number, width, name), sorted by number.
 fn list_parts(dir: &Path, base: &str) -> Result<Vec<(usize, usize, String)>, VolumeError> {
     let rd = read_dir_of(dir);
     let mut found = Vec::new();
-    for entry in fs::read_dir(rd).map_err(io_error(rd))? {
-        let entry = entry.map_err(io_error(rd))?;
+    for entry in fs::read_dir(rd).map_err(FileError::with("listing", rd))? {
+        let entry = entry.map_err(FileError::with("listing", rd))?;
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{
-    io_error, list_parts, part_name, split_part_name, PartInfo, PartProblem, PartSet, VolumeError,
+    list_parts, part_name, split_part_name, PartInfo, PartProblem, PartSet, VolumeError,
     MAX_SIDECAR_SIZE, MIN_PART_DIGITS, PARTS_FORMAT_VERSION, SIDECAR_SUFFIX,
 };
 use crate::digest::{Digest, Hasher};
+use crate::fsutil::FileError;
 
 impl PartSet {
     /// Checks part `index` (0-based) on its own: present, of its recorded size and, with a
@@ -160,7 +161,7 @@ pub fn open_set(path: &Path) -> Result<PartSet, VolumeError> {
     match File::open(&sidecar) {
         Ok(f) => return read_sidecar(f, &sidecar, dir, base),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_error(&sidecar)(e)),
+        Err(e) => return Err(FileError::new("opening", &sidecar, e).into()),
     }
     discover(path, dir, base, sidecar)
 }
@@ -173,7 +174,7 @@ fn read_sidecar(f: File, path: &Path, dir: PathBuf, base: String) -> Result<Part
     let mut bytes = Vec::new();
     f.take(MAX_SIDECAR_SIZE + 1)
         .read_to_end(&mut bytes)
-        .map_err(io_error(path))?;
+        .map_err(FileError::with("reading", path))?;
     if bytes.len() as u64 > MAX_SIDECAR_SIZE {
         return Err(bad(format!("larger than {MAX_SIDECAR_SIZE} bytes")));
     }
@@ -278,8 +279,7 @@ fn discover(
         return Err(VolumeError::Ambiguous {
             path: dir.join(&base),
             reason: format!(
-                "parts numbered with {width} and with {} digits ({} and {}): two sets are mixed; \
-                 keep one",
+                "parts numbered with {width} and with {} digits ({} and {}): two sets are mixed",
                 other.1, found[0].2, other.2
             ),
         });
@@ -294,7 +294,11 @@ fn discover(
     let mut sizes = Vec::with_capacity(found.len());
     for p in &found {
         let pp = dir.join(&p.2);
-        sizes.push(fs::metadata(&pp).map_err(io_error(&pp))?.len());
+        sizes.push(
+            fs::metadata(&pp)
+                .map_err(FileError::with("reading the size of", &pp))?
+                .len(),
+        );
     }
     let last = sizes.len() - 1;
     let part_size = if last == 0 {
@@ -334,6 +338,37 @@ fn discover(
     })
 }
 
+/// How [`MultiPartReader`] fails inside an `io::Error`: the error (see
+/// [`VolumeError::from_io`]) with, as its message, the error and its causes. The bundle
+/// reader keeps an I/O error's text rather than the error, which would drop the OS error
+/// (`Input/output error` from a failing stick), so the causes are spelled out here, once,
+/// and there is no `source` to print them again.
+#[derive(Debug)]
+pub(super) struct ReadFailure {
+    pub(super) error: VolumeError,
+    text: String,
+}
+
+impl std::fmt::Display for ReadFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for ReadFailure {}
+
+/// `e` and its causes, joined with ": ".
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Reads the parts of a set in order as one stream, without joining them on disk.
 ///
 /// Each part is checked as its end is reached, before its last bytes are handed out: its size
@@ -341,7 +376,8 @@ fn discover(
 /// with a sidecar, its sha256 ([`PartProblem::Corrupt`], or [`PartProblem::OutOfOrder`] when
 /// it is another part's content). A part that is not there is [`PartProblem::Missing`] when
 /// the stream reaches it. Such a failure is an `io::Error` whose message names the part file
-/// and whose inner error is the [`VolumeError`] (see [`VolumeError::from_io`]); every later
+/// (and gives the OS error, if any) and which carries the [`VolumeError`] (see
+/// [`VolumeError::from_io`]); every later
 /// read fails too. Bytes of a corrupt part before its last read are handed out unverified
 /// (the bundle inside has its own digests); run [`check_parts`] first to refuse a damaged set
 /// before reading any of it.
@@ -397,11 +433,12 @@ impl MultiPartReader {
     fn fail(&mut self, e: VolumeError) -> io::Error {
         let kind = match &e {
             VolumeError::Part(p) => p.kind(),
-            VolumeError::Io { source, .. } => source.kind(),
+            VolumeError::File(f) => f.source.kind(),
             _ => io::ErrorKind::Other,
         };
-        self.failed = Some((kind, e.to_string()));
-        io::Error::new(kind, e)
+        let text = with_causes(&e);
+        self.failed = Some((kind, text.clone()));
+        io::Error::new(kind, ReadFailure { error: e, text })
     }
 
     /// Checks the current part once all its recorded bytes were read, and moves to the next.
@@ -414,7 +451,7 @@ impl MultiPartReader {
             match file.read(&mut probe) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_error(&path)(e)),
+                Err(e) => return Err(FileError::new("reading", &path, e).into()),
             }
         };
         if extra > 0 {
@@ -447,7 +484,7 @@ impl MultiPartReader {
                         name: self.set.parts[self.index].name.clone(),
                     }))
                 }
-                Err(e) => return Err(io_error(&path)(e)),
+                Err(e) => return Err(FileError::new("opening", &path, e).into()),
             });
         }
         let expected = self.set.parts[self.index].size;
@@ -458,7 +495,9 @@ impl MultiPartReader {
             match file.read(&mut buf[..want]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_error(&self.set.part_path(self.index))(e)),
+                Err(e) => {
+                    return Err(FileError::new("reading", self.set.part_path(self.index), e).into())
+                }
             }
         };
         if n == 0 {

@@ -614,9 +614,70 @@ fn writer_errors_name_the_part() {
     assert!(e.to_string().contains("b.tar.zst.002"), "{e}");
     assert!(matches!(
         VolumeError::from_io(&e),
-        Some(VolumeError::Io { .. })
+        Some(VolumeError::File(_))
     ));
     // Once a write failed, the set cannot be finished.
     assert!(matches!(w.finish(), Err(VolumeError::Poisoned { .. })));
     assert!(!d.path().join(part(1)).exists());
+}
+
+#[test]
+fn io_errors_name_action_and_path_and_keep_the_os_error_as_source() {
+    use std::error::Error as _;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("missing-dir");
+    let e = open_set(&dir.join("b.tar.zst")).unwrap_err();
+    assert_eq!(e.to_string(), format!("listing {}", dir.display()));
+    let source = e.source().expect("the OS error").to_string();
+    assert!(source.contains("No such file or directory"), "{source}");
+
+    // A part that cannot be read (a directory): the reader's error spells out the OS error
+    // once, with no source to repeat it.
+    let (_d, _base, _bytes, set) = fixture();
+    let p2 = set.part_path(1);
+    fs::remove_file(&p2).unwrap();
+    fs::create_dir(&p2).unwrap();
+    let (got, e) = read_failure(set);
+    assert_eq!(got, 1000);
+    let want = format!("reading {}: ", p2.display());
+    assert!(e.to_string().starts_with(&want), "{e}");
+    assert!(e.to_string().contains("os error"), "{e}");
+    assert!(e.source().is_none());
+    let inner = VolumeError::from_io(&e).expect("carries the VolumeError");
+    assert!(matches!(inner, VolumeError::File(_)), "{inner:?}");
+    assert_eq!(inner.to_string(), format!("reading {}", p2.display()));
+    assert!(inner.source().unwrap().to_string().contains("os error"));
+}
+
+#[test]
+fn messages_hold_no_advice_and_hints_carry_it() {
+    use std::error::Error as _;
+    let e = VolumeError::FileTooLarge {
+        path: PathBuf::from("/media/usb/b.tar.zst.001"),
+        written: FAT32_MAX_FILE,
+        source: io::Error::from(io::ErrorKind::FileTooLarge),
+    };
+    assert_eq!(
+        e.to_string(),
+        "writing /media/usb/b.tar.zst.001: the file system refused to grow the file past \
+         4294967295 bytes"
+    );
+    assert!(e.source().is_some());
+    assert!(e.hint().unwrap().contains("fat32"));
+
+    let e = parse_size("4X").unwrap_err();
+    assert_eq!(e.to_string(), r#"invalid size "4X": unknown unit "X""#);
+    assert!(e.hint().unwrap().contains("KiB"));
+
+    let (_d, base, _bytes, set) = fixture();
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fs::read(set.sidecar_path()).unwrap()).unwrap();
+    v["formatVersion"] = 2.into();
+    fs::write(set.sidecar_path(), serde_json::to_vec(&v).unwrap()).unwrap();
+    let e = open_set(&base).unwrap_err();
+    assert!(!e.to_string().contains("upgrade"), "{e}");
+    assert!(e.hint().unwrap().contains("upgrade"));
+    assert!(VolumeError::Part(PartProblem::Missing { name: part(1) })
+        .hint()
+        .is_none());
 }

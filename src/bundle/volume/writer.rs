@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::{
-    io_error, list_parts, part_name, read_dir_of, width_for, PartInfo, PartSet, VolumeError,
+    list_parts, part_name, read_dir_of, width_for, PartInfo, PartSet, VolumeError,
     PARTS_FORMAT_VERSION,
 };
 use crate::digest::{Digest, Hasher};
@@ -64,12 +64,8 @@ impl SplitWriter {
             .file_name()
             .and_then(|n| n.to_str())
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| VolumeError::Io {
-                path: base.to_path_buf(),
-                source: io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "a split bundle needs a UTF-8 file name",
-                ),
+            .ok_or_else(|| VolumeError::InvalidBase {
+                base: base.to_path_buf(),
             })?
             .to_string();
         let dir = base.parent().unwrap_or(Path::new("")).to_path_buf();
@@ -77,7 +73,7 @@ impl SplitWriter {
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}.split-"))
             .tempdir_in(rd)
-            .map_err(io_error(rd))?;
+            .map_err(FileError::with("creating a temporary directory in", rd))?;
         Ok(SplitWriter {
             current: None,
             tmp,
@@ -115,7 +111,9 @@ impl SplitWriter {
         if let Some(part) = self.current.take() {
             let number = self.done.len() + 1;
             let display = self.display_path(number);
-            part.file.sync_all().map_err(io_error(&display))?;
+            part.file
+                .sync_all()
+                .map_err(FileError::with("writing", &display))?;
             let (digest, len) = part.hasher.finish();
             self.done.push((self.tmp_part(number), len, digest));
         }
@@ -141,7 +139,7 @@ impl SplitWriter {
         if self.current.is_none() {
             let number = self.done.len() + 1;
             let file = File::create(self.tmp_part(number))
-                .map_err(io_error(&self.display_path(number)))?;
+                .map_err(FileError::with("creating", self.display_path(number)))?;
             self.current = Some(OpenPart {
                 file,
                 hasher: Hasher::new(),
@@ -163,7 +161,7 @@ impl SplitWriter {
                         source: e,
                     })
                 }
-                Err(e) => return Err(io_error(&display)(e)),
+                Err(e) => return Err(FileError::new("writing", display, e).into()),
             }
         };
         part.hasher.update(&buf[..n]);
@@ -217,13 +215,13 @@ impl SplitWriter {
         match fs::remove_file(&sidecar) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(&sidecar)(e)),
+            Err(e) => return Err(FileError::new("removing", &sidecar, e).into()),
         }
         let mut renamed: Vec<PathBuf> = Vec::new();
         let result = (|| {
             for (i, (tmp, _, _)) in self.done.iter().enumerate() {
                 let dest = set.part_path(i);
-                fs::rename(tmp, &dest).map_err(io_error(&dest))?;
+                fs::rename(tmp, &dest).map_err(FileError::with("renaming into place", &dest))?;
                 renamed.push(dest);
             }
             remove_leftovers(&set);
@@ -245,9 +243,8 @@ impl Write for SplitWriter {
         self.write_inner(buf).map_err(|e| {
             self.poisoned = true;
             let kind = match &e {
-                VolumeError::Io { source, .. } | VolumeError::FileTooLarge { source, .. } => {
-                    source.kind()
-                }
+                VolumeError::File(FileError { source, .. })
+                | VolumeError::FileTooLarge { source, .. } => source.kind(),
                 _ => io::ErrorKind::Other,
             };
             io::Error::new(kind, e)
