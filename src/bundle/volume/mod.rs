@@ -4,45 +4,8 @@
 //! Pure I/O, independent of the bundle format: [`SplitWriter`] is a `Write` and
 //! [`MultiPartReader`] a `Read`; the bundle writer and reader sit on top unchanged.
 //!
-//! # Files
-//!
-//! A set with base `bundle.tar.zst` is, in one directory:
-//!
-//! - `bundle.tar.zst.001`, `bundle.tar.zst.002`, …: the stream cut every `part_size` bytes.
-//!   Every part but the last is exactly `part_size` bytes; the last is 1..=`part_size` bytes
-//!   (never empty). Numbers start at 1 and have 3 digits, or as many as the part count needs
-//!   (1000 parts: `.0001` … `.1000`), the same width for every part of a set, so a plain sort
-//!   is the stream order and `cat bundle.tar.zst.[0-9]* > bundle.tar.zst` rebuilds the whole file.
-//! - `bundle.tar.zst.parts.json`, the sidecar, written last and atomically:
-//!
-//! ```json
-//! {
-//!   "formatVersion": 1,
-//!   "base": "bundle.tar.zst",
-//!   "partSize": 4294967295,
-//!   "partCount": 2,
-//!   "totalSize": 5000000000,
-//!   "sha256": "sha256:…",
-//!   "parts": [
-//!     {"name": "bundle.tar.zst.001", "size": 4294967295, "sha256": "sha256:…"},
-//!     {"name": "bundle.tar.zst.002", "size": 705032705, "sha256": "sha256:…"}
-//!   ]
-//! }
-//! ```
-//!
-//! `sha256` at the top is the digest of the whole concatenated stream (what `sha256sum` of the
-//! single-file bundle would give); each part's `sha256` lets a part be checked on its own.
-//! Readers ignore fields they do not know and refuse a newer `formatVersion`. Part names are
-//! resolved beside the sidecar; a set renamed as a whole (every part and the sidecar to a new
-//! base) still opens, since names are re-derived from the sidecar's own file name.
-//!
-//! # Without a sidecar
-//!
-//! A set whose sidecar was not copied still opens ([`open_set`] finds the parts by name): the
-//! parts must be numbered contiguously from 1, and the part size is taken from the parts
-//! themselves, so a missing or truncated middle part is still caught, but there are no
-//! checksums ([`PartSet::sidecar`] and every `sha256` are `None`). The bundle inside carries
-//! its own digests, so its content is verified regardless.
+//! The files (parts `<base>.001` …, the sidecar `<base>.parts.json`), how a set is named and
+//! found, and what is checked: bundle-spec/FORMAT.md, "Split volumes".
 //!
 //! # Sizes
 //!
