@@ -113,7 +113,7 @@ pub struct PackArgs {
     pub allow_missing: bool,
     /// Write the bundle in parts of at most SIZE (BUNDLE.001, .002, … plus BUNDLE.parts.json
     /// with each part's checksum), e.g. 4G, 700MB, or fat32 (4 GiB - 1) for USB sticks
-    #[arg(long, value_name = "SIZE", value_parser = airgap::volume::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub split: Option<u64>,
     /// Make a delta bundle: leave out every layer and config this earlier bundle carries.
     /// Give the old bundle, or its airgap.json saved with `airgap inspect --metadata`
@@ -242,6 +242,14 @@ pub struct RewriteArgs {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub rewrite: RewriteFlags,
+}
+
+/// `--split SIZE`: clap shows only the error's text, so the advice goes with it.
+fn parse_size(s: &str) -> Result<u64, String> {
+    airgap::bundle::volume::parse_size(s).map_err(|e| match e.hint() {
+        Some(h) => format!("{e} ({h})"),
+        None => e.to_string(),
+    })
 }
 
 impl TlsArgs {

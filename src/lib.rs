@@ -25,4 +25,3 @@ pub mod registry;
 pub mod rewrite;
 pub mod serve;
 pub mod spec;
-pub mod volume;

@@ -14,6 +14,7 @@ mod skipping;
 #[cfg(test)]
 mod tests;
 mod verify;
+pub mod volume;
 mod writer;
 
 pub use base::{read_base, BaseBundle};
@@ -192,13 +193,14 @@ pub enum BundleError {
     #[error("stopped: {0}")]
     Visitor(String),
     #[error(transparent)]
-    Volume(#[from] crate::volume::VolumeError),
+    Volume(#[from] volume::VolumeError),
 }
 
 impl BundleError {
     pub fn hint(&self) -> Option<String> {
         match self {
             BundleError::FutureVersion { .. } => Some("upgrade airgap to read this bundle".into()),
+            BundleError::Volume(e) => e.hint(),
             _ => None,
         }
     }
@@ -207,8 +209,8 @@ impl BundleError {
 /// Opens a bundle for one streaming pass: a single file, or a split set named by any of
 /// its parts, its sidecar or its base name (read as one stream, never joined on disk).
 pub fn open_input(path: &std::path::Path) -> Result<Box<dyn std::io::Read + Send>, BundleError> {
-    if crate::volume::is_split(path) {
-        let r = crate::volume::MultiPartReader::open(path)?;
+    if crate::bundle::volume::is_split(path) {
+        let r = crate::bundle::volume::MultiPartReader::open(path)?;
         return Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, r)));
     }
     let f = std::fs::File::open(path).map_err(|source| BundleError::Io {

@@ -287,8 +287,8 @@ impl ReadAt for PartsAt {
 /// Opens a bundle (a file, or a split set named by any part) for positioned reads.
 pub fn open_read_at(path: &Path) -> Result<Arc<dyn ReadAt>, BundleError> {
     let io_err = |p: PathBuf| move |source| BundleError::Io { path: p, source };
-    if crate::volume::is_split(path) {
-        let set = crate::volume::open_set(path)?;
+    if crate::bundle::volume::is_split(path) {
+        let set = crate::bundle::volume::open_set(path)?;
         let mut parts = Vec::with_capacity(set.parts.len());
         let mut start = 0;
         for (i, p) in set.parts.iter().enumerate() {
@@ -296,8 +296,8 @@ pub fn open_read_at(path: &Path) -> Result<Arc<dyn ReadAt>, BundleError> {
             let file = File::open(&pp).map_err(io_err(pp.clone()))?;
             let actual = file.metadata().map_err(io_err(pp.clone()))?.len();
             if actual != p.size {
-                return Err(crate::volume::VolumeError::Part(
-                    crate::volume::PartProblem::WrongSize {
+                return Err(crate::bundle::volume::VolumeError::Part(
+                    crate::bundle::volume::PartProblem::WrongSize {
                         name: p.name.clone(),
                         expected: p.size,
                         actual,

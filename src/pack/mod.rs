@@ -117,7 +117,7 @@ pub enum PackError {
     #[error(transparent)]
     Manifests(#[from] crate::rewrite::K8sError),
     #[error(transparent)]
-    Volume(#[from] crate::volume::VolumeError),
+    Volume(#[from] crate::bundle::volume::VolumeError),
     #[error("pack stopped before the bundle was complete")]
     Aborted,
 }
@@ -127,6 +127,7 @@ impl PackError {
     pub fn hint(&self) -> Option<String> {
         match self {
             PackError::Manifests(e) => e.hint(),
+            PackError::Volume(e) => e.hint(),
             PackError::Bundle { source, .. } => source.hint(),
             _ => None,
         }
@@ -557,7 +558,7 @@ enum ToWriter {
 /// parts.
 enum Sink {
     File(direct::DirectFile),
-    Split(BufWriter<Box<crate::volume::SplitWriter>>),
+    Split(BufWriter<Box<crate::bundle::volume::SplitWriter>>),
 }
 
 impl Write for Sink {
@@ -600,7 +601,10 @@ async fn write_bundle(
     let sink = match opts.split {
         Some(size) => Sink::Split(BufWriter::with_capacity(
             1 << 20,
-            Box::new(crate::volume::SplitWriter::create(&opts.output, size)?),
+            Box::new(crate::bundle::volume::SplitWriter::create(
+                &opts.output,
+                size,
+            )?),
         )),
         None => Sink::File(
             direct::DirectFile::open(tmp.temp_path())
