@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 
-use crate::credentials::Credentials;
 use crate::image_map::ImageMap;
+use crate::registry::credentials::Credentials;
 use crate::rewrite::{self, RewriteError, RewriteOptions, Rewritten};
 
 /// A manifest file: its relative name (`/` separators) and its bytes.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use base64::Engine as _;
 
-use crate::credentials::Credentials;
+use super::credentials::Credentials;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {

@@ -8,9 +8,9 @@ use futures::StreamExt;
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
 
 use super::auth::{basic_header, parse_challenge, Challenge, TokenResponse};
+use super::credentials::Credentials;
 use super::error::{body_message, describe, unknown_blobs, RegistryError};
 use super::{ConnectOptions, Endpoint};
-use crate::credentials::Credentials;
 use crate::digest::{Digest, Hasher};
 use crate::manifest::{ACCEPT, MAX_MANIFEST_SIZE};
 

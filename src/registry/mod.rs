@@ -3,6 +3,7 @@
 
 mod auth;
 mod client;
+pub mod credentials;
 mod error;
 
 pub(crate) use client::backoff;
