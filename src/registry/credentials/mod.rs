@@ -58,7 +58,7 @@ pub const DOCKER_HUB_CONFIG_KEY: &str = "https://index.docker.io/v1/";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerConfigError {
-    #[error("cannot read credentials file {}: {source}", path.display())]
+    #[error("reading credentials file {}", path.display())]
     Read {
         path: PathBuf,
         #[source]
@@ -95,10 +95,22 @@ pub enum DockerConfigError {
         message: String,
     },
     #[error(
-        "credentials file {}: the login for {host} is an identity token (OAuth), which airgap cannot use; give the source an `auth:` with a username and password or access token in the spec",
+        "credentials file {}: the login for {host} is an identity token (OAuth), which airgap cannot use",
         path.display()
     )]
     IdentityToken { path: PathBuf, host: String },
+}
+
+impl DockerConfigError {
+    /// What the user can do about it, when there is something to say.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            DockerConfigError::IdentityToken { .. } => Some(
+                "give the source an `auth:` with a username and password or access token in the spec".into(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// Credentials for `registry_host` (`quay.io`, `127.0.0.1:5000`, `docker.io`) from the

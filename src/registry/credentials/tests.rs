@@ -251,6 +251,7 @@ fn helper_failure_and_identity_token() {
         assert!(!e.to_string().contains("refresh"), "{e}");
         let e = l.in_file(&cfg, "gcr.io", None).unwrap_err();
         assert!(matches!(e, DockerConfigError::IdentityToken { .. }), "{e}");
+        assert!(e.hint().unwrap().contains("auth:"), "{e}");
         assert!(!e.to_string().contains("tok\""), "{e}");
     });
 }
