@@ -1,18 +1,17 @@
 //! airgap: move container images and their Kubernetes manifests into air-gapped networks.
 //!
-//! The data flows one way, and the modules follow it:
+//! The data flows one way, and the modules follow it (bundle-spec/ARCHITECTURE.md):
 //! `spec` (airgap.yaml) → `pack` (resolve through `registry`) → `bundle` (tar.zst OCI layout)
-//! → `load` (push through `registry`, names from `naming`) → `image_map` → `rewrite` (manifests).
+//! → `load` (push through `registry`, names from `naming`) → `outputs` (image map, rewritten
+//! manifests, pull secret) using `rewrite` (manifests). `commands` holds each command's
+//! workflow; the binary only parses and prints.
 
 pub mod bundle;
 pub mod commands;
-pub mod credentials;
 pub mod digest;
-pub mod docker_config;
 pub mod error;
 pub mod fsutil;
 pub mod image_map;
-
 pub mod load;
 pub mod manifest;
 pub mod naming;

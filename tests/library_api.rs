@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use airgap::commands::load::{LoadCommand, Login};
 use airgap::commands::pack::PackCommand;
-use airgap::credentials::Credentials;
 use airgap::naming::{Mode, Target};
 use airgap::outputs::OutputOptions;
 use airgap::progress::Silent;
+use airgap::registry::credentials::Credentials;
 use airgap::registry::ConnectOptions;
 use airgap::rewrite::{K8sOptions, RewriteOptions};
 use support::*;

@@ -1,13 +1,13 @@
 use std::path::PathBuf;
 
 use crate::bundle::BundleError;
-use crate::docker_config::DockerConfigError;
 use crate::fsutil::FileError;
 use crate::image_map::ImageMapError;
 use crate::load::LoadError;
 use crate::naming::NamingError;
 use crate::outputs::OutputError;
 use crate::pack::PackError;
+use crate::registry::credentials::DockerConfigError;
 use crate::rewrite::K8sError;
 use crate::serve::ServeError;
 use crate::spec::SpecError;

@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use super::{warn_connect, CommandError, CommandErrorKind};
 use crate::bundle;
-use crate::credentials::Credentials;
 use crate::load::{LoadError, LoadOptions};
 use crate::naming::{Mode, Target};
 use crate::outputs::{self, OutputOptions, Written};
 use crate::progress::{human_bytes, Progress};
+use crate::registry::credentials::Credentials;
 use crate::registry::ConnectOptions;
 
 /// Where the target registry's credentials come from.
@@ -108,7 +108,7 @@ impl Login {
                 username.clone(),
                 password_from_stdin()?,
             ))),
-            Login::DockerConfig => crate::docker_config::lookup(host).map_err(|source| {
+            Login::DockerConfig => crate::registry::credentials::lookup(host).map_err(|source| {
                 CommandErrorKind::DockerConfig {
                     registry: host.to_string(),
                     source,

@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use super::{CommandError, CommandErrorKind};
+use crate::bundle::volume;
 use crate::bundle::{self, BaseRef};
 use crate::progress::human_bytes;
-use crate::bundle::volume;
 
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -10,7 +10,8 @@ use super::graph::{ImageGraph, StoredManifest, Walk};
 use super::visitor::LoadVisitor;
 use super::{Counters, LoadError, Placement, RepoSet};
 use crate::digest::Digest;
-use crate::registry::{backoff, Client, RegistryError};
+use crate::registry::retry::{self, Outcome};
+use crate::registry::{Client, RegistryError};
 
 impl LoadVisitor {
     /// Pushes manifests by digest (children first), then tags, for every image not already
@@ -192,41 +193,45 @@ impl ManifestPusher<'_> {
         m: &'s StoredManifest,
     ) -> futures::future::BoxFuture<'s, Result<Put, LoadError>> {
         Box::pin(async move {
-            let mut attempt = 1;
-            loop {
+            let refused = |attempts: u32, e: RegistryError| LoadError::Refused {
+                image: image.to_string(),
+                reason: format!(
+                    "{attempts} attempts, checking the named blobs in {repo} before each retry"
+                ),
+                source: Box::new(e),
+            };
+            let (result, _) = retry::run(MANIFEST_ATTEMPTS - 1, move |attempt| async move {
                 let e = match self
                     .client
                     .put_manifest(repo, reference, &m.media_type, &m.bytes)
                     .await
                 {
-                    Ok(()) => return Ok(Put::Landed),
+                    Ok(()) => return Outcome::Done(Ok(Put::Landed)),
                     Err(e) => e,
                 };
                 let RegistryError::ManifestBlobUnknown { missing, .. } = &e else {
-                    return Err(LoadError::Push {
+                    return Outcome::Done(Err(LoadError::Push {
                         image: image.to_string(),
                         source: Box::new(e),
-                    });
+                    }));
                 };
-                if attempt >= MANIFEST_ATTEMPTS {
-                    return Err(LoadError::Refused {
-                        image: image.to_string(),
-                        reason: format!(
-                            "{attempt} attempts, checking the named blobs in {repo} before each retry"
-                        ),
-                        source: Box::new(e),
-                    });
+                // Put back what the registry named before trying again (not after the last).
+                if !attempt.last {
+                    let mut lost = Vec::new();
+                    for d in missing {
+                        match self.restore(image, repo, d).await {
+                            Ok(l) => lost.extend(l),
+                            Err(e) => return Outcome::Done(Err(e)),
+                        }
+                    }
+                    if !lost.is_empty() {
+                        return Outcome::Done(Ok(Put::Lost(lost, e)));
+                    }
                 }
-                let mut lost = Vec::new();
-                for d in missing {
-                    lost.extend(self.restore(image, repo, d).await?);
-                }
-                if !lost.is_empty() {
-                    return Ok(Put::Lost(lost, e));
-                }
-                tokio::time::sleep(backoff(attempt, None)).await;
-                attempt += 1;
-            }
+                Outcome::Retry(Err(refused(attempt.number, e)), None)
+            })
+            .await;
+            result
         })
     }
 

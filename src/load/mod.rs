@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use crate::bundle::seek::{ReadAt, SeekIndex};
 use crate::bundle::{read_bundle, read_bundle_indexed, BundleError};
-use crate::credentials::Credentials;
 use crate::digest::Digest;
 use crate::naming::{Mode, NamingError, Target};
 use crate::progress::Progress;
 use crate::reference::Reference;
+use crate::registry::credentials::Credentials;
 use crate::registry::{Client, ConnectOptions, Endpoint, RegistryError};
 
 pub use graph::ImageGraph;

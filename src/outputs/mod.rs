@@ -8,10 +8,10 @@ mod pull_secret;
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::credentials::Credentials;
 use crate::fsutil::{write_atomic, FileError};
 use crate::image_map::{ImageMap, ImageMapEntry};
 use crate::load::Placement;
+use crate::registry::credentials::Credentials;
 use crate::rewrite::{rewrite_all, K8sError, K8sOptions, MissingImage, NamedFile, RewrittenSet};
 
 pub use pull_secret::pull_secret_manifest;

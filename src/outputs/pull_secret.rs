@@ -2,7 +2,7 @@
 
 use base64::Engine as _;
 
-use crate::credentials::Credentials;
+use crate::registry::credentials::Credentials;
 
 /// A Secret named `name` holding `creds` for `registry`.
 pub fn pull_secret_manifest(name: &str, registry: &str, creds: &Credentials) -> String {

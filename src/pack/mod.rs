@@ -17,12 +17,12 @@ use crate::bundle::{
     FORMAT_VERSION, INDEX_NAME, LAYOUT_NAME, MANIFESTS_DIR, METADATA_NAME, OCI_LAYOUT_CONTENT,
     REF_NAME_ANNOTATION,
 };
-use crate::credentials::Credentials;
 use crate::digest::Digest;
 use crate::manifest::{is_index, ManifestError, OCI_INDEX};
 use crate::platform::Platform;
 use crate::progress::Progress;
 use crate::reference::Reference;
+use crate::registry::credentials::Credentials;
 use crate::registry::{Client, ConnectOptions, Endpoint, RegistryError};
 
 pub use resolve::ResolvedImage;

@@ -4,7 +4,12 @@ use std::collections::HashMap;
 
 use base64::Engine as _;
 
-use crate::credentials::Credentials;
+use reqwest::{header, RequestBuilder, Response};
+
+use super::client::Client;
+use super::credentials::Credentials;
+use super::error::{body_message, describe, RegistryError};
+use super::retry::is_transient_status;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
@@ -95,6 +100,127 @@ impl TokenResponse {
             .filter(|t| !t.is_empty())
             .or(self.access_token.filter(|t| !t.is_empty()))
     }
+}
+
+#[derive(Default)]
+pub(super) struct AuthState {
+    challenge: Option<Challenge>,
+    /// Bearer tokens by scope set.
+    tokens: HashMap<String, String>,
+}
+
+impl Client {
+    pub(super) fn learn_challenge(&self, resp: &Response, scopes: &[String]) {
+        let challenge = resp
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_challenge);
+        let mut st = self.inner.auth.lock().expect("auth lock");
+        st.tokens.remove(&scopes.join(" "));
+        st.challenge = challenge;
+    }
+
+    pub(super) async fn authorize(
+        &self,
+        req: RequestBuilder,
+        scopes: &[String],
+        repo: &str,
+    ) -> Result<RequestBuilder, RegistryError> {
+        let (challenge, cached) = {
+            let st = self.inner.auth.lock().expect("auth lock");
+            (
+                st.challenge.clone(),
+                st.tokens.get(&scopes.join(" ")).cloned(),
+            )
+        };
+        match challenge {
+            None => Ok(req),
+            Some(Challenge::Basic) => Ok(match &self.inner.credentials {
+                Some(c) => req.header(header::AUTHORIZATION, basic_header(c)),
+                None => req,
+            }),
+            Some(Challenge::Bearer { realm, service }) => {
+                let token = match cached {
+                    Some(t) => t,
+                    None => {
+                        let t = self
+                            .fetch_token(&realm, service.as_deref(), scopes, repo)
+                            .await?;
+                        self.inner
+                            .auth
+                            .lock()
+                            .expect("auth lock")
+                            .tokens
+                            .insert(scopes.join(" "), t.clone());
+                        t
+                    }
+                };
+                Ok(req.bearer_auth(token))
+            }
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+        repo: &str,
+    ) -> Result<String, RegistryError> {
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(s) = service {
+            query.push(("service", s));
+        }
+        for s in scopes {
+            query.push(("scope", s));
+        }
+        let mut req = self.inner.http.get(realm).query(&query);
+        if let Some(c) = &self.inner.credentials {
+            req = req.header(header::AUTHORIZATION, basic_header(c));
+        }
+        let resp = req.send().await.map_err(|e| {
+            let reason = format!("token server: {}", describe(&e));
+            self.network_error(realm_without_query(realm), reason, &e)
+        })?;
+        let status = resp.status();
+        if is_transient_status(status.as_u16()) {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(RegistryError::Status {
+                registry: self.registry().to_string(),
+                repository: repo.to_string(),
+                action: format!("a token request to {}", realm_without_query(realm)),
+                status: status.as_u16(),
+                message: body_message(&body),
+                attempts: 1,
+            });
+        }
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(RegistryError::Auth {
+                registry: self.registry().to_string(),
+                repository: repo.to_string(),
+                status: status.as_u16(),
+                message: format!(
+                    "the token server at {} refused: {}",
+                    realm_without_query(realm),
+                    body_message(&body)
+                ),
+            });
+        }
+        let tr: TokenResponse = resp.json().await.map_err(|e| RegistryError::Protocol {
+            registry: self.registry().to_string(),
+            message: format!("token server answered something that is not a token: {e}"),
+        })?;
+        tr.into_token().ok_or_else(|| RegistryError::Protocol {
+            registry: self.registry().to_string(),
+            message: "token server answered without a token".into(),
+        })
+    }
+}
+
+fn realm_without_query(realm: &str) -> String {
+    realm.split('?').next().unwrap_or(realm).to_string()
 }
 
 #[cfg(test)]

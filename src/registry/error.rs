@@ -1,10 +1,11 @@
 use crate::digest::Digest;
+use crate::fsutil::FileError;
 
 /// Errors from talking to a registry. Every variant names the registry; none ever holds a
-/// password or token.
+/// password or token. Advice for the user is in [`RegistryError::hint`], not the messages.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("authentication failed at registry {registry}{} (HTTP {status}): {message}. Check the credentials for {registry} (spec usernameEnv/passwordEnv, --username/--password-stdin, or docker config.json)", in_repo(" for", .repository))]
+    #[error("authentication failed at registry {registry}{} (HTTP {status}): {message}", in_repo(" for", .repository))]
     Auth {
         registry: String,
         repository: String,
@@ -27,13 +28,15 @@ pub enum RegistryError {
         what: String,
         message: String,
     },
-    #[error("registry {registry} answered HTTP {status} to {action}{}: {message}", in_repo(" on", .repository))]
+    #[error("registry {registry} answered HTTP {status} to {action}{}: {message}{}", in_repo(" on", .repository), after(*.attempts))]
     Status {
         registry: String,
         repository: String,
         action: String,
         status: u16,
         message: String,
+        /// Requests made, retries included.
+        attempts: u32,
     },
     /// A manifest PUT refused because the registry does not see blobs (or child manifests)
     /// it references in the repository; `missing` holds the digests it named.
@@ -46,8 +49,18 @@ pub enum RegistryError {
         status: u16,
         message: String,
     },
-    #[error("cannot reach registry {registry} at {url}: {reason}")]
+    #[error("cannot reach registry {registry} at {url}: {reason}{}", after(*.attempts))]
     Connect {
+        registry: String,
+        url: String,
+        reason: String,
+        /// Requests made, retries included.
+        attempts: u32,
+    },
+    /// The TLS handshake failed (an unknown CA, a name mismatch, a plain-HTTP server…):
+    /// told by the error's type, never retried.
+    #[error("TLS failure with registry {registry} at {url}: {reason}")]
+    Tls {
         registry: String,
         url: String,
         reason: String,
@@ -76,8 +89,17 @@ pub enum RegistryError {
     Protocol { registry: String, message: String },
     #[error("TLS/client set-up failed: {0}")]
     Setup(String),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    /// The `--ca-file` could not be read.
+    #[error(transparent)]
+    CaFile(#[from] FileError),
+    /// The caller's sink refused a downloaded chunk (a full disk, a writer that stopped).
+    #[error("storing {what} downloaded from registry {registry}")]
+    Sink {
+        registry: String,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// `" for REPO"` (with `word`), or nothing for requests outside any repository (`/v2/`).
@@ -89,24 +111,65 @@ fn in_repo(word: &str, repository: &str) -> String {
     }
 }
 
+/// `" (after N attempts)"` when there were retries.
+fn after(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" (after {attempts} attempts)")
+    } else {
+        String::new()
+    }
+}
+
 fn join_digests(d: &[Digest]) -> String {
     d.iter().map(Digest::as_str).collect::<Vec<_>>().join(", ")
 }
 
 impl RegistryError {
-    /// Advice for the user (the registry helper moves the advice out of the messages).
+    /// What the user can do about it, when there is something to say.
     pub fn hint(&self) -> Option<String> {
-        None
-    }
-
-    /// Worth another attempt: the network or the server hiccuped.
-    pub fn is_transient(&self) -> bool {
         match self {
-            RegistryError::Connect { .. } => true,
-            RegistryError::Status { status, .. } => matches!(status, 429 | 500 | 502 | 503 | 504),
-            _ => false,
+            RegistryError::Auth { registry, .. } => Some(format!(
+                "check the credentials for {registry} (spec usernameEnv/passwordEnv, --username/--password-stdin, or docker config.json)"
+            )),
+            RegistryError::Tls { .. } => Some(
+                "pass --ca-file with the registry's CA, or --insecure-skip-tls-verify; for a plain-HTTP registry use --plain-http or an http:// mirror".into(),
+            ),
+            _ => None,
         }
     }
+
+    /// Records that `attempts` requests were made (retries included) on the variants that
+    /// say so; keeps the larger count when one is already recorded.
+    pub(crate) fn with_attempts(mut self, n: u32) -> Self {
+        if let RegistryError::Connect { attempts, .. } | RegistryError::Status { attempts, .. } =
+            &mut self
+        {
+            *attempts = (*attempts).max(n);
+        }
+        self
+    }
+}
+
+/// Whether a TLS failure is among the causes of `e`: a `rustls::Error`, itself or as the
+/// inner error of an `io::Error` (how the TLS stream reports a failed handshake).
+pub(crate) fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<rustls::Error>() {
+            return true;
+        }
+        // `io::Error::source` skips its inner error, so look at it directly.
+        if let Some(inner) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if is_tls(inner) {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Describes a reqwest error without its URL query (upload URLs can carry state tokens) and
@@ -227,5 +290,100 @@ mod tests {
         assert!(unknown_blobs(&other).is_empty());
         assert!(unknown_blobs("<html>bad gateway</html>").is_empty());
         assert!(unknown_blobs(r#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN"}]}"#).is_empty());
+    }
+
+    /// An error with `source` as its cause, as hyper and reqwest wrap what the TLS stream said.
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (Connect)")]
+    struct Wrapper(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+    #[test]
+    fn tls_failures_are_told_by_type_not_by_words() {
+        let rustls_err = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        // Directly, and as the inner error of an io::Error (what a TLS stream returns).
+        assert!(is_tls(&rustls_err));
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls_err.clone());
+        assert!(is_tls(&io));
+        assert!(is_tls(&Wrapper(Box::new(io))));
+        let nested = std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::DecryptError,
+        ));
+        assert!(is_tls(&Wrapper(Box::new(nested))));
+        // Words are not enough.
+        let words = std::io::Error::other("tls handshake failed: bad certificate");
+        assert!(!is_tls(&Wrapper(Box::new(words))));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!is_tls(&Wrapper(Box::new(refused))));
+    }
+
+    #[test]
+    fn advice_is_a_hint_not_part_of_the_message() {
+        let auth = RegistryError::Auth {
+            registry: "quay.io".into(),
+            repository: "org/app".into(),
+            status: 401,
+            message: "UNAUTHORIZED authentication required".into(),
+        };
+        let text = auth.to_string();
+        assert_eq!(
+            text,
+            "authentication failed at registry quay.io for org/app (HTTP 401): UNAUTHORIZED authentication required"
+        );
+        let hint = auth.hint().unwrap();
+        for source in ["quay.io", "usernameEnv", "--password-stdin", "config.json"] {
+            assert!(hint.contains(source), "{hint}");
+        }
+        let tls = RegistryError::Tls {
+            registry: "10.0.0.1:5000".into(),
+            url: "https://10.0.0.1:5000/".into(),
+            reason: "invalid peer certificate: UnknownIssuer".into(),
+        };
+        assert!(!tls.to_string().contains("--"), "{tls}");
+        let hint = tls.hint().unwrap();
+        for flag in ["--ca-file", "--insecure-skip-tls-verify", "--plain-http"] {
+            assert!(hint.contains(flag), "{hint}");
+        }
+        assert!(!tls.is_transient());
+        let nf = RegistryError::NotFound {
+            registry: "r".into(),
+            repository: "a".into(),
+            what: "manifest a:1".into(),
+            message: "MANIFEST_UNKNOWN".into(),
+        };
+        assert_eq!(nf.hint(), None);
+    }
+
+    #[test]
+    fn attempts_are_said_after_retries_only() {
+        let connect = |attempts| RegistryError::Connect {
+            registry: "r".into(),
+            url: "https://r/".into(),
+            reason: "connection failed: Connection refused (os error 111)".into(),
+            attempts,
+        };
+        assert_eq!(
+            connect(1).to_string(),
+            "cannot reach registry r at https://r/: connection failed: Connection refused (os error 111)"
+        );
+        assert!(connect(1)
+            .with_attempts(4)
+            .to_string()
+            .ends_with("(os error 111) (after 4 attempts)"));
+        // The larger count wins; variants without a count are unchanged.
+        assert!(connect(4)
+            .with_attempts(2)
+            .to_string()
+            .ends_with("(after 4 attempts)"));
+        let sink = RegistryError::Sink {
+            registry: "r".into(),
+            what: "blob sha256:x of a".into(),
+            source: std::io::Error::other("the bundle writer stopped"),
+        };
+        let text = sink.with_attempts(3).to_string();
+        assert_eq!(
+            text,
+            "storing blob sha256:x of a downloaded from registry r"
+        );
     }
 }

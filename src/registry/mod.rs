@@ -1,13 +1,23 @@
 //! The only module that speaks HTTP: a small client for the parts of the OCI distribution
 //! API that pack and load use, with mirrors, Basic and Bearer auth, TLS options and retries.
+//!
+//! `client` (the [`Client`], sending with auth and retries) · `auth` (challenges, tokens) ·
+//! `credentials` (config.json, helpers) · `retry` (what is transient, backoff, the one loop) ·
+//! `blobs`, `manifests`, `catalog` (what is asked) · `error` ([`RegistryError`] and its hints).
 
 mod auth;
+mod blobs;
+mod catalog;
 mod client;
+pub mod credentials;
 mod error;
+mod manifests;
+pub(crate) mod retry;
 
-pub(crate) use client::backoff;
-pub use client::{BlobBody, Client, FetchedManifest, Pushed};
+pub use blobs::{BlobBody, Pushed};
+pub use client::Client;
 pub use error::RegistryError;
+pub use manifests::FetchedManifest;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

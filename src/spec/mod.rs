@@ -23,10 +23,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::credentials::Credentials;
-use crate::docker_config::{self, DockerConfigError};
 use crate::platform::Platform;
 use crate::reference::Reference;
+use crate::registry::credentials::{self, Credentials, DockerConfigError};
 
 pub use manifests::ManifestFile;
 
@@ -122,11 +121,11 @@ pub struct ImageEntry {
 
 impl ImageEntry {
     /// The credentials to pull this image with: the spec's own, else those of the docker /
-    /// podman credential files and helpers for the image's registry (see [`docker_config`]).
+    /// podman credential files and helpers for the image's registry (see [`credentials`]).
     pub fn credentials_or_docker_config(&self) -> Result<Option<Credentials>, DockerConfigError> {
         match &self.credentials {
             Some(c) => Ok(Some(c.clone())),
-            None => docker_config::lookup_image(&self.reference),
+            None => credentials::lookup_image(&self.reference),
         }
     }
 }

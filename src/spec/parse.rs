@@ -10,10 +10,10 @@ use super::{
     AuthEnv, ErrorKind, ImageEntry, Location, ManifestSource, Source, Spec, SpecError,
     IMAGE_SOURCE, PUBLIC_SOURCE, SPEC_VERSION,
 };
-use crate::credentials::Credentials;
 use crate::digest::Digest;
 use crate::platform::Platform;
 use crate::reference::{validate_registry, Reference, DOCKER_HUB, DOCKER_HUB_API};
+use crate::registry::credentials::Credentials;
 
 pub(super) const TOP_KEYS: &[&str] = &[
     "version",
