@@ -371,78 +371,27 @@ impl Registry {
             return self.spawn_ferro();
         }
         let config = self.write_config();
-        let log_start = std::fs::metadata(self.log_file())
-            .map(|m| m.len() as usize)
-            .unwrap_or(0);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_file())
-            .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("run docker-registry (scripts/test.sh installs it)");
-        let watchdog = watchdog(child.id());
-        *self.child.lock().unwrap() = Some(Running {
-            registry: child,
-            watchdog,
-        });
-        let probe = self.client();
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            {
-                let mut g = self.child.lock().unwrap();
-                let c = g.as_mut().unwrap();
-                if let Some(status) = c.registry.try_wait().unwrap() {
-                    g.take().unwrap().kill();
-                    let log = self.log();
-                    let this_run = log.get(log_start..).unwrap_or(&log);
-                    if this_run.contains("address already in use") {
-                        return Err(StartError::AddrInUse);
-                    }
-                    panic!("docker-registry exited ({status}) while starting:\n{this_run}");
-                }
-            }
-            if let Ok(resp) = probe.request(reqwest::Method::GET, "/v2/").send() {
-                let ours = resp
-                    .headers()
-                    .get("x-airgap-test-registry")
-                    .and_then(|v| v.to_str().ok())
-                    == Some(self.token.as_str());
-                if ours
-                    && (resp.status() == StatusCode::OK
-                        || resp.status() == StatusCode::UNAUTHORIZED)
-                {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                self.stop();
-                panic!(
-                    "registry on port {} did not answer /v2/ within {:?}:\n{}",
-                    self.port,
-                    READY_TIMEOUT,
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut cmd = Command::new("docker-registry");
+        cmd.arg("serve").arg(&config);
+        let token = self.token.clone();
+        self.launch(cmd, "docker-registry", move |resp| {
+            // The token header tells this process from another test's that won a port race.
+            resp.headers()
+                .get("x-airgap-test-registry")
+                .and_then(|v| v.to_str().ok())
+                == Some(token.as_str())
+                && (resp.status() == StatusCode::OK || resp.status() == StatusCode::UNAUTHORIZED)
+        })
     }
 
-    /// ferro-oci-server, configured by environment variables only.
-    fn spawn_ferro(&self) -> Result<(), StartError> {
-        assert!(
-            self.opts.auth.is_none()
-                && !self.opts.tls
-                && self.opts.proxy.is_none()
-                && self.opts.catalog_page.is_none(),
-            "ferro-oci-server has no auth, TLS, proxy or catalog settings"
-        );
+    /// Starts `cmd` with its output in the log, and waits until `ready` accepts an answer to
+    /// `/v2/` (or the process exits: `AddrInUse` when the port was taken).
+    fn launch(
+        &self,
+        mut cmd: Command,
+        what: &str,
+        ready: impl Fn(&Response) -> bool,
+    ) -> Result<(), StartError> {
         let log_start = std::fs::metadata(self.log_file())
             .map(|m| m.len() as usize)
             .unwrap_or(0);
@@ -451,20 +400,12 @@ impl Registry {
             .append(true)
             .open(self.log_file())
             .unwrap();
-        let bin = ferro_bin();
-        let child = Command::new(&bin)
-            .env("FERRO_OCI_LISTEN", format!("127.0.0.1:{}", self.port))
-            .env("FERRO_OCI_STORAGE_DIR", self.storage_dir())
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "run {} (scripts/install-deps.sh installs ferro-oci-server): {e}",
-                    bin.display()
-                )
-            });
+            .unwrap_or_else(|e| panic!("run {what} (scripts/install-deps.sh installs it): {e}"));
         let watchdog = watchdog(child.id());
         *self.child.lock().unwrap() = Some(Running {
             registry: child,
@@ -485,19 +426,18 @@ impl Registry {
                     {
                         return Err(StartError::AddrInUse);
                     }
-                    panic!("ferro-oci-server exited ({status}) while starting:\n{this_run}");
+                    panic!("{what} exited ({status}) while starting:\n{this_run}");
                 }
             }
             if let Ok(resp) = probe.request(reqwest::Method::GET, "/v2/").send() {
-                // No header to recognise it by: it is ours if it still runs after answering.
-                if resp.status() == StatusCode::OK && self.is_running() {
+                if ready(&resp) && self.is_running() {
                     return Ok(());
                 }
             }
             if Instant::now() > deadline {
                 self.stop();
                 panic!(
-                    "ferro-oci-server on port {} did not answer /v2/ within {:?}:\n{}",
+                    "{what} on port {} did not answer /v2/ within {:?}:\n{}",
                     self.port,
                     READY_TIMEOUT,
                     self.log()
@@ -505,6 +445,24 @@ impl Registry {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// ferro-oci-server, configured by environment variables only.
+    fn spawn_ferro(&self) -> Result<(), StartError> {
+        assert!(
+            self.opts.auth.is_none()
+                && !self.opts.tls
+                && self.opts.proxy.is_none()
+                && self.opts.catalog_page.is_none(),
+            "ferro-oci-server has no auth, TLS, proxy or catalog settings"
+        );
+        let mut cmd = Command::new(ferro_bin());
+        cmd.env("FERRO_OCI_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("FERRO_OCI_STORAGE_DIR", self.storage_dir());
+        // No header to recognise it by: it is ours if it still runs after answering.
+        self.launch(cmd, "ferro-oci-server", |resp| {
+            resp.status() == StatusCode::OK
+        })
     }
 
     /// An HTTP client for this registry, with its credentials (if any) and CA.
