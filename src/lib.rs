@@ -14,6 +14,7 @@ pub mod k8s;
 pub mod load;
 pub mod manifest;
 pub mod naming;
+pub mod outputs;
 pub mod pack;
 pub mod platform;
 pub mod progress;

@@ -1,0 +1,3 @@
+//! Files airgap writes for other tools to read.
+
+pub mod mirror;
