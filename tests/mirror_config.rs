@@ -20,7 +20,6 @@ use support::*;
 /// The source names, as in the issue: Docker Hub and quay.io, one multi-platform index, one
 /// Docker manifest, one image pinned by digest only.
 struct World {
-    _dir: tempfile::TempDir,
     bundle: PathBuf,
     metadata: airgap::bundle::Metadata,
 }
@@ -42,14 +41,14 @@ fn world() -> &'static World {
             &ImageOpts::docker(13).layers(1, 2048),
         );
         let pinned = fx.digest_only("library/busybox", 14);
-        let dir = tempdir();
+        let dir = support::containerd::process_dir("mirror-config-bundle");
         let spec = Spec::new()
             .image("docker.io/library/redis:7.2-alpine")
             .image("quay.io/kairos/core-x:v1.0")
             .image("quay.io/kairos/provider:v2")
             .image(&format!("docker.io/library/busybox@{}", pinned.digest))
-            .write(dir.path());
-        let bundle = dir.path().join("bundle.tar.zst");
+            .write(&dir);
+        let bundle = dir.join("bundle.tar.zst");
         pack_ok(
             &spec,
             &bundle,
@@ -60,11 +59,7 @@ fn world() -> &'static World {
         let f = std::fs::File::open(&bundle).unwrap();
         let metadata = airgap::bundle::inspect(f).unwrap().metadata;
         assert_eq!(metadata.images.len(), 4);
-        World {
-            _dir: dir,
-            bundle,
-            metadata,
-        }
+        World { bundle, metadata }
     })
 }
 

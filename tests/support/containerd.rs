@@ -14,7 +14,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const CTR_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Containerd {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
     socket: PathBuf,
     /// The daemon and its watchdog (kills the daemon if this process dies without dropping
     /// it, which a `static` never does: the pipe closes when the test process exits).
@@ -33,11 +33,8 @@ impl Containerd {
             is_root(),
             "containerd needs root (the tests run as root on the CI machines)"
         );
-        let dir = tempfile::Builder::new()
-            .prefix("airgap-containerd-")
-            .tempdir()
-            .expect("create containerd's directory");
-        let d = dir.path();
+        let dir = process_dir("containerd");
+        let d = dir.as_path();
         let socket = d.join("c.sock");
         let config = d.join("config.toml");
         std::fs::write(
@@ -93,7 +90,7 @@ impl Containerd {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
 
     /// `ctr --address SOCK --namespace NS ARGS...`, killed after [`CTR_TIMEOUT`].
@@ -153,6 +150,27 @@ impl Containerd {
             .and_then(|cols| cols.get(2).map(|d| d.to_string()))
             .ok_or_else(|| format!("ctr images ls does not list {reference}:\n{text}"))
     }
+}
+
+/// `CARGO_TARGET_TMPDIR/NAME-PID`, fresh, for state a `static` holds (never dropped): the
+/// directories of earlier test processes that are gone are removed first.
+pub fn process_dir(name: &str) -> PathBuf {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let pid = file.strip_prefix(name).and_then(|r| r.strip_prefix('-'));
+            if let Some(pid) = pid.filter(|p| p.chars().all(|c| c.is_ascii_digit())) {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+    let dir = base.join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a per-process directory");
+    dir
 }
 
 fn is_root() -> bool {
