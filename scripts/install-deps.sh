@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, the tools the demo and the tests drive, only those
-# missing: the CNCF distribution registry, skopeo, htpasswd, zstd, openssl, GNU time.
+# missing: the CNCF distribution registry, skopeo, htpasswd, zstd, openssl, containerd (with
+# ctr, for the mirror-configuration tests), GNU time.
 set -euo pipefail
 
 declare -A packages=(
@@ -9,6 +10,7 @@ declare -A packages=(
   [htpasswd]=apache2-utils
   [zstd]=zstd
   [openssl]=openssl
+  [containerd]=containerd
 )
 missing=()
 for cmd in "${!packages[@]}"; do

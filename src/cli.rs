@@ -9,7 +9,7 @@ use airgap::commands::load::{LoadCommand, Login};
 use airgap::commands::pack::PackCommand;
 use airgap::commands::rewrite::{Names, RewriteCommand};
 use airgap::naming::{Mode, Target};
-use airgap::outputs::OutputOptions;
+use airgap::outputs::{MirrorOptions, OutputOptions};
 use airgap::platform::Platform;
 use airgap::registry::{parse_mirror, ConnectOptions};
 use airgap::rewrite::{K8sOptions, RewriteOptions};
@@ -68,6 +68,32 @@ pub struct RewriteFlags {
     /// Warn, instead of failing, when a manifest uses an image the bundle does not have
     #[arg(long)]
     pub allow_missing: bool,
+}
+
+/// Runtime mirror configuration (`load` and `rewrite`).
+#[derive(Args, Debug, Clone)]
+pub struct MirrorFlags {
+    /// Write containerd hosts.toml, k3s/RKE2 registries.yaml, CRI-O/podman registries.conf and
+    /// OpenShift ImageDigestMirrorSet/ImageTagMirrorSet files here, sending the nodes' pulls of
+    /// the source names to the target (with a README saying where each goes)
+    #[arg(long, value_name = "DIR")]
+    pub mirror_config: Option<PathBuf>,
+    /// Put the target credentials into the mirror files that can hold them (written 0600)
+    #[arg(long, requires = "mirror_config")]
+    pub mirror_credentials: bool,
+    /// Where the target's CA certificate is on the nodes (default: copied into DIR as ca.crt)
+    #[arg(long, value_name = "PATH", requires = "mirror_config")]
+    pub mirror_ca_path: Option<String>,
+}
+
+impl MirrorFlags {
+    pub fn options(&self) -> Option<MirrorOptions> {
+        self.mirror_config.as_ref().map(|dir| MirrorOptions {
+            dir: dir.clone(),
+            include_credentials: self.mirror_credentials,
+            ca_node_path: self.mirror_ca_path.clone(),
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -155,6 +181,8 @@ pub struct LoadArgs {
     pub manifests_out: Option<PathBuf>,
     #[command(flatten)]
     pub rewrite: RewriteFlags,
+    #[command(flatten)]
+    pub mirror: MirrorFlags,
     /// Blobs uploaded at once
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub concurrency: usize,
@@ -218,7 +246,7 @@ pub struct ServeArgs {
 )]
 pub struct RewriteArgs {
     /// YAML files or directories (every .yaml/.yml below), or - for standard input
-    #[arg(required = true)]
+    #[arg(required_unless_present = "mirror_config")]
     pub paths: Vec<PathBuf>,
     /// The JSON image map `airgap load --image-map` wrote
     #[arg(
@@ -242,6 +270,14 @@ pub struct RewriteArgs {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub rewrite: RewriteFlags,
+    #[command(flatten)]
+    pub mirror: MirrorFlags,
+    /// The target speaks plain HTTP (for --mirror-config)
+    #[arg(long)]
+    pub plain_http: bool,
+    /// The CA certificate of the target (PEM; for --mirror-config)
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `--split SIZE`: clap shows only the error's text, so the advice goes with it.
@@ -312,6 +348,7 @@ impl LoadArgs {
                 image_map: self.image_map.clone(),
                 manifests_out: self.manifests_out.clone(),
                 rewrite: self.rewrite.options(),
+                mirror: self.mirror.options(),
             },
         }
     }
@@ -333,6 +370,9 @@ impl RewriteArgs {
             },
             output: self.output.clone(),
             rewrite: self.rewrite.options(),
+            mirror: self.mirror.options(),
+            plain_http: self.plain_http,
+            ca_file: self.ca_file.clone(),
         }
     }
 }

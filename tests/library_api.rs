@@ -9,7 +9,7 @@ use std::sync::Arc;
 use airgap::commands::load::{LoadCommand, Login};
 use airgap::commands::pack::PackCommand;
 use airgap::naming::{Mode, Target};
-use airgap::outputs::OutputOptions;
+use airgap::outputs::{MirrorOptions, OutputOptions};
 use airgap::progress::Silent;
 use airgap::registry::credentials::Credentials;
 use airgap::registry::ConnectOptions;
@@ -72,6 +72,10 @@ fn pack_then_load_with_every_output_through_the_library() {
                     },
                     allow_missing: false,
                 },
+                mirror: Some(MirrorOptions {
+                    dir: dir.path().join("mirror"),
+                    ..Default::default()
+                }),
             },
         };
         let loaded = airgap::commands::load::load(&load, Arc::new(Silent))
@@ -107,4 +111,15 @@ fn pack_then_load_with_every_output_through_the_library() {
         "{secret}"
     );
     assert_eq!(loaded.written.manifests.len(), 2, "{:?}", loaded.written);
+
+    // The nodes' containerd is told where the source registry's images went.
+    let hosts = std::fs::read_to_string(
+        dir.path()
+            .join(format!("mirror/containerd/certs.d/{sh}/hosts.toml")),
+    )
+    .unwrap();
+    assert!(
+        hosts.contains(&format!("[host.\"http://{}/v2/site\"]", tgt.host())),
+        "{hosts}"
+    );
 }

@@ -70,6 +70,16 @@ impl LoadReport {
                 dir.display()
             ));
         }
+        if let Some(dir) = &self.written.mirror_dir {
+            out.push_str(&format!(
+                "wrote {} runtime mirror file(s) to {} (see its README.md)\n",
+                self.written.mirror_files.len(),
+                dir.display()
+            ));
+            for n in &self.written.mirror_notes {
+                out.push_str(&format!("  note: {n}\n"));
+            }
+        }
         out.push_str(&format!(
             "loaded {} image(s) into {} ({} already present): {} blob(s) uploaded ({}), {} mounted, {} skipped, {} manifest(s) pushed, in {:.1}s",
             self.images,
@@ -137,13 +147,15 @@ pub async fn load(
     )
     .map_err(CommandError::bundle(&cmd.bundle))?;
     let placements = crate::load::placements(&head.metadata, &cmd.target, cmd.mode)?;
-    let planned = outputs::plan(
-        &placements,
-        &head.k8s,
-        &cmd.target.host,
-        credentials.as_ref(),
-        &cmd.outputs,
-    )?;
+    let access = outputs::TargetAccess {
+        target: Some(cmd.target.clone()),
+        mode: cmd.mode,
+        plain_http: cmd.plain_http,
+        insecure_skip_tls_verify: cmd.connect.insecure_skip_tls_verify,
+        ca_file: cmd.connect.ca_file.clone(),
+        credentials: credentials.clone(),
+    };
+    let planned = outputs::plan(&placements, &head.k8s, &access, &cmd.outputs)?;
     for m in planned.missing() {
         progress.warn(&format!("{m}: image is not in the bundle; left as it is"));
     }

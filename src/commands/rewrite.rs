@@ -8,7 +8,9 @@ use super::CommandError;
 use crate::fsutil::FileError;
 use crate::image_map::ImageMap;
 use crate::naming::{Mode, Target};
-use crate::outputs::{write_files, OutputFile};
+use crate::outputs::{
+    self, write_files, MirrorOptions, OutputFile, OutputOptions, TargetAccess, Written,
+};
 use crate::progress::Progress;
 use crate::rewrite::{rewrite_all, K8sOptions, NamedFile};
 
@@ -33,6 +35,11 @@ pub struct RewriteCommand {
     /// Output directory; `None`: the single input's result goes to [`RewriteReport::stdout`].
     pub output: Option<PathBuf>,
     pub rewrite: K8sOptions,
+    /// Also write the runtime mirror configuration for these names.
+    pub mirror: Option<MirrorOptions>,
+    /// How the nodes reach the target (for the mirror files).
+    pub plain_http: bool,
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -44,22 +51,48 @@ pub struct RewriteReport {
     pub written: Vec<PathBuf>,
     pub output: Option<PathBuf>,
     pub changes: usize,
+    /// The mirror files, when asked for.
+    pub mirror: Written,
 }
 
 impl RewriteReport {
+    /// Lines for standard error (standard output may carry the YAML).
     pub fn render(&self) -> Option<String> {
-        self.output.as_ref().map(|dir| {
-            format!(
+        let mut out = Vec::new();
+        if let Some(dir) = &self.output {
+            out.push(format!(
                 "rewrote {} file(s) into {} ({} change(s))",
                 self.written.len(),
                 dir.display(),
                 self.changes
-            )
-        })
+            ));
+        }
+        if let Some(dir) = &self.mirror.mirror_dir {
+            out.push(format!(
+                "wrote {} runtime mirror file(s) to {} (see its README.md)",
+                self.mirror.mirror_files.len(),
+                dir.display()
+            ));
+            out.extend(
+                self.mirror
+                    .mirror_notes
+                    .iter()
+                    .map(|n| format!("  note: {n}")),
+            );
+        }
+        (!out.is_empty()).then(|| out.join("\n"))
     }
 }
 
 impl Names {
+    /// The target and mode, when the names are computed (an image map records neither).
+    fn target(&self) -> (Option<Target>, Mode) {
+        match self {
+            Names::ImageMap(_) => (None, Mode::default()),
+            Names::Bundle { target, mode, .. } => (Some(target.clone()), *mode),
+        }
+    }
+
     fn image_map(&self) -> Result<ImageMap, CommandError> {
         match self {
             Names::ImageMap(p) => Ok(ImageMap::read(p)?),
@@ -83,6 +116,32 @@ pub fn rewrite(
     progress: &dyn Progress,
 ) -> Result<RewriteReport, CommandError> {
     let map = cmd.names.image_map()?;
+    // The mirror files first: computed from the names alone, checked before any file is read.
+    let (target, mode) = cmd.names.target();
+    let mirror = outputs::plan_from_map(
+        map.clone(),
+        &[],
+        &TargetAccess {
+            target,
+            mode,
+            plain_http: cmd.plain_http,
+            ca_file: cmd.ca_file.clone(),
+            ..Default::default()
+        },
+        &OutputOptions {
+            mirror: cmd.mirror.clone(),
+            ..Default::default()
+        },
+    )?;
+    if cmd.paths.is_empty() {
+        return Ok(RewriteReport {
+            stdout: None,
+            written: Vec::new(),
+            output: None,
+            changes: 0,
+            mirror: mirror.write()?,
+        });
+    }
     let files = read_inputs(&cmd.paths)?;
     if cmd.output.is_none() && files.len() != 1 {
         return Err(CommandError::invalid(format!(
@@ -107,6 +166,7 @@ pub fn rewrite(
         written: Vec::new(),
         output: cmd.output.clone(),
         changes,
+        mirror: Written::default(),
     };
     match &cmd.output {
         None => report.stdout = set.files.into_iter().next().map(|(_, r)| r.text),
@@ -123,6 +183,7 @@ pub fn rewrite(
             report.written = write_files(dir, &out)?;
         }
     }
+    report.mirror = mirror.write()?;
     Ok(report)
 }
 

@@ -1,9 +1,11 @@
 //! Everything derived from where the images went (the placements): the image map, the
-//! bundle's manifests rewritten to the target names, and the pull-secret Secret. All of it is
+//! bundle's manifests rewritten to the target names, the pull-secret Secret and the runtime
+//! mirror configuration (`mirror`). All of it is
 //! computed in memory first ([`plan`]), from one value, so a manifest that would fail in the
 //! cluster stops a load before anything is pushed and no two outputs can disagree; [`Planned::write`]
 //! then writes each file whole or not at all.
 
+pub mod mirror;
 mod pull_secret;
 
 use std::path::{Component, Path, PathBuf};
@@ -11,8 +13,10 @@ use std::path::{Component, Path, PathBuf};
 use crate::fsutil::{write_atomic, FileError};
 use crate::image_map::{ImageMap, ImageMapEntry};
 use crate::load::Placement;
+use crate::naming::{Mode, Target};
 use crate::registry::credentials::Credentials;
 use crate::rewrite::{rewrite_all, K8sError, K8sOptions, MissingImage, NamedFile, RewrittenSet};
+use mirror::{MirrorConfig, MirrorError};
 
 pub use pull_secret::pull_secret_manifest;
 
@@ -24,6 +28,28 @@ pub struct OutputOptions {
     /// The bundle's manifests, rewritten (`load --manifests-out`).
     pub manifests_out: Option<PathBuf>,
     pub rewrite: K8sOptions,
+    /// Runtime mirror configuration (`--mirror-config`).
+    pub mirror: Option<MirrorOptions>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MirrorOptions {
+    pub dir: PathBuf,
+    /// Write the target credentials into the files that can hold them (0600).
+    pub include_credentials: bool,
+    /// Where the target's CA certificate is on the nodes (else it is copied into `dir`).
+    pub ca_node_path: Option<String>,
+}
+
+/// How the target is reached, as the outputs describe it to the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct TargetAccess {
+    pub target: Option<Target>,
+    pub mode: Mode,
+    pub plain_http: bool,
+    pub insecure_skip_tls_verify: bool,
+    pub ca_file: Option<PathBuf>,
+    pub credentials: Option<Credentials>,
 }
 
 /// A file to write below an output directory.
@@ -42,6 +68,20 @@ pub enum OutputError {
     File(#[from] FileError),
     #[error("{name}: refusing to write outside the output directory {}", dir.display())]
     Outside { name: String, dir: PathBuf },
+    #[error(transparent)]
+    Manifests(#[from] K8sError),
+    #[error("runtime mirror configuration")]
+    Mirror(#[from] MirrorError),
+}
+
+impl OutputError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            OutputError::Manifests(e) => e.hint(),
+            OutputError::Mirror(e) => e.hint(),
+            _ => None,
+        }
+    }
 }
 
 /// The outputs of one set of placements, computed and not yet written.
@@ -51,6 +91,7 @@ pub struct Planned {
     image_map_path: Option<PathBuf>,
     manifests: Option<(PathBuf, RewrittenSet)>,
     secret: Option<OutputFile>,
+    mirror: Option<(PathBuf, MirrorConfig)>,
 }
 
 /// What [`Planned::write`] wrote.
@@ -63,6 +104,12 @@ pub struct Written {
     pub manifests: Vec<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifests_dir: Option<PathBuf>,
+    /// The runtime mirror files, when asked for.
+    pub mirror_files: Vec<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror_dir: Option<PathBuf>,
+    /// What the mirror formats could not express, per file and registry.
+    pub mirror_notes: Vec<String>,
 }
 
 /// The image map of a set of placements.
@@ -81,35 +128,83 @@ pub fn image_map(placements: &[Placement]) -> ImageMap {
 }
 
 /// Computes every requested output of `placements` in memory. `k8s` are the bundle's
-/// manifest files; `registry` and `credentials` (the target's) feed the pull secret, which
-/// is produced only with `--pull-secret` and credentials. Fails on a manifest that cannot be
-/// rewritten (bad YAML, an image the bundle lacks unless allowed).
+/// manifest files; `access` says how the cluster reaches the target (the pull secret, made
+/// only with `--pull-secret` and credentials, and the mirror files use it). Fails on a
+/// manifest that cannot be rewritten (bad YAML, an image the bundle lacks unless allowed) and
+/// on mirror files that could not agree with the placements.
 pub fn plan(
     placements: &[Placement],
     k8s: &[NamedFile],
-    registry: &str,
-    credentials: Option<&Credentials>,
+    access: &TargetAccess,
     opts: &OutputOptions,
-) -> Result<Planned, K8sError> {
-    let map = image_map(placements);
+) -> Result<Planned, OutputError> {
+    plan_from_map(image_map(placements), k8s, access, opts)
+}
+
+/// [`plan`] from an image map (itself made from placements, perhaps by an earlier load).
+pub fn plan_from_map(
+    map: ImageMap,
+    k8s: &[NamedFile],
+    access: &TargetAccess,
+    opts: &OutputOptions,
+) -> Result<Planned, OutputError> {
     let manifests = match &opts.manifests_out {
         Some(dir) => Some((dir.clone(), rewrite_all(k8s, &map, &opts.rewrite)?)),
         None => None,
     };
-    let secret = match (&opts.rewrite.rewrite.pull_secret, credentials, &manifests) {
-        (Some(name), Some(creds), Some(_)) => Some(OutputFile {
+    let secret = match (
+        &opts.rewrite.rewrite.pull_secret,
+        &access.credentials,
+        &access.target,
+        &manifests,
+    ) {
+        (Some(name), Some(creds), Some(target), Some(_)) => Some(OutputFile {
             name: format!("{name}-pull-secret.yaml"),
-            text: pull_secret_manifest(name, registry, creds),
+            text: pull_secret_manifest(name, &target.host, creds),
             secret: true,
         }),
         _ => None,
+    };
+    let mirror = match &opts.mirror {
+        Some(m) => Some((m.dir.clone(), mirror_config(&map, access, m)?)),
+        None => None,
     };
     Ok(Planned {
         image_map: map,
         image_map_path: opts.image_map.clone(),
         manifests,
         secret,
+        mirror,
     })
+}
+
+fn mirror_config(
+    map: &ImageMap,
+    access: &TargetAccess,
+    m: &MirrorOptions,
+) -> Result<MirrorConfig, OutputError> {
+    let pairs = mirror::pairs_of_image_map(&map.images);
+    let (target, mode) = match &access.target {
+        Some(t) => (t.clone(), access.mode),
+        // An image map records neither; the names say them.
+        None => mirror::infer_target(&pairs)?,
+    };
+    let ca_pem = match &access.ca_file {
+        Some(p) => Some(std::fs::read(p).map_err(FileError::with("reading the CA file", p))?),
+        None => None,
+    };
+    let conn = mirror::Connection {
+        plain_http: access.plain_http,
+        insecure_skip_tls_verify: access.insecure_skip_tls_verify,
+        ca_node_path: m.ca_node_path.clone(),
+        ca_pem,
+        credentials: if m.include_credentials {
+            access.credentials.clone()
+        } else {
+            None
+        },
+    };
+    Ok(mirror::generate(&target, mode, &pairs, &conn)?)
 }
 
 impl Planned {
@@ -144,6 +239,15 @@ impl Planned {
             files.extend(self.secret.clone());
             written.manifests = write_files(dir, &files)?;
             written.manifests_dir = Some(dir.clone());
+        }
+        if let Some((dir, config)) = &self.mirror {
+            written.mirror_files = config.write(dir)?;
+            written.mirror_dir = Some(dir.clone());
+            written.mirror_notes = config
+                .notes
+                .iter()
+                .map(|n| format!("{} ({}): {}", n.file, n.registry, n.text))
+                .collect();
         }
         Ok(written)
     }

@@ -30,10 +30,20 @@ fn every_output_comes_from_the_same_placements() {
             },
             allow_missing: false,
         },
+        mirror: Some(MirrorOptions {
+            dir: dir.path().join("mirror"),
+            ..Default::default()
+        }),
     };
     let files = vec![("app/pod.yaml".to_string(), POD.as_bytes().to_vec())];
     let creds = Credentials::new("u", "pw");
-    let planned = plan(&placements(), &files, "reg:5000", Some(&creds), &opts).unwrap();
+    let mirror_dir = dir.path().join("mirror");
+    let access = TargetAccess {
+        target: Some(Target::parse("reg:5000").unwrap()),
+        credentials: Some(creds),
+        ..Default::default()
+    };
+    let planned = plan(&placements(), &files, &access, &opts).unwrap();
     // Nothing is written by planning.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     let w = planned.write().unwrap();
@@ -59,6 +69,11 @@ fn every_output_comes_from_the_same_placements() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(v["auths"]["reg:5000"]["password"], "pw");
+    // The mirror files send docker.io's pulls to the same place.
+    let hosts = std::fs::read_to_string(mirror_dir.join("containerd/certs.d/docker.io/hosts.toml"))
+        .unwrap();
+    assert!(hosts.contains("reg:5000"), "{hosts}");
+    assert!(w.mirror_files.len() > 3, "{:?}", w.mirror_files);
 }
 
 #[test]
@@ -73,7 +88,11 @@ fn a_missing_image_fails_the_plan_and_nothing_is_written() {
         "pod.yaml".to_string(),
         b"kind: Pod\nspec:\n  containers:\n  - image: nginx:1\n".to_vec(),
     )];
-    let e = plan(&placements(), &files, "reg:5000", None, &opts).unwrap_err();
+    let access = TargetAccess {
+        target: Some(Target::parse("reg:5000").unwrap()),
+        ..Default::default()
+    };
+    let e = plan(&placements(), &files, &access, &opts).unwrap_err();
     assert!(e.to_string().contains("pod.yaml:4: nginx:1"), "{e}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

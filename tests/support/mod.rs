@@ -9,6 +9,7 @@
 
 pub mod bundle;
 pub mod cli;
+pub mod containerd;
 pub mod fixtures;
 pub mod proxy;
 pub mod registry;
