@@ -40,12 +40,15 @@ fn world() -> &'static World {
             Some("v2"),
             &ImageOpts::docker(13).layers(1, 2048),
         );
+        // The kinds the demo bundle has: a Docker manifest list (with an arm/v7 variant) too.
+        fx.docker_list("library/nginx", "1.27", 15);
         let pinned = fx.digest_only("library/busybox", 14);
         let dir = support::containerd::process_dir("mirror-config-bundle");
         let spec = Spec::new()
             .image("docker.io/library/redis:7.2-alpine")
             .image("quay.io/kairos/core-x:v1.0")
             .image("quay.io/kairos/provider:v2")
+            .image("docker.io/library/nginx:1.27")
             .image(&format!("docker.io/library/busybox@{}", pinned.digest))
             .write(&dir);
         let bundle = dir.join("bundle.tar.zst");
@@ -58,7 +61,7 @@ fn world() -> &'static World {
         src.stop();
         let f = std::fs::File::open(&bundle).unwrap();
         let metadata = airgap::bundle::inspect(f).unwrap().metadata;
-        assert_eq!(metadata.images.len(), 4);
+        assert_eq!(metadata.images.len(), 5);
         World { bundle, metadata }
     })
 }
