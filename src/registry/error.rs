@@ -261,16 +261,17 @@ pub(crate) fn body_message(body: &str) -> String {
 }
 
 /// Whether a refused upload POST says the repository itself is missing: `NAME_UNKNOWN`
-/// (ECR, GitLab, distribution), Harbor's 403/404 `project … not found`, or a plain 404 (the
-/// POST names nothing else that could be missing).
-pub(crate) fn repository_missing(status: u16, body: &str) -> bool {
+/// (ECR, GitLab, distribution), Harbor's 403/404 `project … not found`, or (`plain`: a POST
+/// without a mount request, which names nothing else that could be missing) a 404 without
+/// an OCI error code.
+pub(crate) fn repository_missing(status: u16, body: &str, plain: bool) -> bool {
     if status != 404 && status != 403 {
         return false;
     }
     let lower = body.to_ascii_lowercase();
     body.contains("NAME_UNKNOWN")
         || (lower.contains("project") && lower.contains("not found"))
-        || (status == 404 && !body.contains("BLOB_UPLOAD_UNKNOWN"))
+        || (plain && status == 404 && !body.contains("\"code\""))
 }
 
 /// The digests a manifest PUT's error body names as unknown (`MANIFEST_BLOB_UNKNOWN`, or

@@ -281,17 +281,19 @@ impl Client {
             match resp.status() {
                 StatusCode::CREATED => return Ok(None),
                 StatusCode::ACCEPTED => {}
-                // The repository is missing: asking again plainly would say the same.
-                s if s == StatusCode::NOT_FOUND || s == StatusCode::FORBIDDEN => {}
                 s => {
+                    // Read to the end (the connection can be reused). The repository is
+                    // missing: asking again plainly would say the same.
+                    let body = resp.text().await.unwrap_or_default();
+                    if super::error::repository_missing(s.as_u16(), &body, false) {
+                        return Err(self.missing(repo, s, &body));
+                    }
                     // A registry that does not take this request is asked plainly from now
                     // on; one that is only busy (429, 5xx left after the retries) just this
                     // once.
                     if !is_transient_status(s.as_u16()) {
                         self.inner.no_probe.store(true, Ordering::Relaxed);
                     }
-                    // Read to the end so the connection can be reused.
-                    let _ = resp.bytes().await;
                     resp = self.send(&scopes, repo, plain).await?;
                 }
             }
@@ -321,17 +323,21 @@ impl Client {
         let (status, scope) = failure_head(&resp);
         let attempts = attempts_of(&resp);
         let body = resp.text().await.unwrap_or_default();
-        if super::error::repository_missing(status.as_u16(), &body) {
-            return RegistryError::RepositoryMissing {
-                registry: self.registry().to_string(),
-                repository: repo.to_string(),
-                status: status.as_u16(),
-                message: body_message(&body),
-            };
+        if super::error::repository_missing(status.as_u16(), &body, true) {
+            return self.missing(repo, status, &body);
         }
         let what = format!("blob {digest}");
         self.fail_with_body(status, scope, &body, repo, "start upload", &what)
             .with_attempts(attempts)
+    }
+
+    fn missing(&self, repo: &str, status: StatusCode, body: &str) -> RegistryError {
+        RegistryError::RepositoryMissing {
+            registry: self.registry().to_string(),
+            repository: repo.to_string(),
+            status: status.as_u16(),
+            message: body_message(body),
+        }
     }
 
     async fn upload_fail(&self, resp: Response, repo: &str, digest: &Digest) -> RegistryError {
