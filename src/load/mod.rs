@@ -98,6 +98,12 @@ impl LoadError {
                 Some(format!("load {base} into {registry} first"))
             }
             LoadError::Registry(e) => e.hint(),
+            // The boxed cause is not found by a walk of the chain (a `Box` downcasts as
+            // itself), so its hint is asked here.
+            LoadError::Blob { source, .. }
+            | LoadError::Push { source, .. }
+            | LoadError::Refused { source, .. }
+            | LoadError::Restore { source, .. } => source.hint(),
             LoadError::Naming(e) => e.hint(),
             _ => None,
         }
