@@ -180,11 +180,6 @@ fn an_early_error_answer_is_reported_with_its_status_code_and_message() {
                 "{text}"
             );
         }
-        assert!(
-            !text.contains("error writing a body")
-                || answered
-                || text.contains("closed the connection")
-        );
         assert_eq!(tgt.client().tags(&p.img.repo), Vec::<String>::new());
     }
 }

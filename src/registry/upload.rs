@@ -639,4 +639,23 @@ mod tests {
             r#"{"errors":[{"code":"DIGEST_INVALID"}]}"#
         ));
     }
+
+    #[test]
+    fn which_refusals_say_the_repository_is_missing() {
+        use super::super::error::repository_missing;
+        let name_unknown = r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}"#;
+        let harbor = r#"{"errors":[{"code":"NOT_FOUND","message":"project library2 not found"}]}"#;
+        let blob = r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"mount refused"}]}"#;
+        assert!(repository_missing(404, name_unknown, false));
+        assert!(repository_missing(403, harbor, false));
+        assert!(repository_missing(404, "", true));
+        assert!(!repository_missing(404, "", false));
+        assert!(!repository_missing(404, blob, true));
+        assert!(!repository_missing(
+            403,
+            r#"{"errors":[{"code":"DENIED"}]}"#,
+            true
+        ));
+        assert!(!repository_missing(500, name_unknown, true));
+    }
 }
