@@ -186,6 +186,11 @@ pub struct LoadArgs {
     /// Blobs uploaded at once
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub concurrency: usize,
+    /// Upload blobs in chunks of at most SIZE (e.g. 512M), for a registry or proxy that caps
+    /// request bodies (nginx client_max_body_size). Default: one request per blob, falling
+    /// back to 64 MiB chunks for a registry that refuses that
+    #[arg(long, value_name = "SIZE", value_parser = parse_chunk_size)]
+    pub chunk_size: Option<u64>,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Print only warnings and errors
@@ -288,6 +293,14 @@ fn parse_size(s: &str) -> Result<u64, String> {
     })
 }
 
+/// `--chunk-size SIZE`: as `--split`, but not `fat32` nor zero.
+fn parse_chunk_size(s: &str) -> Result<u64, String> {
+    match parse_size(s)? {
+        0 => Err("a chunk size must be at least 1 byte".into()),
+        n => Ok(n),
+    }
+}
+
 impl TlsArgs {
     pub fn connect(&self) -> ConnectOptions {
         ConnectOptions {
@@ -344,6 +357,7 @@ impl LoadArgs {
                 None => Login::DockerConfig,
             },
             concurrency: self.concurrency,
+            chunk_size: self.chunk_size,
             outputs: OutputOptions {
                 image_map: self.image_map.clone(),
                 manifests_out: self.manifests_out.clone(),

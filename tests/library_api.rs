@@ -62,6 +62,7 @@ fn pack_then_load_with_every_output_through_the_library() {
             connect: ConnectOptions::default(),
             login: Login::Given(Credentials::new("loader", "lib-pass-5521")),
             concurrency: 4,
+            chunk_size: None,
             outputs: OutputOptions {
                 image_map: Some(map_path.clone()),
                 manifests_out: Some(out_dir.clone()),

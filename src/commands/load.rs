@@ -40,6 +40,8 @@ pub struct LoadCommand {
     pub connect: ConnectOptions,
     pub login: Login,
     pub concurrency: usize,
+    /// `--chunk-size`: see [`LoadOptions::chunk_size`].
+    pub chunk_size: Option<u64>,
     pub outputs: OutputOptions,
 }
 
@@ -167,6 +169,7 @@ pub async fn load(
         connect: cmd.connect.clone(),
         credentials,
         concurrency: cmd.concurrency.max(1),
+        chunk_size: cmd.chunk_size,
     };
     let s = crate::load::load(&opts, progress).await?;
     // Load names the images from the head it streams; had the file changed in between, the

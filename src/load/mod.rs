@@ -33,6 +33,9 @@ pub struct LoadOptions {
     pub connect: ConnectOptions,
     pub credentials: Option<Credentials>,
     pub concurrency: usize,
+    /// Chunked uploads from the start, in PATCHes of at most this many bytes (a proxy's body
+    /// cap); `None`: monolithic, falling back to chunks for a registry that refuses it.
+    pub chunk_size: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +98,12 @@ impl LoadError {
                 Some(format!("load {base} into {registry} first"))
             }
             LoadError::Registry(e) => e.hint(),
+            // The boxed cause is not found by a walk of the chain (a `Box` downcasts as
+            // itself), so its hint is asked here.
+            LoadError::Blob { source, .. }
+            | LoadError::Push { source, .. }
+            | LoadError::Refused { source, .. }
+            | LoadError::Restore { source, .. } => source.hint(),
             LoadError::Naming(e) => e.hint(),
             _ => None,
         }
@@ -150,6 +159,7 @@ pub async fn load(
     let endpoint = Endpoint::resolve(&opts.target.host, &BTreeMap::new(), opts.plain_http);
     let client = Client::new(endpoint, opts.credentials.clone(), &opts.connect)
         .map_err(|source| LoadError::Registry(Box::new(source)))?;
+    client.set_chunk_size(opts.chunk_size);
     // Fail fast on an unreachable registry or bad credentials, before reading the bundle.
     client
         .ping()

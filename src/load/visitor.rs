@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -13,11 +13,11 @@ use tokio::task::JoinHandle;
 
 use super::graph::{ImageGraph, Walk};
 use super::{Counters, LoadError, LoadOptions, Placement, RepoSet};
-use crate::bundle::seek::{send_chunks, ReadAt, SeekIndex};
+use crate::bundle::seek::{read_range, send_chunks, ReadAt, SeekIndex};
 use crate::bundle::{parse_index, BlobContent, BlobRecord, BundleError, Flow, Head, Visitor};
 use crate::digest::Digest;
 use crate::progress::Progress;
-use crate::registry::{BlobBody, Client, Pushed};
+use crate::registry::{BlobBody, Client, Pushed, Reread};
 
 /// Blobs up to this size are read into memory and uploaded concurrently; bigger ones stream.
 pub(super) const SMALL_BLOB: u64 = 4 * 1024 * 1024;
@@ -57,8 +57,6 @@ pub struct LoadVisitor {
     pub(super) random: Option<(Arc<dyn ReadAt>, Arc<SeekIndex>)>,
     /// Damage found by those reads (the upload they fed fails less clearly).
     pub(super) damage: Arc<Mutex<Option<BundleError>>>,
-    /// The threads of those reads: awaited before `damage` is looked at.
-    pub(super) readers: Vec<JoinHandle<()>>,
     /// This pass's big blobs were started through the seek table.
     pub(super) big_dispatched: bool,
     /// The repositories the target's catalog lists, when it answered: one in none of them
@@ -100,7 +98,6 @@ impl LoadVisitor {
             pushed: Mutex::default(),
             random: None,
             damage: Arc::default(),
-            readers: Vec::new(),
             big_dispatched: false,
             listed: None,
         }
@@ -158,9 +155,6 @@ impl LoadVisitor {
                     });
                 }
             }
-        }
-        for r in self.readers.drain(..) {
-            let _ = r.await;
         }
         if let Some(e) = self.damage.lock().expect("damage lock").take() {
             return Err(LoadError::Bundle {
@@ -224,11 +218,21 @@ impl LoadVisitor {
         let digest = record.digest.clone();
         let size = record.size;
         let progress = self.progress.clone();
+        let task_progress = self.progress.clone();
         let spawn = |source: Source| {
             self.rt.spawn(async move {
                 let _permit = permit;
-                let r = push_to_repos(&client, &digest, size, &repos, source, &counters, &pending)
-                    .await;
+                let r = push_to_repos(
+                    &client,
+                    &digest,
+                    size,
+                    &repos,
+                    source,
+                    &counters,
+                    &pending,
+                    task_progress.as_ref(),
+                )
+                .await;
                 if r.is_err() {
                     failed.store(true, Ordering::Relaxed);
                 }
@@ -249,34 +253,32 @@ impl LoadVisitor {
             self.tasks.push(task);
             return Ok(());
         }
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-        let task = spawn(Source::Stream(reqwest::Body::wrap_stream(
-            tokio_stream_from(rx),
-        )));
         let name = crate::bundle::blob_entry_name(&record.digest);
         if let Some((src, index)) = &self.random {
             if let Some(loc) = index.entry(&name).filter(|l| l.size == record.size) {
-                // The stream moves on (skipping this entry) while a thread of its own reads
-                // and verifies the blob, so several big uploads run at once.
+                // The stream moves on (skipping this entry) while the upload reads the blob
+                // through the seek table, so several big uploads run at once; any range of
+                // it can be read again (a retry, a resumed or re-sent chunked upload).
                 if let Some(c) = content.as_mut() {
                     c.skip();
                 }
-                let job = RangeJob {
+                let range = BundleRange {
                     src: src.clone(),
                     index: index.clone(),
                     offset: loc.offset,
                     record: record.clone(),
                     damage: self.damage.clone(),
+                    progress: self.progress.clone(),
+                    reported: Arc::new(AtomicU64::new(0)),
                 };
-                let progress = self.progress.clone();
-                let reader = self
-                    .rt
-                    .spawn_blocking(move || job.run(tx, progress.as_ref()));
-                self.readers.push(reader);
-                self.tasks.push(task);
+                self.tasks.push(spawn(Source::Reread(Arc::new(range))));
                 return Ok(());
             }
         }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+        let task = spawn(Source::Stream(reqwest::Body::wrap_stream(
+            tokio_stream_from(rx),
+        )));
         let content = content.ok_or_else(|| BundleError::MissingBlob {
             digest: record.digest.clone(),
         })?;
@@ -310,22 +312,56 @@ impl LoadVisitor {
     }
 }
 
-/// One big blob read through the seek table into an upload, verified as it goes.
+/// One big blob of a seekable bundle, read through the seek table for an upload: any range,
+/// as often as the upload asks (each read streams through a bounded channel; nothing is
+/// buffered beyond it).
+struct BundleRange {
+    src: Arc<dyn ReadAt>,
+    index: Arc<SeekIndex>,
+    /// Where the blob starts in the tar stream.
+    offset: u64,
+    record: BlobRecord,
+    damage: Arc<Mutex<Option<BundleError>>>,
+    progress: Arc<dyn Progress>,
+    /// Bytes counted in the progress so far: re-read bytes are not counted twice.
+    reported: Arc<AtomicU64>,
+}
+
+impl Reread for BundleRange {
+    fn range(&self, start: u64, len: u64) -> reqwest::Body {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let job = RangeJob {
+            src: self.src.clone(),
+            index: self.index.clone(),
+            offset: self.offset,
+            record: self.record.clone(),
+            damage: self.damage.clone(),
+            progress: self.progress.clone(),
+            reported: self.reported.clone(),
+            start,
+            len,
+        };
+        tokio::task::spawn_blocking(move || job.run(tx));
+        reqwest::Body::wrap_stream(tokio_stream_from(rx))
+    }
+}
+
+/// One read of `[start, start + len)` of a blob into an upload body.
 struct RangeJob {
     src: Arc<dyn ReadAt>,
     index: Arc<SeekIndex>,
     offset: u64,
     record: BlobRecord,
     damage: Arc<Mutex<Option<BundleError>>>,
+    progress: Arc<dyn Progress>,
+    reported: Arc<AtomicU64>,
+    start: u64,
+    len: u64,
 }
 
 impl RangeJob {
-    fn run(
-        self,
-        tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-        progress: &dyn Progress,
-    ) {
-        let r = self.copy(&tx, progress);
+    fn run(self, tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>) {
+        let r = self.copy(&tx);
         if let Err(e) = r {
             let msg = e.to_string();
             self.damage.lock().expect("damage lock").get_or_insert(e);
@@ -337,26 +373,59 @@ impl RangeJob {
         }
     }
 
-    /// Verified as it goes; the last bytes wait for the verdict, or the upload would
-    /// complete before an error could reach it.
+    /// The whole blob is verified as it goes, the last bytes waiting for the verdict (or
+    /// the upload would complete before an error could reach it). A part (a chunk) is not:
+    /// the registry checks the digest of the whole when the upload is closed.
     fn copy(
         &self,
         tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-        progress: &dyn Progress,
     ) -> Result<(), BundleError> {
-        send_chunks(
+        let mut pos = self.start;
+        let mut send = |b: Bytes| {
+            pos += b.len() as u64;
+            let before = self.reported.fetch_max(pos, Ordering::Relaxed);
+            if pos > before {
+                self.progress.add_bytes(pos - before);
+            }
+            tx.blocking_send(Ok(b)).is_ok()
+        };
+        if self.start == 0 && self.len == self.record.size {
+            return send_chunks(
+                self.src.clone(),
+                &self.index,
+                self.offset,
+                self.record.size,
+                &self.record.digest,
+                true,
+                CHUNK,
+                send,
+            );
+        }
+        let mut r = read_range(
             self.src.clone(),
             &self.index,
-            self.offset,
-            self.record.size,
-            &self.record.digest,
-            true,
-            CHUNK,
-            |b| {
-                progress.add_bytes(b.len() as u64);
-                tx.blocking_send(Ok(b)).is_ok()
-            },
+            self.offset + self.start,
+            self.len,
         )
+        .map_err(|e| corrupt(&self.record, e))?;
+        let mut left = self.len;
+        while left > 0 {
+            let mut buf = vec![0u8; CHUNK.min(left as usize)];
+            let n = r.read(&mut buf).map_err(|e| corrupt(&self.record, e))?;
+            if n == 0 {
+                return Err(BundleError::SizeMismatch {
+                    digest: self.record.digest.clone(),
+                    expected: self.record.size,
+                    actual: self.start + self.len - left,
+                });
+            }
+            buf.truncate(n);
+            left -= n as u64;
+            if !send(Bytes::from(buf)) {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -376,9 +445,12 @@ fn tokio_stream_from(
 enum Source {
     /// A small blob, and whether the plan left it unchecked (not HEADed).
     Memory(Bytes, bool),
+    /// A big blob read through the seek table.
+    Reread(Arc<dyn Reread>),
     Stream(reqwest::Body),
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn push_to_repos(
     client: &Client,
     digest: &Digest,
@@ -387,6 +459,7 @@ async fn push_to_repos(
     source: Source,
     counters: &Counters,
     pending: &Mutex<RepoSet>,
+    progress: &dyn Progress,
 ) -> Result<(), LoadError> {
     let Some((first, rest)) = repos.split_first() else {
         return Ok(());
@@ -400,9 +473,20 @@ async fn push_to_repos(
             source: Box::new(source),
         }
     };
-    let (memory, body, unchecked) = match source {
-        Source::Memory(b, unchecked) => (Some(b.clone()), BlobBody::Memory(b), unchecked),
-        Source::Stream(s) => (None, BlobBody::Stream(s), false),
+    // What can be sent again, to the repositories that refuse a mount.
+    let again = |body: &Option<Source>| match body {
+        Some(Source::Memory(b, _)) => Some(BlobBody::Memory(b.clone())),
+        Some(Source::Reread(r)) => Some(BlobBody::Reread(r.clone())),
+        _ => None,
+    };
+    let (body, unchecked, kept) = match source {
+        Source::Memory(b, unchecked) => (
+            BlobBody::Memory(b.clone()),
+            unchecked,
+            Some(Source::Memory(b, unchecked)),
+        ),
+        Source::Reread(r) => (BlobBody::Reread(r.clone()), false, Some(Source::Reread(r))),
+        Source::Stream(s) => (BlobBody::Stream(s), false, None),
     };
     // A small blob the plan did not HEAD (a first load): the POST opening its session asks
     // for a mount from this same repository, which the registry grants when it has the blob
@@ -417,7 +501,11 @@ async fn push_to_repos(
             .await
             .map(|()| Pushed::Uploaded)
     }
-    .map_err(blob_err(first))?;
+    .map_err(blob_err(first));
+    if let Some(line) = client.take_notice() {
+        progress.warn(&line);
+    }
+    let pushed = pushed?;
     match pushed {
         Pushed::Uploaded => {
             counters.uploaded.fetch_add(1, Ordering::Relaxed);
@@ -436,12 +524,13 @@ async fn push_to_repos(
             counters.mounted.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        match &memory {
-            Some(b) => {
-                client
-                    .upload_blob(repo, digest, size, BlobBody::Memory(b.clone()))
-                    .await
-                    .map_err(blob_err(repo))?;
+        match again(&kept) {
+            Some(body) => {
+                let r = client.upload_blob(repo, digest, size, body).await;
+                if let Some(line) = client.take_notice() {
+                    progress.warn(&line);
+                }
+                r.map_err(blob_err(repo))?;
                 counters.uploaded.fetch_add(1, Ordering::Relaxed);
                 counters.bytes.fetch_add(size, Ordering::Relaxed);
             }

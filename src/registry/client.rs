@@ -2,7 +2,7 @@
 //! retries, and turning an answer the caller did not want into a [`RegistryError`]. What it
 //! asks lives beside it, by subject: `blobs`, `manifests`, `catalog`; the token flow in `auth`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +31,12 @@ pub(super) struct Inner {
     /// The registry answered a mount request from a repository into itself with an error
     /// other than a transient one: `upload_unless_present` asks plainly from then on.
     pub(super) no_probe: AtomicBool,
+    /// Uploads are chunked (asked for, or the registry refused a monolithic one).
+    pub(super) chunked: AtomicBool,
+    /// PATCH size in bytes; 0: `upload::DEFAULT_CHUNK`.
+    pub(super) chunk_size: AtomicU64,
+    /// The line saying uploads fell back to chunks, until someone takes it.
+    pub(super) notice: Mutex<Option<String>>,
 }
 
 pub(super) fn pull_scope(repo: &str) -> String {
@@ -80,6 +86,9 @@ impl Client {
                 retries: opts.retries,
                 auth: Mutex::new(AuthState::default()),
                 no_probe: AtomicBool::new(false),
+                chunked: AtomicBool::new(false),
+                chunk_size: AtomicU64::new(0),
+                notice: Mutex::new(None),
             }),
         })
     }

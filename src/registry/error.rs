@@ -85,6 +85,24 @@ pub enum RegistryError {
         what: String,
         limit: u64,
     },
+    /// The connection failed while a blob's body was being sent, before any answer came.
+    #[error("registry {registry} closed the connection while blob {digest} was being sent to {repository} ({request}): {reason}")]
+    BodyCut {
+        registry: String,
+        repository: String,
+        digest: Digest,
+        request: String,
+        reason: String,
+    },
+    /// A push refused because the repository (a Harbor project, an ECR repository, a GitLab
+    /// group) must be created first.
+    #[error("registry {registry} has no repository {repository} to push into (HTTP {status}): {message}")]
+    RepositoryMissing {
+        registry: String,
+        repository: String,
+        status: u16,
+        message: String,
+    },
     #[error("registry {registry}: {message}")]
     Protocol { registry: String, message: String },
     #[error("TLS/client set-up failed: {0}")]
@@ -134,6 +152,16 @@ impl RegistryError {
             RegistryError::Tls { .. } => Some(
                 "pass --ca-file with the registry's CA, or --insecure-skip-tls-verify; for a plain-HTTP registry use --plain-http or an http:// mirror".into(),
             ),
+            RegistryError::RepositoryMissing {
+                registry,
+                repository,
+                ..
+            } => {
+                let project = repository.split('/').next().unwrap_or(repository);
+                Some(format!(
+                    "create it on {registry} before loading: on Harbor the project {project:?}, on ECR the repository {repository:?}, on GitLab the group and project of {repository:?}; or load under another name with --registry {registry}/PATH or --mode"
+                ))
+            }
             _ => None,
         }
     }
@@ -230,6 +258,20 @@ pub(crate) fn body_message(body: &str) -> String {
     }
     let one_line: String = trimmed.split_whitespace().collect::<Vec<_>>().join(" ");
     one_line.chars().take(200).collect()
+}
+
+/// Whether a refused upload POST says the repository itself is missing: `NAME_UNKNOWN`
+/// (ECR, GitLab, distribution), Harbor's 403/404 `project … not found`, or (`plain`: a POST
+/// without a mount request, which names nothing else that could be missing) a 404 without
+/// an OCI error code.
+pub(crate) fn repository_missing(status: u16, body: &str, plain: bool) -> bool {
+    if status != 404 && status != 403 {
+        return false;
+    }
+    let lower = body.to_ascii_lowercase();
+    body.contains("NAME_UNKNOWN")
+        || (lower.contains("project") && lower.contains("not found"))
+        || (plain && status == 404 && !body.contains("\"code\""))
 }
 
 /// The digests a manifest PUT's error body names as unknown (`MANIFEST_BLOB_UNKNOWN`, or

@@ -3,7 +3,7 @@
 //!
 //! `client` (the [`Client`], sending with auth and retries) · `auth` (challenges, tokens) ·
 //! `credentials` (config.json, helpers) · `retry` (what is transient, backoff, the one loop) ·
-//! `blobs`, `manifests`, `catalog` (what is asked) · `error` ([`RegistryError`] and its hints).
+//! `blobs`, `upload` (monolithic and chunked), `manifests`, `catalog` (what is asked) · `error` ([`RegistryError`] and its hints).
 
 mod auth;
 mod blobs;
@@ -13,11 +13,13 @@ pub mod credentials;
 mod error;
 mod manifests;
 pub(crate) mod retry;
+mod upload;
 
 pub use blobs::{BlobBody, Pushed};
 pub use client::Client;
 pub use error::RegistryError;
 pub use manifests::FetchedManifest;
+pub use upload::{Reread, DEFAULT_CHUNK};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -81,6 +81,27 @@ pub enum Fault {
     },
     /// For each request, the first of these `Canned`/`CannedFirst` faults that applies.
     Each(Vec<Fault>),
+    /// Answer a request with `method` (any method when `None`), a path containing
+    /// `path_contains` and a `Content-Length` above `above` at once, before reading its body
+    /// (as a registry refusing monolithic uploads, or nginx over `client_max_body_size`
+    /// does), with `status` and an OCI error body of `code` and `message`. With `linger`
+    /// the body is then read and dropped (nginx's lingering close: the client gets the
+    /// answer); without, the connection is closed with the body unread (the client may see
+    /// only a broken pipe or a reset).
+    EarlyAnswer {
+        method: Option<String>,
+        path_contains: String,
+        above: u64,
+        status: u16,
+        code: String,
+        message: String,
+        linger: bool,
+    },
+    /// Forward, but reset the `PATCH` during which the request body bytes of all PATCHes
+    /// together pass `after`, once: that PATCH is read up to that point and none of it is
+    /// forwarded, so the registry's session keeps what earlier PATCHes brought (as behind a
+    /// load balancer that buffers request bodies).
+    ResetPatchAt { after: u64 },
 }
 
 /// What happened to one request (or connection, for resets).
@@ -108,6 +129,12 @@ struct State {
     /// Requests matched by [`Fault::StatusFirstMatching`].
     matched: AtomicUsize,
     log: Mutex<Vec<Seen>>,
+    /// Request body bytes received from clients, per method (forwarded or not).
+    body_bytes: Mutex<std::collections::HashMap<String, u64>>,
+    /// The largest `Content-Length` seen, per method.
+    max_body: Mutex<std::collections::HashMap<String, u64>>,
+    /// PATCH body bytes received so far, and whether `ResetPatchAt` fired.
+    patched: Mutex<(u64, bool)>,
 }
 
 pub struct FaultProxy {
@@ -139,6 +166,9 @@ impl FaultProxy {
             requests: AtomicUsize::new(0),
             matched: AtomicUsize::new(0),
             log: Mutex::new(Vec::new()),
+            body_bytes: Mutex::default(),
+            max_body: Mutex::default(),
+            patched: Mutex::new((0, false)),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let accept = {
@@ -171,6 +201,19 @@ impl FaultProxy {
         self.state.requests.store(0, Ordering::SeqCst);
         self.state.matched.store(0, Ordering::SeqCst);
         self.state.log.lock().unwrap().clear();
+        self.state.body_bytes.lock().unwrap().clear();
+        self.state.max_body.lock().unwrap().clear();
+        *self.state.patched.lock().unwrap() = (0, false);
+    }
+    /// Request body bytes received from clients with `method` (forwarded or not).
+    pub fn body_bytes(&self, method: &str) -> u64 {
+        let m = self.state.body_bytes.lock().unwrap();
+        m.get(method).copied().unwrap_or(0)
+    }
+    /// The largest `Content-Length` of a request with `method`.
+    pub fn max_body(&self, method: &str) -> u64 {
+        let m = self.state.max_body.lock().unwrap();
+        m.get(method).copied().unwrap_or(0)
     }
     /// Every request seen so far, in order of arrival.
     pub fn seen(&self) -> Vec<Seen> {
@@ -310,8 +353,19 @@ fn upstream_head(head: &Head) -> Vec<u8> {
     out.into_bytes()
 }
 
+fn add_body_bytes(state: &State, method: &str, n: u64) {
+    *state
+        .body_bytes
+        .lock()
+        .unwrap()
+        .entry(method.to_string())
+        .or_default() += n;
+}
+
 fn reason(status: u16) -> &'static str {
     match status {
+        411 => "Length Required",
+        413 => "Payload Too Large",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
@@ -485,6 +539,86 @@ fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
         return Ok(());
     };
     let req = state.requests.fetch_add(1, Ordering::SeqCst);
+    let length = head
+        .header("content-length")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    {
+        let mut m = state.max_body.lock().unwrap();
+        let e = m.entry(head.method.clone()).or_default();
+        *e = (*e).max(length);
+    }
+    if let Fault::EarlyAnswer {
+        method,
+        path_contains,
+        above,
+        status,
+        code,
+        message,
+        linger,
+    } = &fault
+    {
+        if method
+            .as_ref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(&head.method))
+            && head.path.contains(path_contains.as_str())
+            && length > *above
+        {
+            log(state, &head.method, &head.path, Action::Answered(*status));
+            add_body_bytes(state, &head.method, rest.len() as u64);
+            let body = format!(
+                "{{\"errors\":[{{\"code\":\"{code}\",\"message\":\"{message}\",\"detail\":null}}]}}\n"
+            );
+            let resp = format!(
+                "HTTP/1.1 {status} {}\r\nContent-Type: application/json; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                reason(*status),
+                body.len()
+            );
+            let _ = client.write_all(resp.as_bytes());
+            let _ = client.flush();
+            if *linger {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut left = length.saturating_sub(rest.len() as u64);
+                while left > 0 {
+                    match client.read(&mut buf[..(left.min(64 * 1024)) as usize]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            left -= n as u64;
+                            add_body_bytes(state, &head.method, n as u64);
+                        }
+                    }
+                }
+                let _ = client.shutdown(Shutdown::Write);
+            }
+            // Without linger: dropped with the body unread, which the kernel answers with
+            // a reset.
+            return Ok(());
+        }
+    }
+    if let Fault::ResetPatchAt { after } = &fault {
+        if head.method == "PATCH" {
+            let mut p = state.patched.lock().unwrap();
+            if !p.1 && p.0 + length > *after {
+                p.1 = true;
+                let want = after.saturating_sub(p.0);
+                drop(p);
+                log(state, &head.method, &head.path, Action::Reset);
+                let mut got = rest.len() as u64;
+                let mut buf = vec![0u8; 64 * 1024];
+                while got < want {
+                    match client.read(&mut buf[..((want - got).min(64 * 1024)) as usize]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n as u64,
+                    }
+                }
+                add_body_bytes(state, "PATCH", got);
+                state.patched.lock().unwrap().0 += got;
+                return Ok(()); // dropped with the rest unread: a reset
+            }
+            p.0 += length;
+        }
+    }
     let fault = match fault {
         Fault::Each(list) => list
             .iter()
@@ -574,9 +708,11 @@ fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
     upstream.write_all(&upstream_head(&head))?;
     upstream.write_all(&rest)?;
     // Request body: client -> upstream, on its own thread, until the client is done.
+    let received = Arc::new(AtomicUsize::new(rest.len()));
     let pump = {
         let mut from = client.try_clone()?;
         let mut to = upstream.try_clone()?;
+        let received = received.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 256 * 1024];
             let deadline = Instant::now() + REQUEST_DEADLINE;
@@ -584,6 +720,7 @@ fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
                 match from.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
+                        received.fetch_add(n, Ordering::SeqCst);
                         if to.write_all(&buf[..n]).is_err() {
                             break;
                         }
@@ -637,5 +774,6 @@ fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
     let _ = client.shutdown(Shutdown::Both);
     let _ = upstream.shutdown(Shutdown::Both);
     let _ = pump.join();
+    add_body_bytes(state, &head.method, received.load(Ordering::SeqCst) as u64);
     Ok(())
 }

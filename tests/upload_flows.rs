@@ -1,0 +1,288 @@
+//! Upload flows other registries need (issue 13): monolithic PUTs refused (a small OCI
+//! registry answering 500 before reading the body), a body cap (nginx's 413, answered early),
+//! an early error answer, a missing repository (NAME_UNKNOWN, Harbor's `project … not
+//! found`), a PATCH reset half-way, and the chunked path against a second implementation.
+//! Everything is emulated by the fault proxy in front of a real distribution registry; what
+//! landed is checked with skopeo, and nothing may be tagged after a failure.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use support::proxy::{Action, Fault, FaultProxy};
+use support::*;
+
+const MIB: u64 = 1 << 20;
+
+fn show(what: &str, out: &Output) {
+    eprintln!("---- {what}: {} ----\n{}", out.status, text_of(out));
+}
+
+/// A bundle of `big/app:1` (a layer of `size` bytes, a small one, a config) packed from a
+/// throw-away source registry.
+struct Packed {
+    img: Image,
+    bundle: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn packed(repo: &str, size: u64, seed: u64) -> Packed {
+    let src = Registry::start(RegistryOpts::plain());
+    let img = Fixtures::new(&src).big_layer_image(repo, "1", size, seed);
+    let dir = tempdir();
+    let spec = Spec::new()
+        .image(&img.reference(&src.host()))
+        .write(dir.path());
+    let bundle = dir.path().join("bundle.tar.zst");
+    pack_ok(&spec, &bundle, args![src.source_flags(), "--quiet"]);
+    Packed {
+        img,
+        bundle,
+        _dir: dir,
+    }
+}
+
+fn load(bundle: &std::path::Path, host: &str, extra: &[&str]) -> Output {
+    let mut a = args!["load", bundle, "--registry", host, "--plain-http"];
+    a.extend(extra.iter().map(|s| s.to_string()));
+    let out = AirgapCmd::new(a).timeout(Duration::from_secs(120)).run();
+    show("load", &out);
+    out
+}
+
+fn total_size(img: &Image) -> u64 {
+    img.blobs.iter().map(|b| b.size).sum()
+}
+
+fn fallback_lines(out: &Output) -> usize {
+    stderr_of(out)
+        .lines()
+        .filter(|l| l.contains("refused a monolithic upload"))
+        .count()
+}
+
+/// The small registry of the issue: every monolithic PUT gets 500 before its body is read,
+/// and the connection is closed under the client. Load falls back to chunks once (one
+/// line), every blob lands once (the PATCHes carry each blob's bytes exactly once, none
+/// lost, none doubled), skopeo sees the digest.
+#[test]
+fn a_registry_refusing_monolithic_puts_gets_every_blob_in_chunks_with_one_warning() {
+    let p = packed("mono/refused", 6 * MIB, 131);
+    let tgt = Registry::start(RegistryOpts::plain());
+    let proxy = FaultProxy::start(
+        &tgt.host(),
+        Fault::EarlyAnswer {
+            method: Some("PUT".into()),
+            path_contains: "/blobs/uploads/".into(),
+            above: 0,
+            status: 500,
+            code: "UNSUPPORTED".into(),
+            message: "monolithic uploads are not supported".into(),
+            linger: false,
+        },
+    );
+    let out = load(&p.bundle, &proxy.host(), &["--retries", "1"]);
+    assert_success(&out);
+    assert_eq!(fallback_lines(&out), 1, "{}", text_of(&out));
+    assert_skopeo_digest(&p.img.reference(&tgt.host()), &tgt, &p.img.digest);
+    assert_eq!(
+        proxy.body_bytes("PATCH"),
+        total_size(&p.img),
+        "PATCHes must carry every blob once:\n{}",
+        proxy.describe()
+    );
+}
+
+/// nginx with `client_max_body_size 1.5m`: 413 to any bigger body, answered before the body
+/// is read. With `--chunk-size 1M` no request is ever refused and no PATCH exceeds 1 MiB;
+/// without it, the 6 MiB PUT is refused, load falls back to chunks and halves them on each
+/// 413 until they fit.
+#[test]
+fn a_body_cap_is_never_exceeded_with_chunk_size_and_fallen_back_to_without() {
+    let p = packed("cap/app", 6 * MIB, 132);
+    let cap = Fault::EarlyAnswer {
+        method: None,
+        path_contains: "/blobs/uploads/".into(),
+        above: 3 * MIB / 2,
+        status: 413,
+        code: "SIZE_INVALID".into(),
+        message: "request entity too large".into(),
+        linger: true,
+    };
+    let tgt = Registry::start(RegistryOpts::plain());
+    let proxy = FaultProxy::start(&tgt.host(), cap.clone());
+    let out = load(&p.bundle, &proxy.host(), &["--chunk-size", "1M"]);
+    assert_success(&out);
+    assert_eq!(
+        proxy.count(&Action::Answered(413)),
+        0,
+        "{}",
+        proxy.describe()
+    );
+    assert!(
+        proxy.max_body("PATCH") <= MIB,
+        "{}",
+        proxy.max_body("PATCH")
+    );
+    // Manifests only: no blob is PUT whole with --chunk-size.
+    assert!(proxy.max_body("PUT") < 4096, "{}", proxy.max_body("PUT"));
+    assert_eq!(fallback_lines(&out), 0);
+    assert_skopeo_digest(&p.img.reference(&tgt.host()), &tgt, &p.img.digest);
+
+    let tgt2 = Registry::start(RegistryOpts::plain());
+    let proxy2 = FaultProxy::start(&tgt2.host(), cap);
+    let out = load(&p.bundle, &proxy2.host(), &[]);
+    assert_success(&out);
+    assert_eq!(fallback_lines(&out), 1, "{}", text_of(&out));
+    assert!(proxy2.count(&Action::Answered(413)) >= 1);
+    assert_skopeo_digest(&p.img.reference(&tgt2.host()), &tgt2, &p.img.digest);
+}
+
+/// A registry that answers 500 with an OCI error body before the body is sent, to every
+/// request with a body: the error names the registry, repository, digest, status, code and
+/// message (never only the socket error); nothing is tagged. Without lingering (the
+/// connection closed under the body) the answer is reported when it arrived, else that the
+/// connection was closed while the blob was being sent, naming the same.
+#[test]
+fn an_early_error_answer_is_reported_with_its_status_code_and_message() {
+    let p = packed("early/app", 4 * MIB, 133);
+    for linger in [true, false] {
+        let tgt = Registry::start(RegistryOpts::plain());
+        let proxy = FaultProxy::start(
+            &tgt.host(),
+            Fault::EarlyAnswer {
+                method: None,
+                path_contains: "/blobs/uploads/".into(),
+                above: 2 * MIB,
+                status: 500,
+                code: "BLOB_UPLOAD_INVALID".into(),
+                message: "storage quota exceeded".into(),
+                linger,
+            },
+        );
+        let out = load(&p.bundle, &proxy.host(), &["--retries", "0"]);
+        assert_failure(&out);
+        let text = text_of(&out);
+        let big = p.img.blobs.iter().max_by_key(|b| b.size).unwrap();
+        for needle in [proxy.host().as_str(), p.img.repo.as_str(), &big.digest] {
+            assert!(text.contains(needle), "no {needle:?} in:\n{text}");
+        }
+        let answered = text.contains("HTTP 500")
+            && text.contains("BLOB_UPLOAD_INVALID")
+            && text.contains("storage quota exceeded");
+        if linger {
+            assert!(answered, "the registry's answer is not reported:\n{text}");
+        } else {
+            assert!(
+                answered || text.contains("closed the connection while blob"),
+                "{text}"
+            );
+        }
+        assert_eq!(tgt.client().tags(&p.img.repo), Vec::<String>::new());
+    }
+}
+
+/// A missing repository: distribution/ECR/GitLab's `NAME_UNKNOWN`, and Harbor's 404
+/// `project … not found`, to the POST opening an upload. The load stops, names the
+/// repository, the registry and the registry's words, gives a hint saying what to create,
+/// and pushes no manifest and no tag.
+#[test]
+fn a_missing_repository_or_project_stops_the_load_naming_what_to_create() {
+    let p = packed("missing/app", 5 * MIB, 134);
+    let bodies = [
+        (
+            404,
+            r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry","detail":{"name":"missing/app"}}]}"#,
+            "NAME_UNKNOWN repository name not known to registry",
+        ),
+        (
+            404,
+            r#"{"errors":[{"code":"NOT_FOUND","message":"project missing not found: project missing not found"}]}"#,
+            "project missing not found",
+        ),
+    ];
+    for (status, body, words) in bodies {
+        let tgt = Registry::start(RegistryOpts::plain());
+        let proxy = FaultProxy::start(
+            &tgt.host(),
+            Fault::Canned {
+                method: Some("POST".into()),
+                path_contains: "/v2/missing/".into(),
+                status,
+                content_type: "application/json".into(),
+                headers: vec![],
+                body: std::sync::Arc::new(body.as_bytes().to_vec()),
+            },
+        );
+        let out = load(&p.bundle, &proxy.host(), &[]);
+        assert_failure_contains(
+            &out,
+            &[&proxy.host(), "missing/app", words, "hint: ", "\"missing\""],
+        );
+        let text = text_of(&out);
+        assert!(text.contains("has no repository missing/app"), "{text}");
+        assert!(
+            !proxy
+                .seen()
+                .iter()
+                .any(|s| s.path.contains("/manifests/") && s.method == "PUT"),
+            "a manifest was pushed:\n{}",
+            proxy.describe()
+        );
+        assert_eq!(tgt.client().tags(&p.img.repo), Vec::<String>::new());
+    }
+}
+
+/// A chunked upload (1 MiB chunks) reset at ~60% of its layer: load asks the session where
+/// it is (`GET` its Location), resumes there, and the PATCHes carry no more than the blobs'
+/// bytes plus one chunk, counted at the proxy.
+#[test]
+fn a_chunked_upload_cut_at_60_percent_resumes_and_sends_only_the_rest_plus_a_chunk() {
+    let p = packed("resume/app", 6 * MIB, 135);
+    let tgt = Registry::start(RegistryOpts::plain());
+    let total = total_size(&p.img);
+    let proxy = FaultProxy::start(
+        &tgt.host(),
+        Fault::ResetPatchAt {
+            after: total * 6 / 10,
+        },
+    );
+    let out = load(&p.bundle, &proxy.host(), &["--chunk-size", "1M"]);
+    assert_success(&out);
+    assert_eq!(proxy.count(&Action::Reset), 1, "{}", proxy.describe());
+    assert!(
+        proxy
+            .seen()
+            .iter()
+            .any(|s| s.method == "GET" && s.path.contains("/blobs/uploads/")),
+        "the session was not asked where it is:\n{}",
+        proxy.describe()
+    );
+    let sent = proxy.body_bytes("PATCH");
+    assert!(
+        sent > total && sent <= total + MIB,
+        "PATCHes carried {sent} bytes for {total}:\n{}",
+        proxy.describe()
+    );
+    assert_skopeo_digest(&p.img.reference(&tgt.host()), &tgt, &p.img.digest);
+}
+
+/// The chunked path against a second implementation (ferro-oci-server): 1 MiB PATCHes, the
+/// final PUT, every digest as skopeo reads it; a second load changes nothing.
+#[test]
+fn chunked_uploads_into_ferro_keep_every_digest() {
+    let p = packed("ferro/app", 3 * MIB, 136);
+    let tgt = Registry::start(RegistryOpts::of(Kind::Ferro));
+    let out = load(&p.bundle, &tgt.host(), &["--chunk-size", "1M"]);
+    assert_success(&out);
+    assert_skopeo_digest(&p.img.reference(&tgt.host()), &tgt, &p.img.digest);
+    let again = load(&p.bundle, &tgt.host(), &["--chunk-size", "1M"]);
+    assert_success(&again);
+    assert!(
+        stdout_of(&again).contains("0 blob(s) uploaded"),
+        "{}",
+        text_of(&again)
+    );
+}
