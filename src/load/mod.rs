@@ -5,6 +5,7 @@
 pub(crate) mod graph;
 mod manifests;
 mod plan;
+mod reread;
 mod visitor;
 
 use std::collections::{BTreeMap, HashMap};

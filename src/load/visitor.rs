@@ -12,8 +12,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::graph::{ImageGraph, Walk};
+use super::reread::{corrupt, tokio_stream_from, BundleRange};
 use super::{Counters, LoadError, LoadOptions, Placement, RepoSet};
-use crate::bundle::seek::{read_range, send_chunks, ReadAt, SeekIndex};
+use crate::bundle::seek::{ReadAt, SeekIndex};
 use crate::bundle::{parse_index, BlobContent, BlobRecord, BundleError, Flow, Head, Visitor};
 use crate::digest::Digest;
 use crate::progress::Progress;
@@ -21,7 +22,7 @@ use crate::registry::{BlobBody, Client, Pushed, Reread};
 
 /// Blobs up to this size are read into memory and uploaded concurrently; bigger ones stream.
 pub(super) const SMALL_BLOB: u64 = 4 * 1024 * 1024;
-const CHUNK: usize = 256 * 1024;
+pub(super) const CHUNK: usize = 256 * 1024;
 
 pub struct LoadVisitor {
     pub(super) opts: LoadOptions,
@@ -310,136 +311,6 @@ impl LoadVisitor {
         }
         Ok(())
     }
-}
-
-/// One big blob of a seekable bundle, read through the seek table for an upload: any range,
-/// as often as the upload asks (each read streams through a bounded channel; nothing is
-/// buffered beyond it).
-struct BundleRange {
-    src: Arc<dyn ReadAt>,
-    index: Arc<SeekIndex>,
-    /// Where the blob starts in the tar stream.
-    offset: u64,
-    record: BlobRecord,
-    damage: Arc<Mutex<Option<BundleError>>>,
-    progress: Arc<dyn Progress>,
-    /// Bytes counted in the progress so far: re-read bytes are not counted twice.
-    reported: Arc<AtomicU64>,
-}
-
-impl Reread for BundleRange {
-    fn range(&self, start: u64, len: u64) -> reqwest::Body {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-        let job = RangeJob {
-            src: self.src.clone(),
-            index: self.index.clone(),
-            offset: self.offset,
-            record: self.record.clone(),
-            damage: self.damage.clone(),
-            progress: self.progress.clone(),
-            reported: self.reported.clone(),
-            start,
-            len,
-        };
-        tokio::task::spawn_blocking(move || job.run(tx));
-        reqwest::Body::wrap_stream(tokio_stream_from(rx))
-    }
-}
-
-/// One read of `[start, start + len)` of a blob into an upload body.
-struct RangeJob {
-    src: Arc<dyn ReadAt>,
-    index: Arc<SeekIndex>,
-    offset: u64,
-    record: BlobRecord,
-    damage: Arc<Mutex<Option<BundleError>>>,
-    progress: Arc<dyn Progress>,
-    reported: Arc<AtomicU64>,
-    start: u64,
-    len: u64,
-}
-
-impl RangeJob {
-    fn run(self, tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>) {
-        let r = self.copy(&tx);
-        if let Err(e) = r {
-            let msg = e.to_string();
-            self.damage.lock().expect("damage lock").get_or_insert(e);
-            // Failing the body makes the upload fail rather than complete.
-            let _ = tx.blocking_send(Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                msg,
-            )));
-        }
-    }
-
-    /// The whole blob is verified as it goes, the last bytes waiting for the verdict (or
-    /// the upload would complete before an error could reach it). A part (a chunk) is not:
-    /// the registry checks the digest of the whole when the upload is closed.
-    fn copy(
-        &self,
-        tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-    ) -> Result<(), BundleError> {
-        let mut pos = self.start;
-        let mut send = |b: Bytes| {
-            pos += b.len() as u64;
-            let before = self.reported.fetch_max(pos, Ordering::Relaxed);
-            if pos > before {
-                self.progress.add_bytes(pos - before);
-            }
-            tx.blocking_send(Ok(b)).is_ok()
-        };
-        if self.start == 0 && self.len == self.record.size {
-            return send_chunks(
-                self.src.clone(),
-                &self.index,
-                self.offset,
-                self.record.size,
-                &self.record.digest,
-                true,
-                CHUNK,
-                send,
-            );
-        }
-        let mut r = read_range(
-            self.src.clone(),
-            &self.index,
-            self.offset + self.start,
-            self.len,
-        )
-        .map_err(|e| corrupt(&self.record, e))?;
-        let mut left = self.len;
-        while left > 0 {
-            let mut buf = vec![0u8; CHUNK.min(left as usize)];
-            let n = r.read(&mut buf).map_err(|e| corrupt(&self.record, e))?;
-            if n == 0 {
-                return Err(BundleError::SizeMismatch {
-                    digest: self.record.digest.clone(),
-                    expected: self.record.size,
-                    actual: self.start + self.len - left,
-                });
-            }
-            buf.truncate(n);
-            left -= n as u64;
-            if !send(Bytes::from(buf)) {
-                return Ok(());
-            }
-        }
-        Ok(())
-    }
-}
-
-fn corrupt(record: &BlobRecord, e: std::io::Error) -> BundleError {
-    BundleError::Corrupt {
-        entry: crate::bundle::blob_entry_name(&record.digest),
-        reason: e.to_string(),
-    }
-}
-
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 enum Source {
