@@ -32,12 +32,15 @@ mod files;
 mod locate;
 mod plan;
 mod splice;
+mod tigera;
 mod tree;
 
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tigera_tests;
 
 pub use files::{
     missing_images, rewrite_all, K8sError, K8sOptions, MissingImage, NamedFile, RewrittenSet,
@@ -62,6 +65,17 @@ pub struct Rewritten {
     /// Images the manifests use that the image map does not have, in order of line. They are
     /// left as they are; the caller decides whether that is an error.
     pub missing: Vec<Missing>,
+    /// What was deliberately left alone, and why.
+    pub notes: Vec<Note>,
+    /// Lines of the Tigera operator `Installation`s (`operator.tigera.io`) found.
+    pub installations: Vec<usize>,
+}
+
+/// Something the rewriter decided not to change, for the user to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub line: usize,
+    pub text: String,
 }
 
 impl Rewritten {
@@ -81,6 +95,12 @@ pub enum ChangeKind {
     PullPolicy,
     /// A pull secret added (`to` is its name).
     PullSecret,
+    /// A Tigera `Installation`'s `spec.registry` set (or its `spec` added).
+    Registry,
+    /// A Tigera `Installation`'s `spec.imagePath` set.
+    ImagePath,
+    /// A Tigera `Installation`'s `spec.imagePrefix` set to `UseDefault` (no prefix).
+    ImagePrefix,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +146,9 @@ pub enum RewriteError {
         reference: String,
         reason: String,
     },
+    /// An `Installation` the operator would compute wrong names from.
+    #[error("line {line}: Tigera Installation: {reason}")]
+    Operator { line: usize, reason: String },
     /// The spliced text failed to parse again: a bug; the input is not rewritten.
     #[error("internal error: the rewritten manifests would not be valid YAML ({message}); please report this")]
     Internal { message: String },
@@ -142,6 +165,8 @@ pub fn rewrite(
     planner.plan()?;
     let mut changes = std::mem::take(&mut planner.changes);
     let mut missing = std::mem::take(&mut planner.missing);
+    let notes = std::mem::take(&mut planner.notes);
+    let installations = std::mem::take(&mut planner.installations);
     let edits = std::mem::take(&mut planner.edits);
     let text = if edits.is_empty() {
         text.to_string()
@@ -168,6 +193,8 @@ pub fn rewrite(
         text,
         changes,
         missing,
+        notes,
+        installations,
     })
 }
 
