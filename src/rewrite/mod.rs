@@ -4,7 +4,11 @@
 //! StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob, PodTemplate, and
 //! the items of `List`s, in any apiVersion); the `image` of each of its `containers`,
 //! `initContainers` and `ephemeralContainers` that the image map knows is replaced by its
-//! target name. Other kinds are data and are left alone.
+//! target name. Other kinds are data and are left alone, except two places that hold images
+//! outside `image`: container `env` values named `RELATED_IMAGE_*` that are exact references
+//! to bundle images, and the Tigera operator's `Installation` (`operator.tigera.io`), whose
+//! `spec.registry`/`imagePath`/`imagePrefix` are set so that the names the operator computes
+//! are the target names (`tigera`).
 //!
 //! The output is the input with a few spans replaced or inserted: comments, key
 //! order, quoting style, document markers, white space and line endings stay as they were.
