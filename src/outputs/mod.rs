@@ -5,6 +5,7 @@
 //! cluster stops a load before anything is pushed and no two outputs can disagree; [`Planned::write`]
 //! then writes each file whole or not at all.
 
+pub mod calico;
 pub mod mirror;
 mod pull_secret;
 
@@ -91,6 +92,8 @@ pub struct Planned {
     image_map_path: Option<PathBuf>,
     manifests: Option<(PathBuf, RewrittenSet)>,
     secret: Option<OutputFile>,
+    /// The Tigera operator's ImageSets, beside the manifests.
+    image_sets: Vec<OutputFile>,
     mirror: Option<(PathBuf, MirrorConfig)>,
 }
 
@@ -158,12 +161,22 @@ pub fn plan_from_map(
         &access.target,
         &manifests,
     ) {
-        (Some(name), Some(creds), Some(target), Some(_)) => Some(OutputFile {
+        (Some(name), Some(creds), Some(target), Some((_, set))) => Some(OutputFile {
             name: format!("{name}-pull-secret.yaml"),
-            text: pull_secret_manifest(name, &target.host, creds),
+            // The Tigera operator copies pull secrets from its own namespace only.
+            text: pull_secret_manifest(
+                name,
+                &target.host,
+                creds,
+                has_installation(set).then_some(TIGERA_OPERATOR_NAMESPACE),
+            ),
             secret: true,
         }),
         _ => None,
+    };
+    let image_sets = match &manifests {
+        Some(_) => calico::image_sets(&map),
+        None => Vec::new(),
     };
     let mirror = match &opts.mirror {
         Some(m) => Some((m.dir.clone(), mirror_config(&map, access, m)?)),
@@ -174,8 +187,16 @@ pub fn plan_from_map(
         image_map_path: opts.image_map.clone(),
         manifests,
         secret,
+        image_sets,
         mirror,
     })
+}
+
+/// Where the Tigera operator runs and looks for the pull secrets an Installation names.
+pub const TIGERA_OPERATOR_NAMESPACE: &str = "tigera-operator";
+
+fn has_installation(set: &RewrittenSet) -> bool {
+    set.files.iter().any(|(_, r)| !r.installations.is_empty())
 }
 
 fn mirror_config(
@@ -237,6 +258,7 @@ impl Planned {
                 })
                 .collect();
             files.extend(self.secret.clone());
+            files.extend(self.image_sets.iter().cloned());
             written.manifests = write_files(dir, &files)?;
             written.manifests_dir = Some(dir.clone());
         }

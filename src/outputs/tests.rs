@@ -116,3 +116,38 @@ fn write_files_refuses_escaping_names_before_writing_any() {
     assert!(e.to_string().contains("outside"), "{e}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn image_sets_one_per_calico_version_only_the_operators_images() {
+    let e = |s: &str| ImageMapEntry {
+        source: Reference::parse(s).unwrap(),
+        target: Reference::parse(&format!("reg:5000/{}", &s["quay.io/".len()..])).unwrap(),
+        digest: Digest::of(s.as_bytes()),
+        source_digest: None,
+    };
+    let map = ImageMap::new(vec![
+        e("quay.io/calico/node:v3.30.2"),
+        e("quay.io/calico/cni:v3.30.2"),
+        e("quay.io/calico/ctl:v3.30.2"),
+        e("quay.io/tigera/operator:v1.38.3"),
+        e("quay.io/calico/node:v3.31.0"),
+    ]);
+    let sets = calico::image_sets(&map);
+    let names: Vec<_> = sets.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "imageset-calico-v3.30.2.yaml",
+            "imageset-calico-v3.31.0.yaml"
+        ]
+    );
+    let d = |s: &str| Digest::of(s.as_bytes()).to_string();
+    assert!(sets[0].text.ends_with(&format!(
+        "# Not listed (the operator does not deploy them and refuses an ImageSet naming them): calico/ctl\n\
+         apiVersion: operator.tigera.io/v1\nkind: ImageSet\nmetadata:\n  name: \"calico-v3.30.2\"\nspec:\n  images:\n\
+         \x20 - image: calico/cni\n    digest: {}\n  - image: calico/node\n    digest: {}\n",
+        d("quay.io/calico/cni:v3.30.2"),
+        d("quay.io/calico/node:v3.30.2")
+    )), "{}", sets[0].text);
+    assert!(calico::image_sets(&ImageMap::new(vec![e("quay.io/org/x:1")])).is_empty());
+}

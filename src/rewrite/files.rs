@@ -45,6 +45,12 @@ pub enum K8sError {
         reference: String,
         reason: String,
     },
+    #[error("{file}:{line}: Tigera Installation: {reason}")]
+    Operator {
+        file: String,
+        line: usize,
+        reason: String,
+    },
     #[error("{file}: {message}")]
     Other { file: String, message: String },
     #[error("{} image(s) used by the manifests are not in the bundle:\n  {}", missing.len(), missing.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("\n  "))]
@@ -56,6 +62,11 @@ impl K8sError {
         match self {
             K8sError::Missing { .. } => Some(
                 "list every image in the spec's images: to carry it; --allow-missing makes this a warning"
+                    .into(),
+            ),
+            K8sError::Operator { .. } => Some(
+                "--mode replace and --mode prefix keep calico/NAME in every name, which the \
+                 operator can compute (so does --mode flatten with --registry HOST/PATH)"
                     .into(),
             ),
             _ => None,
@@ -79,6 +90,11 @@ fn from_rewrite(file: &str, e: RewriteError) -> K8sError {
             file: file.to_string(),
             line,
             reference,
+            reason,
+        },
+        RewriteError::Operator { line, reason } => K8sError::Operator {
+            file: file.to_string(),
+            line,
             reason,
         },
         other => K8sError::Other {

@@ -40,6 +40,8 @@ pub(crate) enum Site {
     PodSpec(PodSpec),
     /// The ServiceAccount object's mapping.
     ServiceAccount(NodeId),
+    /// A Tigera operator `Installation` (`operator.tigera.io/*`): the object's mapping.
+    Installation(NodeId),
 }
 
 /// Every pod spec and ServiceAccount of every document, in document order.
@@ -70,6 +72,10 @@ fn object(tree: &Tree, id: NodeId, depth: usize, out: &mut Vec<Site>) {
             out.push(Site::ServiceAccount(id));
             return;
         }
+        "Installation" if is_tigera(tree, id) => {
+            out.push(Site::Installation(id));
+            return;
+        }
         // `List` and the typed lists (`PodList`, `DeploymentList`, ...) kubectl accepts.
         k if k.ends_with("List") && depth < MAX_DEPTH => {
             if let Some(items) = get(tree, id, "items") {
@@ -91,6 +97,13 @@ fn object(tree: &Tree, id: NodeId, depth: usize, out: &mut Vec<Site>) {
     if is_mapping(tree, node) {
         out.push(Site::PodSpec(pod_spec(tree, node)));
     }
+}
+
+/// True for an object of the Tigera operator's API group (`operator.tigera.io/v1`).
+fn is_tigera(tree: &Tree, id: NodeId) -> bool {
+    get(tree, id, "apiVersion")
+        .and_then(|e| tree.str(e.value))
+        .is_some_and(|v| v.split('/').next() == Some("operator.tigera.io"))
 }
 
 fn pod_spec(tree: &Tree, mapping: NodeId) -> PodSpec {
@@ -194,6 +207,7 @@ mod tests {
                         .collect(),
                 ),
                 Site::ServiceAccount(m) => (tree.line_of(m), vec!["SA".to_string()]),
+                Site::Installation(m) => (tree.line_of(m), vec!["Installation".to_string()]),
             })
             .collect()
     }
@@ -219,6 +233,10 @@ items:
     spec: {ephemeralContainers: [{image: d}], containers: [{image: e}]}
 ---
 kind: ServiceAccount
+---
+{apiVersion: operator.tigera.io/v1, kind: Installation, spec: {}}
+---
+{apiVersion: example.com/v1, kind: Installation, spec: {}}
 ";
         assert_eq!(
             pod_specs(text),
@@ -227,6 +245,7 @@ kind: ServiceAccount
                 (10, vec!["b".to_string()]),
                 (16, vec!["e".to_string(), "d".to_string()]),
                 (18, vec!["SA".to_string()]),
+                (20, vec!["Installation".to_string()]),
             ]
         );
     }

@@ -4,7 +4,11 @@
 //! StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob, PodTemplate, and
 //! the items of `List`s, in any apiVersion); the `image` of each of its `containers`,
 //! `initContainers` and `ephemeralContainers` that the image map knows is replaced by its
-//! target name. Other kinds are data and are left alone.
+//! target name. Other kinds are data and are left alone, except two places that hold images
+//! outside `image`: container `env` values named `RELATED_IMAGE_*` that are exact references
+//! to bundle images, and the Tigera operator's `Installation` (`operator.tigera.io`), whose
+//! `spec.registry`/`imagePath`/`imagePrefix` are set so that the names the operator computes
+//! are the target names (`tigera`).
 //!
 //! The output is the input with a few spans replaced or inserted: comments, key
 //! order, quoting style, document markers, white space and line endings stay as they were.
@@ -32,12 +36,15 @@ mod files;
 mod locate;
 mod plan;
 mod splice;
+mod tigera;
 mod tree;
 
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tigera_tests;
 
 pub use files::{
     missing_images, rewrite_all, K8sError, K8sOptions, MissingImage, NamedFile, RewrittenSet,
@@ -62,6 +69,17 @@ pub struct Rewritten {
     /// Images the manifests use that the image map does not have, in order of line. They are
     /// left as they are; the caller decides whether that is an error.
     pub missing: Vec<Missing>,
+    /// What was deliberately left alone, and why.
+    pub notes: Vec<Note>,
+    /// Lines of the Tigera operator `Installation`s (`operator.tigera.io`) found.
+    pub installations: Vec<usize>,
+}
+
+/// Something the rewriter decided not to change, for the user to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub line: usize,
+    pub text: String,
 }
 
 impl Rewritten {
@@ -81,6 +99,12 @@ pub enum ChangeKind {
     PullPolicy,
     /// A pull secret added (`to` is its name).
     PullSecret,
+    /// A Tigera `Installation`'s `spec.registry` set (or its `spec` added).
+    Registry,
+    /// A Tigera `Installation`'s `spec.imagePath` set.
+    ImagePath,
+    /// A Tigera `Installation`'s `spec.imagePrefix` set to `UseDefault` (no prefix).
+    ImagePrefix,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +150,9 @@ pub enum RewriteError {
         reference: String,
         reason: String,
     },
+    /// An `Installation` the operator would compute wrong names from.
+    #[error("line {line}: Tigera Installation: {reason}")]
+    Operator { line: usize, reason: String },
     /// The spliced text failed to parse again: a bug; the input is not rewritten.
     #[error("internal error: the rewritten manifests would not be valid YAML ({message}); please report this")]
     Internal { message: String },
@@ -142,6 +169,8 @@ pub fn rewrite(
     planner.plan()?;
     let mut changes = std::mem::take(&mut planner.changes);
     let mut missing = std::mem::take(&mut planner.missing);
+    let notes = std::mem::take(&mut planner.notes);
+    let installations = std::mem::take(&mut planner.installations);
     let edits = std::mem::take(&mut planner.edits);
     let text = if edits.is_empty() {
         text.to_string()
@@ -168,6 +197,8 @@ pub fn rewrite(
         text,
         changes,
         missing,
+        notes,
+        installations,
     })
 }
 

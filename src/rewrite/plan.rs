@@ -7,22 +7,29 @@ use saphyr_parser::ScalarStyle;
 use super::locate::{self, Container, Entry, PodSpec, Site};
 use super::splice::{insert_lines, line_ending, yaml_string, Edit};
 use super::tree::{Kind, NodeId, Tree};
-use super::{Change, ChangeKind, ImageUse, Missing, RewriteError, RewriteOptions};
+use super::{Change, ChangeKind, ImageUse, Missing, Note, RewriteError, RewriteOptions};
 use crate::image_map::{ImageMap, ImageMapEntry};
 use crate::reference::Reference;
 
 const IF_NOT_PRESENT: &str = "IfNotPresent";
 
+/// Container `env` variables whose values are image references (OpenShift's operator
+/// convention). A constant until it is configurable.
+pub(crate) const RELATED_IMAGE_PREFIX: &str = "RELATED_IMAGE_";
+
 pub(crate) struct Planner<'a, 't> {
-    tree: &'a Tree<'t>,
-    map: &'a ImageMap,
-    opts: &'a RewriteOptions,
-    eol: &'static str,
+    pub(super) tree: &'a Tree<'t>,
+    pub(super) map: &'a ImageMap,
+    pub(super) opts: &'a RewriteOptions,
+    pub(super) eol: &'static str,
     /// How far block sequences are indented under their key in this file (0 or 2, usually).
     seq_indent: usize,
     pub edits: Vec<Edit>,
     pub changes: Vec<Change>,
     pub missing: Vec<Missing>,
+    pub notes: Vec<Note>,
+    /// Lines of the Tigera `Installation`s seen.
+    pub installations: Vec<usize>,
     /// Nodes already handled, so that a node reached again through an alias is changed once:
     /// scalars replaced, containers given a policy, secret holders and lists extended.
     done: HashSet<NodeId>,
@@ -41,6 +48,8 @@ impl<'a, 't> Planner<'a, 't> {
             edits: Vec::new(),
             changes: Vec::new(),
             missing: Vec::new(),
+            notes: Vec::new(),
+            installations: Vec::new(),
             done: HashSet::new(),
             reported: HashSet::new(),
         }
@@ -55,6 +64,7 @@ impl<'a, 't> Planner<'a, 't> {
                         self.pull_secret(mapping, name);
                     }
                 }
+                Site::Installation(obj) => self.installation(obj)?,
             }
         }
         Ok(())
@@ -86,8 +96,43 @@ impl<'a, 't> Planner<'a, 't> {
                 self.pull_policy(c)?;
             }
         }
+        for c in &spec.containers {
+            self.related_images(c)?;
+        }
         if let Some(name) = &self.opts.pull_secret {
             self.pull_secret(spec.mapping, name);
+        }
+        Ok(())
+    }
+
+    /// `env` values named `RELATED_IMAGE_*` (the operator convention for the images an
+    /// operator deploys) that are exact references to bundle images get their target names.
+    /// Anything else there is free text: never reported missing, never changed.
+    fn related_images(&mut self, c: &Container) -> Result<(), RewriteError> {
+        let tree = self.tree;
+        let Some(env) = locate::get(tree, c.mapping, "env") else {
+            return Ok(());
+        };
+        for &var in locate::items_of(tree, env.value) {
+            let name = locate::get(tree, var, "name").and_then(|e| tree.str(e.value));
+            if !name.is_some_and(|n| n.starts_with(RELATED_IMAGE_PREFIX)) {
+                continue;
+            }
+            let Some(value) = locate::get(tree, var, "value") else {
+                continue;
+            };
+            let Some(text) = tree.str(value.value) else {
+                continue;
+            };
+            let Ok(reference) = Reference::parse(text) else {
+                continue;
+            };
+            if let Some(entry) = self.map.lookup(&reference) {
+                let new = new_name(entry, &reference, self.opts.pin_digests).to_string();
+                if new != text {
+                    self.replace(value.value, &new, ChangeKind::Image)?;
+                }
+            }
         }
         Ok(())
     }
@@ -131,7 +176,7 @@ impl<'a, 't> Planner<'a, 't> {
     }
 
     /// Adds `{name: NAME}` to the `imagePullSecrets` of a pod spec or ServiceAccount.
-    fn pull_secret(&mut self, mapping: NodeId, name: &str) {
+    pub(super) fn pull_secret(&mut self, mapping: NodeId, name: &str) {
         let tree = self.tree;
         let mapping = tree.resolve(mapping);
         if !self.done.insert(mapping) {
@@ -206,7 +251,7 @@ impl<'a, 't> Planner<'a, 't> {
     }
 
     /// Gives a null value (`key:`, `key: ~`, `key: null`) a value.
-    fn set_null(&mut self, entry: Entry, text: &str, kind: ChangeKind) {
+    pub(super) fn set_null(&mut self, entry: Entry, text: &str, kind: ChangeKind) {
         let tree = self.tree;
         let value = tree.resolve(entry.value);
         let node = tree.node(value);
@@ -240,7 +285,12 @@ impl<'a, 't> Planner<'a, 't> {
 
     /// Replaces a scalar's value, keeping its style. Through an alias, the anchored scalar is
     /// replaced, once.
-    fn replace(&mut self, id: NodeId, new: &str, kind: ChangeKind) -> Result<(), RewriteError> {
+    pub(super) fn replace(
+        &mut self,
+        id: NodeId,
+        new: &str,
+        kind: ChangeKind,
+    ) -> Result<(), RewriteError> {
         let tree = self.tree;
         let target = tree.resolve(id);
         if !self.done.insert(target) {
@@ -253,7 +303,14 @@ impl<'a, 't> Planner<'a, 't> {
         Ok(())
     }
 
-    fn change(&mut self, at: NodeId, kind: ChangeKind, from: &str, to: &str) {
+    pub(super) fn note(&mut self, line: usize, text: &str) {
+        self.notes.push(Note {
+            line,
+            text: text.to_string(),
+        });
+    }
+
+    pub(super) fn change(&mut self, at: NodeId, kind: ChangeKind, from: &str, to: &str) {
         self.changes.push(Change {
             line: self.tree.line_of(at),
             kind,
@@ -387,7 +444,11 @@ fn colon_after(tree: &Tree, key: NodeId) -> Option<usize> {
 
 /// Where a new entry can follow the last entry of a flow mapping, and what must come first
 /// (`{a: }` needs an explicit `null` before the comma).
-fn after_flow_entry(tree: &Tree, key: NodeId, value: NodeId) -> Option<(usize, &'static str)> {
+pub(super) fn after_flow_entry(
+    tree: &Tree,
+    key: NodeId,
+    value: NodeId,
+) -> Option<(usize, &'static str)> {
     if !is_empty_scalar(tree, value) {
         return Some((tree.node(value).end, ""));
     }
