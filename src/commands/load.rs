@@ -161,6 +161,9 @@ pub async fn load(
     for m in planned.missing() {
         progress.warn(&format!("{m}: image is not in the bundle; left as it is"));
     }
+    for n in planned.notes() {
+        progress.warn(&n);
+    }
     let opts = LoadOptions {
         bundle: cmd.bundle.clone(),
         target: cmd.target.clone(),

@@ -238,6 +238,21 @@ impl Planned {
             .unwrap_or_default()
     }
 
+    /// What the rewriter deliberately left alone, as `FILE:LINE: why` (e.g. a Tigera
+    /// `Installation` whose registry is not the Calico images' source).
+    pub fn notes(&self) -> Vec<String> {
+        self.manifests
+            .iter()
+            .flat_map(|(_, set)| {
+                set.files.iter().flat_map(|(name, r)| {
+                    r.notes
+                        .iter()
+                        .map(move |n| format!("{name}:{}: {}", n.line, n.text))
+                })
+            })
+            .collect()
+    }
+
     /// Writes every output, each file atomically.
     pub fn write(&self) -> Result<Written, OutputError> {
         let mut written = Written::default();
