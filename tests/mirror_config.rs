@@ -145,11 +145,24 @@ fn load_and_generate(tgt: &Registry, path: Option<&str>, mode: Mode) -> Loaded {
         &conn,
     )
     .unwrap();
+    // And from the image map alone (target and mode read off the names).
+    let out = airgap(
+        args![
+            "rewrite",
+            "--image-map",
+            &map,
+            tgt.target_flags(),
+            "--mirror-config",
+            dir.path().join("map-mirror")
+        ],
+        &[],
+    );
+    assert_success(&out);
     // What the CLI wrote (load and rewrite) is exactly what the library generates.
     let lib = dir.path().join("lib-mirror");
     config.write(&lib).unwrap();
     for f in &config.files {
-        for cli in ["mirror", "rewrite-mirror"] {
+        for cli in ["mirror", "rewrite-mirror", "map-mirror"] {
             let got = std::fs::read(dir.path().join(cli).join(&f.path))
                 .unwrap_or_else(|e| panic!("{cli}/{}: {e}", f.path));
             assert_eq!(
