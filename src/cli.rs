@@ -54,6 +54,33 @@ HTTP, and clients must be told the registry is insecure (containerd: a hosts.tom
 `[host.\"http://HOST:PORT\"]`; docker: \"insecure-registries\")."
     )]
     Serve(ServeArgs),
+    /// Print a shell completion script to standard output
+    #[command(
+        after_help = "Install:\n  bash: airgap completions bash > ~/.local/share/bash-completion/completions/airgap\n  zsh:  airgap completions zsh > ~/.zfunc/_airgap   (with fpath+=(~/.zfunc) before compinit)\n  fish: airgap completions fish > ~/.config/fish/completions/airgap.fish"
+    )]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) to standard output, or write every page to a directory
+    #[command(
+        after_help = "Examples:\n  airgap man | man -l -\n  airgap man load | man -l -\n  airgap man --dir /usr/local/share/man/man1"
+    )]
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// The page of this subcommand (airgap-SUBCOMMAND(1)) instead of airgap(1)
+    #[arg(conflicts_with = "dir")]
+    pub subcommand: Option<String>,
+    /// Write airgap.1 and one airgap-SUBCOMMAND.1 per subcommand into this directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// How Kubernetes manifests are rewritten (`load --manifests-out` and `rewrite`).
@@ -147,6 +174,10 @@ pub struct PackArgs {
     pub base: Option<PathBuf>,
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Print the summary as one JSON document on standard output (progress stays on standard
+    /// error; schema: bundle-spec/schemas/pack.schema.json)
+    #[arg(long)]
+    pub json: bool,
     /// Print only warnings and errors
     #[arg(short, long)]
     pub quiet: bool,
@@ -193,6 +224,10 @@ pub struct LoadArgs {
     pub chunk_size: Option<u64>,
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Print the summary as one JSON document on standard output (progress stays on standard
+    /// error; schema: bundle-spec/schemas/load.schema.json)
+    #[arg(long)]
+    pub json: bool,
     /// Print only warnings and errors
     #[arg(short, long)]
     pub quiet: bool,
@@ -201,7 +236,7 @@ pub struct LoadArgs {
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     pub bundle: PathBuf,
-    /// Print JSON for scripts
+    /// Print JSON for scripts (schema: bundle-spec/schemas/inspect.schema.json)
     #[arg(long, conflicts_with = "metadata")]
     pub json: bool,
     /// Print the bundle's airgap.json as stored (keep it to make deltas against this bundle
@@ -213,6 +248,10 @@ pub struct InspectArgs {
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
     pub bundle: PathBuf,
+    /// Print the summary as one JSON document on standard output (progress stays on standard
+    /// error; schema: bundle-spec/schemas/verify.schema.json)
+    #[arg(long)]
+    pub json: bool,
     /// Print only errors
     #[arg(short, long)]
     pub quiet: bool,

@@ -2,6 +2,7 @@
 //! Exit 0 on success, 1 on any failure, 2 on a usage error, 130 when interrupted.
 
 mod cli;
+mod docs;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -15,6 +16,24 @@ use cli::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
+    // Generated text needs no runtime.
+    match &cli.command {
+        Command::Completions(a) => {
+            docs::completions(a, &mut std::io::stdout().lock());
+            std::process::exit(0);
+        }
+        Command::Man(a) => {
+            let code = match docs::man(a, &mut std::io::stdout().lock()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    report(&e);
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+        _ => {}
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,15 +85,32 @@ fn say(quiet: bool, text: &str) {
     }
 }
 
+/// `--json`: the report as one JSON document, the only thing on standard output (even with
+/// `--quiet`, which then silences only the progress on standard error).
+fn print_json(report: &impl serde::Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string_pretty(report)?)?;
+    out.flush()?;
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Pack(a) => {
             let r = commands::pack::pack(&a.command(), reporter(a.quiet)).await?;
-            say(a.quiet, &r.render());
+            if a.json {
+                print_json(&r)?;
+            } else {
+                say(a.quiet, &r.render());
+            }
         }
         Command::Load(a) => {
             let r = commands::load::load(&a.command(), reporter(a.quiet)).await?;
-            say(a.quiet, &r.render());
+            if a.json {
+                print_json(&r)?;
+            } else {
+                say(a.quiet, &r.render());
+            }
         }
         Command::Inspect(a) => {
             let r = commands::inspect::inspect(&a.bundle)?;
@@ -83,13 +119,18 @@ async fn run(cli: Cli) -> Result<()> {
                 out.write_all(&r.metadata_raw)?;
             } else if a.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+                out.flush()?;
             } else {
                 writeln!(out, "{}", r.render())?;
             }
         }
         Command::Verify(a) => {
             let r = commands::verify::verify(&a.bundle)?;
-            say(a.quiet, &r.render());
+            if a.json {
+                print_json(&r)?;
+            } else {
+                say(a.quiet, &r.render());
+            }
         }
         Command::Rewrite(a) => {
             let r = commands::rewrite::rewrite(&a.command(), reporter(false).as_ref())?;
@@ -100,6 +141,7 @@ async fn run(cli: Cli) -> Result<()> {
                 eprintln!("{line}");
             }
         }
+        Command::Completions(_) | Command::Man(_) => unreachable!("handled before the runtime"),
         Command::Serve(a) => {
             let started = commands::serve::start(a.options(), reporter(a.quiet)).await?;
             // The first line is the address, for scripts.

@@ -85,8 +85,10 @@ impl Progress for Reporter {
         if self.tty {
             let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             b.set_style(
+                // The bar takes the width the numbers leave: a fixed one wrapped onto a second
+                // line in terminals narrower than ~80 columns.
                 ProgressStyle::with_template(
-                    "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                    "{msg} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),

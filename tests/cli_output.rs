@@ -59,7 +59,17 @@ fn small_bundle(dir: &Path) -> (PathBuf, Registry) {
 
 #[test]
 fn help_texts() {
-    for cmd in ["", "pack", "load", "inspect", "verify", "rewrite", "serve"] {
+    for cmd in [
+        "",
+        "pack",
+        "load",
+        "inspect",
+        "verify",
+        "rewrite",
+        "serve",
+        "completions",
+        "man",
+    ] {
         let args: Vec<&str> = if cmd.is_empty() {
             vec!["--help"]
         } else {

@@ -71,6 +71,10 @@ pub fn inspect(input: impl Read) -> Result<Inspection, BundleError> {
 pub struct VerifyReport {
     /// Set for a delta bundle: the base it needs.
     pub base: Option<super::BaseRef>,
+    /// The bundle's identity (see [`Head::id`]); `None` only before the head was read.
+    pub id: Option<Digest>,
+    /// The images the verified content holds, as its `airgap.json` lists them.
+    pub image_records: Vec<super::ImageRecord>,
     pub images: usize,
     pub blobs: usize,
     pub bytes: u64,
@@ -145,6 +149,8 @@ pub fn verify(input: impl Read) -> Result<VerifyReport, BundleError> {
                 .collect();
             self.report.base = head.metadata.base.clone();
             self.report.images = head.metadata.images.len();
+            self.report.id = Some(head.id());
+            self.report.image_records = head.metadata.images.clone();
             self.report.k8s_files = head.k8s.len();
             Ok(Flow::Continue)
         }

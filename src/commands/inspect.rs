@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::CommandError;
-use crate::bundle::{self, Metadata};
+use crate::bundle::{self, BaseRef, ImageRecord, Metadata};
 use crate::digest::Digest;
 use crate::progress::human_bytes;
 
@@ -13,6 +13,8 @@ use crate::progress::human_bytes;
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InspectReport {
+    /// [`REPORT_VERSION`](super::REPORT_VERSION).
+    pub report_version: u32,
     #[serde(skip)]
     pub bundle: PathBuf,
     pub format_version: u32,
@@ -72,30 +74,14 @@ fn report(
 ) -> InspectReport {
     let strings = |ps: &[crate::platform::Platform]| ps.iter().map(|p| p.to_string()).collect();
     InspectReport {
+        report_version: super::REPORT_VERSION,
         bundle: path.to_path_buf(),
         format_version: md.format_version,
         id,
-        base: md.base.as_ref().map(|b| BaseInfo {
-            id: b.id.clone(),
-            name: b.name.clone(),
-            blobs: b.blobs.len(),
-            size: b.blobs.iter().map(|r| r.size).sum(),
-        }),
+        base: md.base.as_ref().map(base_info),
         tool: md.tool.clone(),
         platforms: strings(&md.platforms),
-        images: md
-            .images
-            .iter()
-            .map(|img| ImageInfo {
-                reference: img.reference.to_string(),
-                digest: img.digest.clone(),
-                media_type: img.media_type.clone(),
-                platforms: strings(&img.platforms),
-                size: img.total_size,
-                source: img.source.clone(),
-                source_digest: img.source_digest.clone(),
-            })
-            .collect(),
+        images: md.images.iter().map(image_info).collect(),
         manifests,
         totals: Totals {
             images: md.images.len(),
@@ -103,6 +89,29 @@ fn report(
             size: md.total_size,
         },
         metadata_raw,
+    }
+}
+
+/// A delta's base as `inspect` and `verify --json` describe it.
+pub(super) fn base_info(b: &BaseRef) -> BaseInfo {
+    BaseInfo {
+        id: b.id.clone(),
+        name: b.name.clone(),
+        blobs: b.blobs.len(),
+        size: b.blobs.iter().map(|r| r.size).sum(),
+    }
+}
+
+/// One image as `inspect`, `pack --json` and `verify --json` describe it.
+pub(super) fn image_info(img: &ImageRecord) -> ImageInfo {
+    ImageInfo {
+        reference: img.reference.to_string(),
+        digest: img.digest.clone(),
+        media_type: img.media_type.clone(),
+        platforms: img.platforms.iter().map(|p| p.to_string()).collect(),
+        size: img.total_size,
+        source: img.source.clone(),
+        source_digest: img.source_digest.clone(),
     }
 }
 

@@ -49,6 +49,8 @@ pub struct LoadCommand {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadReport {
+    /// [`REPORT_VERSION`](super::REPORT_VERSION).
+    pub report_version: u32,
     pub registry: String,
     pub images: usize,
     pub images_unchanged: usize,
@@ -186,6 +188,7 @@ pub async fn load(
     }
     let written = planned.write()?;
     Ok(LoadReport {
+        report_version: super::REPORT_VERSION,
         registry: cmd.target.host.clone(),
         images: s.images,
         images_unchanged: s.images_unchanged,

@@ -12,6 +12,11 @@ pub mod verify;
 
 pub use error::{CommandError, CommandErrorKind};
 
+/// `reportVersion` of every `--json` document (`pack`, `load`, `verify`, `inspect`), the
+/// version of their schemas in `bundle-spec/schemas/`. Adding a field keeps it; removing,
+/// renaming or changing the meaning of one raises it.
+pub const REPORT_VERSION: u32 = 1;
+
 use crate::progress::Progress;
 use crate::registry::ConnectOptions;
 

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use url::Url;
 
+use super::inspect::{image_info, ImageInfo};
 use super::{warn_connect, CommandError, CommandErrorKind};
+use crate::digest::Digest;
 use crate::fsutil::FileError;
 use crate::pack::{ImageRequest, K8sFile, PackOptions};
 use crate::platform::Platform;
@@ -39,7 +41,15 @@ pub struct PackCommand {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PackReport {
+    /// [`REPORT_VERSION`](super::REPORT_VERSION).
+    pub report_version: u32,
     pub output: PathBuf,
+    /// For a split bundle: the part size (the parts are `OUTPUT.001`, …).
+    pub split: Option<u64>,
+    /// The bundle's identity, as `inspect` shows it.
+    pub id: Digest,
+    /// What went in: each image with the digest it is stored under.
+    pub image_list: Vec<ImageInfo>,
     pub images: usize,
     pub blobs: usize,
     /// Bytes of every blob.
@@ -136,7 +146,11 @@ pub async fn pack(
     };
     let s = crate::pack::pack(images, k8s, &opts, progress).await?;
     Ok(PackReport {
+        report_version: super::REPORT_VERSION,
         output: cmd.output.clone(),
+        split: cmd.split,
+        id: s.id.clone(),
+        image_list: s.metadata.images.iter().map(image_info).collect(),
         images: s.images,
         blobs: s.blobs,
         bytes: s.bytes,

@@ -2,19 +2,29 @@
 
 use std::path::{Path, PathBuf};
 
+use super::inspect::{base_info, image_info, BaseInfo, ImageInfo};
 use super::{CommandError, CommandErrorKind};
 use crate::bundle::volume;
 use crate::bundle::{self, BaseRef};
+use crate::digest::Digest;
 use crate::progress::human_bytes;
 
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyReport {
+    /// [`REPORT_VERSION`](super::REPORT_VERSION).
+    pub report_version: u32,
     pub bundle: PathBuf,
     /// For a split set: how many parts, and whether a sidecar gave their checksums.
     pub parts: Option<PartsChecked>,
     #[serde(skip)]
     pub base: Option<BaseRef>,
+    /// For a delta bundle: its base, and what of it must already be at the target.
+    pub delta: Option<BaseInfo>,
+    /// The bundle's identity, as `inspect` shows it.
+    pub id: Option<Digest>,
+    /// Each image whose content was verified, with its digest.
+    pub image_list: Vec<ImageInfo>,
     pub images: usize,
     pub blobs: usize,
     pub bytes: u64,
@@ -55,8 +65,12 @@ pub fn verify(path: &Path) -> Result<VerifyReport, CommandError> {
         source,
     })?;
     Ok(VerifyReport {
+        report_version: super::REPORT_VERSION,
         bundle: path.to_path_buf(),
         parts,
+        delta: r.base.as_ref().map(base_info),
+        id: r.id,
+        image_list: r.image_records.iter().map(image_info).collect(),
         base: r.base,
         images: r.images,
         blobs: r.blobs,

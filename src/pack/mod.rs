@@ -70,6 +70,8 @@ pub struct PackSummary {
     pub blobs: usize,
     pub bytes: u64,
     pub compressed: u64,
+    /// The bundle's identity (`inspect`'s id): the sha256 of its `airgap.json`.
+    pub id: Digest,
     pub metadata: Metadata,
 }
 
@@ -612,6 +614,7 @@ async fn write_bundle(
         ),
     };
     let head_files = head_entries(resolved, &metadata, k8s);
+    let id = Digest::of(&head_files[0].1);
     let manifests = plan.manifests;
     let level = opts.level;
     let threads = opts.threads;
@@ -819,6 +822,7 @@ async fn write_bundle(
         blobs: metadata.blobs.len(),
         bytes: total,
         compressed,
+        id,
         metadata,
     })
 }
