@@ -4,7 +4,7 @@
 //! stdin/stdout so the script can start and stop fresh target registries:
 //!
 //! ```text
-//! bench_seed SET SCALE OUTDIR        SET: large | many; SCALE: e.g. 1 or 0.1
+//! bench_seed SET SCALE OUTDIR        SET: large | many | interop; SCALE: e.g. 1 or 0.1
 //! <- ready HOST STORAGE                 (after seeding)
 //! -> start NAME                         a fresh, empty plain-HTTP registry
 //! <- started NAME HOST STORAGE
@@ -116,6 +116,22 @@ fn large(scale: f64) -> SetPlan {
                     .collect(),
             })
             .collect(),
+    }
+}
+
+/// The acceptance set of issue 13 (`scripts/bench-interop.sh`): one single-platform image, a
+/// 4 MiB base layer and one 100 MiB layer.
+fn interop(scale: f64) -> SetPlan {
+    SetPlan {
+        base: scaled(4.0 * MIB, scale),
+        images: vec![ImagePlan {
+            repo: "interop/big".into(),
+            tag: "1.0".into(),
+            platforms: vec![PlatformPlan {
+                platform: "linux/amd64",
+                layers: vec![scaled(100.0 * MIB, scale)],
+            }],
+        }],
     }
 }
 
@@ -446,7 +462,7 @@ fn write_files(
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() != 3 {
-        eprintln!("usage: bench_seed large|many SCALE OUTDIR");
+        eprintln!("usage: bench_seed large|many|interop SCALE OUTDIR");
         std::process::exit(2);
     }
     let scale: f64 = args[1].parse().expect("SCALE is a number, e.g. 1 or 0.1");
@@ -454,8 +470,9 @@ fn main() {
     let plan = match args[0].as_str() {
         "large" => large(scale),
         "many" => many(scale),
+        "interop" => interop(scale),
         other => {
-            eprintln!("unknown set {other:?}: large or many");
+            eprintln!("unknown set {other:?}: large, many or interop");
             std::process::exit(2);
         }
     };

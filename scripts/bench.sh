@@ -4,6 +4,9 @@
 #
 #   scripts/bench.sh large     # ~12 images (3 multi-platform), shared base, ~1 GiB unique
 #   scripts/bench.sh many      # 240 small single-platform images, shared base, ~200 MB
+#   scripts/bench.sh interop   # issue 13's acceptance: load of a 100 MiB layer direct, through
+#                              # nginx, nginx refusing monolithic PUTs, nginx capping bodies at
+#                              # 16 MiB (scripts/bench-interop.sh; its own header and report)
 #
 # Environment:
 #   BENCH_RUNS=3       runs; every figure printed is the median over them (default 1)
@@ -58,6 +61,7 @@ usage() {
 SET=${1:-}
 case "$SET" in
   large | many) ;;
+  interop) exec bash scripts/bench-interop.sh ;;
   -h | --help)
     usage
     exit 0

@@ -2,7 +2,7 @@
 //! retries, and turning an answer the caller did not want into a [`RegistryError`]. What it
 //! asks lives beside it, by subject: `blobs`, `manifests`, `catalog`; the token flow in `auth`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,7 +37,14 @@ pub(super) struct Inner {
     pub(super) chunk_size: AtomicU64,
     /// The line saying uploads fell back to chunks, until someone takes it.
     pub(super) notice: Mutex<Option<String>>,
+    /// What a manifest HEAD answering 404 is worth: `HEAD_UNKNOWN` until a GET asked after
+    /// one said the same (`HEAD_TRUSTED`) or found the manifest (`HEAD_UNTRUSTED`: GET only).
+    pub(super) head_404: AtomicU8,
 }
+
+pub(super) const HEAD_UNKNOWN: u8 = 0;
+pub(super) const HEAD_TRUSTED: u8 = 1;
+pub(super) const HEAD_UNTRUSTED: u8 = 2;
 
 pub(super) fn pull_scope(repo: &str) -> String {
     format!("repository:{repo}:pull")
@@ -86,6 +93,7 @@ impl Client {
                 retries: opts.retries,
                 auth: Mutex::new(AuthState::default()),
                 no_probe: AtomicBool::new(false),
+                head_404: AtomicU8::new(HEAD_UNKNOWN),
                 chunked: AtomicBool::new(false),
                 chunk_size: AtomicU64::new(0),
                 notice: Mutex::new(None),

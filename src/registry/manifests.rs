@@ -5,7 +5,11 @@ use futures::StreamExt;
 use reqwest::header;
 use reqwest::StatusCode;
 
-use super::client::{failure_head, pull_scope, push_scope, Client};
+use std::sync::atomic::Ordering;
+
+use super::client::{
+    failure_head, pull_scope, push_scope, Client, HEAD_TRUSTED, HEAD_UNKNOWN, HEAD_UNTRUSTED,
+};
 use super::error::{body_message, unknown_blobs, RegistryError};
 use crate::digest::Digest;
 use crate::manifest::{ACCEPT, MAX_MANIFEST_SIZE};
@@ -87,11 +91,17 @@ impl Client {
     }
 
     /// HEAD on a manifest: the digest `reference` (tag or digest) points at, if any.
+    /// Registries whose HEAD differs from their GET are asked again with GET: a tag's HEAD
+    /// without `Docker-Content-Digest` each time; a HEAD answering 404 (or refusing HEAD)
+    /// until a GET has once confirmed a 404, and always once a GET found what a HEAD did not.
     pub async fn manifest_digest(
         &self,
         repo: &str,
         reference: &str,
     ) -> Result<Option<Digest>, RegistryError> {
+        if self.inner.head_404.load(Ordering::Relaxed) == HEAD_UNTRUSTED {
+            return self.manifest_digest_by_get(repo, reference).await;
+        }
         let scopes = [push_scope(repo)];
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let resp = self
@@ -100,13 +110,40 @@ impl Client {
             })
             .await?;
         match resp.status() {
-            s if s.is_success() => Ok(resp
-                .headers()
-                .get("docker-content-digest")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|s| Digest::parse(s.trim()).ok())
-                .or_else(|| Digest::parse(reference).ok())),
-            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => {
+                let named = resp
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| Digest::parse(s.trim()).ok())
+                    .or_else(|| Digest::parse(reference).ok());
+                match named {
+                    Some(d) => Ok(Some(d)),
+                    None => self.manifest_digest_by_get(repo, reference).await,
+                }
+            }
+            StatusCode::NOT_FOUND
+            | StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::NOT_IMPLEMENTED => {
+                if self.inner.head_404.load(Ordering::Relaxed) == HEAD_TRUSTED
+                    && resp.status() == StatusCode::NOT_FOUND
+                {
+                    return Ok(None);
+                }
+                let got = self.manifest_digest_by_get(repo, reference).await?;
+                if got.is_some() {
+                    self.inner.head_404.store(HEAD_UNTRUSTED, Ordering::Relaxed);
+                } else {
+                    // Only the first verdict counts: an untrusted HEAD stays untrusted.
+                    let _ = self.inner.head_404.compare_exchange(
+                        HEAD_UNKNOWN,
+                        HEAD_TRUSTED,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+                Ok(got)
+            }
             _ => Err(self
                 .fail(
                     resp,
@@ -115,6 +152,20 @@ impl Client {
                     &format!("manifest {reference}"),
                 )
                 .await),
+        }
+    }
+
+    /// The digest of the manifest `reference` names, read whole with GET (and verified);
+    /// `None` on 404.
+    async fn manifest_digest_by_get(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<Digest>, RegistryError> {
+        match self.get_manifest(repo, reference).await {
+            Ok(m) => Ok(Some(m.digest)),
+            Err(RegistryError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
