@@ -40,6 +40,13 @@ unset HTTP_PROXY HTTPS_PROXY ALL_PROXY http_proxy https_proxy all_proxy REGISTRY
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 
 bash scripts/install-deps.sh
+# nginx is the benchmark's own need, not the tests'.
+if ! command -v nginx >/dev/null 2>&1; then
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light
+fi
 cargo build --profile profiling --bin airgap --example bench_seed
 AIRGAP=$ROOT/target/profiling/airgap
 SEED_BIN=$ROOT/target/profiling/examples/bench_seed

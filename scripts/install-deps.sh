@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, the tools the demo and the tests drive, only those
 # missing: the CNCF distribution registry, skopeo, htpasswd, zstd, openssl, containerd (with
-# ctr, for the mirror-configuration tests), nginx (the proxy of scripts/bench-interop.sh),
-# GNU time.
+# ctr, for the mirror-configuration tests), GNU time. (scripts/bench-interop.sh installs nginx,
+# which only the benchmark uses.)
 set -euo pipefail
 
 declare -A packages=(
@@ -12,7 +12,6 @@ declare -A packages=(
   [zstd]=zstd
   [openssl]=openssl
   [containerd]=containerd
-  [nginx]=nginx-light
 )
 missing=()
 for cmd in "${!packages[@]}"; do
