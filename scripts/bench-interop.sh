@@ -8,6 +8,8 @@
 #              a registry that refuses monolithic uploads (airgap falls back to chunks)
 #   cap16m     through nginx with `client_max_body_size 16m`: a real 413 above 16 MiB
 #              (airgap falls back to chunks, halving the chunk size 64 -> 32 -> 16 MiB)
+#   cap16m-cs  the same nginx, with `airgap load --chunk-size 16M`: chunked from the start, so
+#              what the two 413s and the refused PUT of `cap16m` cost shows
 #
 #   scripts/bench.sh interop          # or: scripts/bench-interop.sh
 #
@@ -117,7 +119,7 @@ nginx_start() {
   rm -rf "$dir"
   mkdir -p "$dir"
   port=$(free_port)
-  [[ $variant == cap16m ]] && limit=16m
+  [[ $variant == cap16m* ]] && limit=16m
   if [[ $variant == refuse ]]; then
     # A PUT carrying a body to an upload session: the monolithic flow. The final PUT of a
     # chunked upload has Content-Length 0 and gets through.
@@ -192,7 +194,7 @@ BUNDLE=$WORK/bundle.tar.zst
 "$AIRGAP" pack "$SPEC" -o "$BUNDLE" -q </dev/null
 echo "==> bundle: $(stat -c %s "$BUNDLE") bytes, $SEED_BLOBS blobs, $SEED_BLOB_BYTES blob bytes"
 
-VARIANTS=(direct nginx refuse cap16m)
+VARIANTS=(direct nginx refuse cap16m cap16m-cs)
 printf 'run\tvariant\twall_s\trss_kib\tcpu_s\tputs_body\tpatches\tst413\tst500\treq_mib\tdigests_ok\tdigests_all\tloadavg\n' >"$RAW"
 FAILED=0
 for RUN in $(seq "$RUNS"); do
@@ -210,9 +212,11 @@ for RUN in $(seq "$RUNS"); do
     sync
     load1=$(cut -d' ' -f1 /proc/loadavg)
     log=$WORK/logs/$v-run$RUN.log tf=$WORK/logs/$v-run$RUN.time
+    extra=()
+    [[ $v == cap16m-cs ]] && extra=(--chunk-size 16M)
     t0=$(date +%s%N)
     if ! /usr/bin/time -v -o "$tf" "$AIRGAP" load "$BUNDLE" --registry "$host" --plain-http -q \
-      </dev/null >"$log" 2>&1; then
+      "${extra[@]}" </dev/null >"$log" 2>&1; then
       echo "  $v: LOAD FAILED" >&2
       tail -5 "$log" >&2
       FAILED=1
@@ -233,7 +237,7 @@ for RUN in $(seq "$RUNS"); do
     fi
     read -r ok all < <(check_target "$tgt")
     [[ $ok == "$all" ]] || { FAILED=1; echo "  $v: DIGEST MISMATCH ($ok of $all)" >&2; }
-    printf '  %-7s %6.2f s  %6.1f MiB RSS  %5s CPU s  PUT+body %s  PATCH %s  413 %s  500 %s  digests %s/%s\n' \
+    printf '  %-9s %6.2f s  %6.1f MiB RSS  %5s CPU s  PUT+body %s  PATCH %s  413 %s  500 %s  digests %s/%s\n' \
       "$v" "$wall" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$cpu" "$puts" "$patches" "$s413" "$s500" "$ok" "$all"
     grep -h 'warning' "$log" | grep -v 'plain HTTP' | sed 's/^/           /' || true
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$RUN" "$v" "$wall" "$rss" "$cpu" \
@@ -249,7 +253,7 @@ done
   echo "machine: $(nproc) CPUs; airgap $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(nginx -v 2>&1 | sed 's/^nginx version: //'); docker-registry $(dpkg-query -W -f '${Version}' docker-registry 2>/dev/null || echo '?')"
   echo "1-minute load average at the start of each load: $(awk -F'\t' 'NR > 1 { print $13 }' "$RAW" | sort -n | sed -n '1p;$p' | paste -sd- -)"
   echo
-  printf '%-8s %8s %15s %9s %7s %9s %6s %5s %5s %8s %8s\n' variant 'wall s' '(min-max)' 'RSS MiB' 'CPU s' 'PUT+body' PATCH 413 500 'req MiB' 'vs direct'
+  printf '%-9s %8s %15s %9s %7s %9s %6s %5s %5s %8s %8s\n' variant 'wall s' '(min-max)' 'RSS MiB' 'CPU s' 'PUT+body' PATCH 413 500 'req MiB' 'vs direct'
   awk -F'\t' '
     function median(list,   a, n, i, j, t) {
       n = split(list, a, " ")
@@ -266,7 +270,7 @@ done
     END {
       base = median(walls["direct"])
       for (i = 1; i <= nv; i++) { v = order[i]; w = median(walls[v])
-        printf "%-8s %8.2f %15s %9.1f %7.2f %9s %6s %5s %5s %8s %7.2fx\n", v, w, sprintf("(%.2f-%.2f)", lo[v], hi[v]),
+        printf "%-9s %8.2f %15s %9.1f %7.2f %9s %6s %5s %5s %8s %7.2fx\n", v, w, sprintf("(%.2f-%.2f)", lo[v], hi[v]),
           rss[v] / 1024, median(cpus[v]), puts[v], patches[v], s413[v], s500[v], req[v], w / base } }' "$RAW"
   echo
   echo "wall: median over the runs (range in brackets); RSS: airgap's largest over the runs; CPU s:"
