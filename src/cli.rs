@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use airgap::commands::load::{LoadCommand, Login};
 use airgap::commands::pack::PackCommand;
 use airgap::commands::rewrite::{Names, RewriteCommand};
+use airgap::image_rules::{ImageField, ImageRules};
 use airgap::naming::{Mode, Target};
 use airgap::outputs::{MirrorOptions, OutputOptions};
 use airgap::platform::Platform;
@@ -95,6 +96,16 @@ pub struct RewriteFlags {
     /// Warn, instead of failing, when a manifest uses an image the bundle does not have
     #[arg(long)]
     pub allow_missing: bool,
+    /// Another place holding a full image reference, besides pod specs:
+    /// KIND[.GROUP]:PATH[,tag=KEY][,pullPolicy=KEY][,pullSecrets=PATH], e.g.
+    /// Prometheus.monitoring.coreos.com:spec.image,pullPolicy=imagePullPolicy (repeatable;
+    /// added to the bundle's imageFields)
+    #[arg(long = "image-field", value_name = "KIND[.GROUP]:PATH", value_parser = ImageField::parse_flag)]
+    pub image_fields: Vec<ImageField>,
+    /// Container env variables whose values are image references, `*` a wildcard (repeatable;
+    /// replaces the bundle's relatedImageEnv, default RELATED_IMAGE_*)
+    #[arg(long = "related-image-env", value_name = "PATTERN")]
+    pub related_image_env: Vec<String>,
 }
 
 /// Runtime mirror configuration (`load` and `rewrite`).
@@ -142,8 +153,18 @@ pub struct PackArgs {
     #[arg(default_value = "airgap.yaml")]
     pub spec: PathBuf,
     /// Where to write the bundle (written to a temporary name first, renamed when complete)
-    #[arg(short, long, value_name = "BUNDLE")]
-    pub output: PathBuf,
+    #[arg(
+        short,
+        long,
+        value_name = "BUNDLE",
+        required_unless_present = "list_images"
+    )]
+    pub output: Option<PathBuf>,
+    /// Print every image the pack would take, each with where it comes from (the spec's
+    /// images: line, or a manifest's file:line and field with imagesFromManifests), and stop:
+    /// nothing is downloaded
+    #[arg(long)]
+    pub list_images: bool,
     /// Send requests for a registry to another endpoint: HOST=URL, e.g.
     /// docker.io=https://mirror.internal; the URL's scheme says http or https (repeatable)
     #[arg(long = "mirror", value_name = "HOST=URL", value_parser = parse_mirror)]
@@ -357,6 +378,11 @@ impl RewriteFlags {
             rewrite: RewriteOptions {
                 pin_digests: self.pin_digests,
                 pull_secret: self.pull_secret.clone(),
+                // Merged with the bundle's rules by the command (empty patterns: the bundle's).
+                rules: ImageRules {
+                    fields: self.image_fields.clone(),
+                    related_image_env: self.related_image_env.clone(),
+                },
             },
             allow_missing: self.allow_missing,
         }
@@ -367,7 +393,7 @@ impl PackArgs {
     pub fn command(&self) -> PackCommand {
         PackCommand {
             spec: self.spec.clone(),
-            output: self.output.clone(),
+            output: self.output.clone().unwrap_or_default(),
             mirrors: self.mirrors.clone(),
             platforms: self.platforms.clone(),
             connect: self.tls.connect(),

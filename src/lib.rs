@@ -12,6 +12,7 @@ pub mod digest;
 pub mod error;
 pub mod fsutil;
 pub mod image_map;
+pub mod image_rules;
 pub mod load;
 pub mod manifest;
 pub mod naming;

@@ -96,6 +96,14 @@ fn print_json(report: &impl serde::Serialize) -> Result<()> {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Pack(a) if a.list_images => {
+            let r = commands::pack::list_images(&a.spec)?;
+            if a.json {
+                print_json(&r)?;
+            } else {
+                say(false, &r.render());
+            }
+        }
         Command::Pack(a) => {
             let r = commands::pack::pack(&a.command(), reporter(a.quiet)).await?;
             if a.json {

@@ -30,6 +30,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::image_rules::ImageRules;
 use crate::platform::Platform;
 use crate::reference::Reference;
 
@@ -73,6 +74,10 @@ pub struct Metadata {
     /// Set when this is a delta bundle: the blobs it leaves out because its base carries them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<BaseRef>,
+    /// Where the carried manifests hold images besides pod specs (the spec's `imageFields:`
+    /// and `relatedImageEnv:`), for `load --manifests-out`. Left out when default.
+    #[serde(default, skip_serializing_if = "ImageRules::is_default")]
+    pub image_rules: ImageRules,
 }
 
 /// The bundle a delta was made against.

@@ -128,6 +128,7 @@ impl Fixture {
                 digest: Digest::of(&k8s),
             }],
             total_size: total,
+            image_rules: Default::default(),
             base: None,
         };
         let mut top = descriptor(OCI_MANIFEST, &manifest);

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::{warn_connect, CommandError, CommandErrorKind};
 use crate::bundle;
+use crate::image_rules::ImageRules;
 use crate::load::{LoadError, LoadOptions};
 use crate::naming::{Mode, Target};
 use crate::outputs::{self, OutputOptions, Written};
@@ -159,7 +160,10 @@ pub async fn load(
         ca_file: cmd.connect.ca_file.clone(),
         credentials: credentials.clone(),
     };
-    let planned = outputs::plan(&placements, &head.k8s, &access, &cmd.outputs)?;
+    let mut outputs_opts = cmd.outputs.clone();
+    let rules = &mut outputs_opts.rewrite.rewrite.rules;
+    *rules = ImageRules::merged(&head.metadata.image_rules, rules);
+    let planned = outputs::plan(&placements, &head.k8s, &access, &outputs_opts)?;
     for m in planned.missing() {
         progress.warn(&format!("{m}: image is not in the bundle; left as it is"));
     }

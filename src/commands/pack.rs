@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use url::Url;
 
+use super::images::ImageListReport;
 use super::inspect::{image_info, ImageInfo};
 use super::{warn_connect, CommandError, CommandErrorKind};
 use crate::digest::Digest;
-use crate::fsutil::FileError;
-use crate::pack::{ImageRequest, K8sFile, PackOptions};
+use crate::pack::{ImageRequest, PackOptions};
 use crate::platform::Platform;
 use crate::progress::{human_bytes, Progress};
 use crate::registry::ConnectOptions;
@@ -73,6 +73,17 @@ impl PackReport {
     }
 }
 
+/// `pack --list-images`: what a pack of `spec` would take, and from where; nothing is
+/// downloaded (registries are not asked).
+pub fn list_images(spec: &std::path::Path) -> Result<ImageListReport, CommandError> {
+    let spec = Spec::load(spec)?;
+    let k8s = super::images::manifest_files(&spec)?;
+    let list = super::images::image_list(&spec, &k8s, &|v| std::env::var(v).ok())?;
+    let mut report = ImageListReport::from(&list);
+    report.notes.splice(0..0, spec.warnings.iter().cloned());
+    Ok(report)
+}
+
 pub async fn pack(
     cmd: &PackCommand,
     progress: Arc<dyn Progress>,
@@ -90,8 +101,13 @@ pub async fn pack(
     } else {
         cmd.platforms.clone()
     };
-    let mut images = Vec::with_capacity(spec.images.len());
-    for e in &spec.images {
+    let k8s = super::images::manifest_files(&spec)?;
+    let list = super::images::image_list(&spec, &k8s, &|v| std::env::var(v).ok())?;
+    for n in &list.notes {
+        progress.warn(n);
+    }
+    let mut images = Vec::with_capacity(list.images.len());
+    for (e, _) in &list.images {
         let credentials = e.credentials_or_docker_config().map_err(|source| {
             CommandErrorKind::SpecCredentials {
                 image: e.reference.to_string(),
@@ -104,15 +120,6 @@ pub async fn pack(
             reference: e.reference.clone(),
             source: e.source.clone(),
             credentials,
-        });
-    }
-    let mut k8s = Vec::new();
-    for f in spec.manifest_files()? {
-        let content =
-            std::fs::read(&f.path).map_err(FileError::with("reading manifest", &f.path))?;
-        k8s.push(K8sFile {
-            path: crate::fsutil::slash_path(&f.relative),
-            content,
         });
     }
     let base = match &cmd.base {
@@ -137,6 +144,7 @@ pub async fn pack(
                 .unwrap_or(2)
         }),
         allow_missing_images: cmd.allow_missing,
+        rules: spec.rules.clone(),
         split: cmd.split,
         base,
         spec_name: cmd

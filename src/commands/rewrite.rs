@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::CommandError;
 use crate::fsutil::FileError;
 use crate::image_map::ImageMap;
+use crate::image_rules::ImageRules;
 use crate::naming::{Mode, Target};
 use crate::outputs::{
     self, write_files, MirrorOptions, OutputFile, OutputOptions, TargetAccess, Written,
@@ -93,9 +94,10 @@ impl Names {
         }
     }
 
-    fn image_map(&self) -> Result<ImageMap, CommandError> {
+    /// The names, and the image rules of the bundle (the defaults for an image map).
+    fn image_map(&self) -> Result<(ImageMap, ImageRules), CommandError> {
         match self {
-            Names::ImageMap(p) => Ok(ImageMap::read(p)?),
+            Names::ImageMap(p) => Ok((ImageMap::read(p)?, ImageRules::default())),
             Names::Bundle {
                 bundle,
                 target,
@@ -105,7 +107,10 @@ impl Names {
                     crate::bundle::open_input(bundle).map_err(CommandError::bundle(bundle))?;
                 let i = crate::bundle::inspect(input).map_err(CommandError::bundle(bundle))?;
                 let placements = crate::load::placements(&i.metadata, target, *mode)?;
-                Ok(crate::outputs::image_map(&placements))
+                Ok((
+                    crate::outputs::image_map(&placements),
+                    i.metadata.image_rules.clone(),
+                ))
             }
         }
     }
@@ -115,7 +120,9 @@ pub fn rewrite(
     cmd: &RewriteCommand,
     progress: &dyn Progress,
 ) -> Result<RewriteReport, CommandError> {
-    let map = cmd.names.image_map()?;
+    let (map, bundle_rules) = cmd.names.image_map()?;
+    let mut opts = cmd.rewrite.clone();
+    opts.rewrite.rules = ImageRules::merged(&bundle_rules, &opts.rewrite.rules);
     // The mirror files first: computed from the names alone, checked before any file is read.
     let (target, mode) = cmd.names.target();
     let mirror = outputs::plan_from_map(
@@ -154,7 +161,7 @@ pub fn rewrite(
             "standard input cannot go to -o DIR; redirect standard output instead",
         ));
     }
-    let set = rewrite_all(&files, &map, &cmd.rewrite)?;
+    let set = rewrite_all(&files, &map, &opts)?;
     for m in &set.missing {
         progress.warn(&format!(
             "{m}: image is not in the image map; left as it is"

@@ -27,6 +27,7 @@ fn every_output_comes_from_the_same_placements() {
             rewrite: RewriteOptions {
                 pin_digests: false,
                 pull_secret: Some("regcred".into()),
+                ..Default::default()
             },
             allow_missing: false,
         },

@@ -18,6 +18,7 @@ use crate::bundle::{
     REF_NAME_ANNOTATION,
 };
 use crate::digest::Digest;
+use crate::image_rules::ImageRules;
 use crate::manifest::{is_index, ManifestError, OCI_INDEX};
 use crate::platform::Platform;
 use crate::progress::Progress;
@@ -60,6 +61,8 @@ pub struct PackOptions {
     pub base: Option<BaseBundle>,
     /// Write the bundle as parts of at most this many bytes (`BUNDLE.001`, …, and a sidecar).
     pub split: Option<u64>,
+    /// Where the manifests hold images besides pod specs; recorded in the bundle.
+    pub rules: ImageRules,
 }
 
 pub use crate::bundle::BaseBundle;
@@ -244,7 +247,7 @@ fn check_manifests(
         .iter()
         .map(|f| (f.path.clone(), f.content.clone()))
         .collect();
-    let missing = crate::rewrite::missing_images(&files, &map)?;
+    let missing = crate::rewrite::missing_images(&files, &map, &opts.rules)?;
     if missing.is_empty() {
         return Ok(());
     }
@@ -439,6 +442,7 @@ fn metadata(
             })
             .collect(),
         total_size,
+        image_rules: opts.rules.clone(),
         base: opts.base.as_ref().map(|b| crate::bundle::BaseRef {
             id: b.id.clone(),
             name: b.name.clone(),

@@ -3,6 +3,7 @@
 //! bundle. Writing them is `outputs`' job.
 
 use crate::image_map::ImageMap;
+use crate::image_rules::ImageRules;
 use crate::rewrite::{self, RewriteError, RewriteOptions, Rewritten};
 
 /// A manifest file: its relative name (`/` separators) and its bytes.
@@ -74,7 +75,7 @@ impl K8sError {
     }
 }
 
-fn from_rewrite(file: &str, e: RewriteError) -> K8sError {
+pub(super) fn from_rewrite(file: &str, e: RewriteError) -> K8sError {
     match e {
         RewriteError::Yaml { line, col, message } => K8sError::Yaml {
             file: file.to_string(),
@@ -104,7 +105,7 @@ fn from_rewrite(file: &str, e: RewriteError) -> K8sError {
     }
 }
 
-fn utf8<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, K8sError> {
+pub(super) fn utf8<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, K8sError> {
     std::str::from_utf8(bytes).map_err(|e| K8sError::Other {
         file: file.to_string(),
         message: format!("not UTF-8 text: {e}"),
@@ -149,11 +150,15 @@ pub fn rewrite_all(
 }
 
 /// Every image the files use that `map` lacks (pack's check before shipping a bundle).
-pub fn missing_images(files: &[NamedFile], map: &ImageMap) -> Result<Vec<MissingImage>, K8sError> {
+pub fn missing_images(
+    files: &[NamedFile],
+    map: &ImageMap,
+    rules: &ImageRules,
+) -> Result<Vec<MissingImage>, K8sError> {
     let mut missing = Vec::new();
     for (name, bytes) in files {
         let text = utf8(name, bytes)?;
-        for u in rewrite::image_references(text).map_err(|e| from_rewrite(name, e))? {
+        for u in rewrite::image_references(text, rules).map_err(|e| from_rewrite(name, e))? {
             if map.lookup(&u.reference).is_none() {
                 missing.push(MissingImage {
                     file: name.clone(),
@@ -204,7 +209,7 @@ mod tests {
             .1
             .text
             .contains("image: reg:5000/library/redis:7"));
-        let m = missing_images(&files, &map()).unwrap();
+        let m = missing_images(&files, &map(), &Default::default()).unwrap();
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].line, 9);
     }
@@ -229,6 +234,7 @@ mod tests {
             rewrite: RewriteOptions {
                 pin_digests: true,
                 pull_secret: None,
+                ..Default::default()
             },
             allow_missing: false,
         };

@@ -2,6 +2,7 @@
 //! any apiVersion), their containers, and ServiceAccounts. Reads the tree, changes nothing.
 
 use super::tree::{Kind, NodeId, Tree};
+use crate::image_rules::{ImageRules, Step};
 use saphyr_parser::ScalarStyle;
 
 /// How deep `List`s may nest and merge keys may chain; deeper input is left alone.
@@ -42,22 +43,37 @@ pub(crate) enum Site {
     ServiceAccount(NodeId),
     /// A Tigera operator `Installation` (`operator.tigera.io/*`): the object's mapping.
     Installation(NodeId),
+    /// A Tigera operator `ImageSet`: the object's mapping.
+    ImageSet(NodeId),
+    /// An object with a declared image field: its mapping and the index of the field in
+    /// [`ImageRules::fields`].
+    Declared {
+        object: NodeId,
+        field: usize,
+    },
 }
 
-/// Every pod spec and ServiceAccount of every document, in document order.
-pub(crate) fn sites(tree: &Tree) -> Vec<Site> {
+/// Every pod spec, ServiceAccount, Tigera object and object with a declared field of every
+/// document, in document order.
+pub(crate) fn sites(tree: &Tree, rules: &ImageRules) -> Vec<Site> {
     let mut out = Vec::new();
     for &doc in &tree.documents {
-        object(tree, doc, 0, &mut out);
+        object(tree, rules, doc, 0, &mut out);
     }
     out
 }
 
-fn object(tree: &Tree, id: NodeId, depth: usize, out: &mut Vec<Site>) {
+fn object(tree: &Tree, rules: &ImageRules, id: NodeId, depth: usize, out: &mut Vec<Site>) {
     let id = tree.resolve(id);
     let Some(kind) = get(tree, id, "kind").and_then(|e| tree.str(e.value)) else {
         return;
     };
+    let api_version = get(tree, id, "apiVersion").and_then(|e| tree.str(e.value));
+    for (field, f) in rules.fields.iter().enumerate() {
+        if f.applies_to(kind, api_version) {
+            out.push(Site::Declared { object: id, field });
+        }
+    }
     let path: &[&str] = match kind {
         "Pod" => &["spec"],
         "Deployment"
@@ -76,11 +92,15 @@ fn object(tree: &Tree, id: NodeId, depth: usize, out: &mut Vec<Site>) {
             out.push(Site::Installation(id));
             return;
         }
+        "ImageSet" if is_tigera(tree, id) => {
+            out.push(Site::ImageSet(id));
+            return;
+        }
         // `List` and the typed lists (`PodList`, `DeploymentList`, ...) kubectl accepts.
         k if k.ends_with("List") && depth < MAX_DEPTH => {
             if let Some(items) = get(tree, id, "items") {
                 for &item in items_of(tree, items.value) {
-                    object(tree, item, depth + 1, out);
+                    object(tree, rules, item, depth + 1, out);
                 }
             }
             return;
@@ -190,13 +210,45 @@ fn get_at(tree: &Tree, mapping: NodeId, key: &str, depth: usize) -> Option<Entry
     None
 }
 
+/// The entries at the end of `steps` from `mapping`, each with the mapping holding it: every
+/// item of a list at `Each`; a missing key or a value of the wrong shape ends that branch.
+pub(crate) fn at_path(tree: &Tree, mapping: NodeId, steps: &[Step]) -> Vec<(NodeId, Entry)> {
+    let mut out = Vec::new();
+    walk(tree, tree.resolve(mapping), steps, &mut out);
+    out
+}
+
+fn walk(tree: &Tree, node: NodeId, steps: &[Step], out: &mut Vec<(NodeId, Entry)>) {
+    match steps {
+        [] => {}
+        [Step::Key(k)] => {
+            if let Some(e) = get(tree, node, k) {
+                out.push((node, e));
+            }
+        }
+        [Step::Key(k), Step::Each, rest @ ..] => {
+            if let Some(e) = get(tree, node, k) {
+                for &item in items_of(tree, e.value) {
+                    walk(tree, tree.resolve(item), rest, out);
+                }
+            }
+        }
+        [Step::Key(k), rest @ ..] => {
+            if let Some(e) = get(tree, node, k) {
+                walk(tree, tree.resolve(e.value), rest, out);
+            }
+        }
+        [Step::Each, ..] => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn pod_specs(text: &str) -> Vec<(usize, Vec<String>)> {
         let tree = Tree::parse(text).unwrap();
-        sites(&tree)
+        sites(&tree, &ImageRules::default())
             .into_iter()
             .map(|s| match s {
                 Site::PodSpec(p) => (
@@ -208,6 +260,10 @@ mod tests {
                 ),
                 Site::ServiceAccount(m) => (tree.line_of(m), vec!["SA".to_string()]),
                 Site::Installation(m) => (tree.line_of(m), vec!["Installation".to_string()]),
+                Site::ImageSet(m) => (tree.line_of(m), vec!["ImageSet".to_string()]),
+                Site::Declared { object, field } => {
+                    (tree.line_of(object), vec![format!("field {field}")])
+                }
             })
             .collect()
     }
@@ -263,7 +319,7 @@ spec:
     image: y
 ";
         let tree = Tree::parse(text).unwrap();
-        let sites = sites(&tree);
+        let sites = sites(&tree, &ImageRules::default());
         let [Site::PodSpec(p)] = sites.as_slice() else {
             panic!("one pod spec expected");
         };

@@ -32,6 +32,8 @@
 //! - A container without `image` gets no policy. `imagePullPolicy` of a pod spec none of whose
 //!   images the map matched is left alone; `pull_secret` goes to every pod spec.
 
+mod discover;
+mod fields;
 mod files;
 mod locate;
 mod plan;
@@ -40,21 +42,27 @@ mod tigera;
 mod tree;
 
 #[cfg(test)]
+mod fields_tests;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tigera_tests;
 
+pub use discover::{discover_images, Discovery, FoundImage};
 pub use files::{
     missing_images, rewrite_all, K8sError, K8sOptions, MissingImage, NamedFile, RewrittenSet,
 };
 
 use crate::image_map::ImageMap;
+use crate::image_rules::ImageRules;
 use crate::reference::Reference;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RewriteOptions {
+    /// Declared image fields and related-image variable names.
+    pub rules: ImageRules,
     /// Write `target:tag@sha256:…` with the pushed digest.
     pub pin_digests: bool,
     /// Add `{name: NAME}` to the `imagePullSecrets` of every pod spec and ServiceAccount.
@@ -133,6 +141,32 @@ pub struct ImageUse {
     pub text: String,
     /// The reference normalised.
     pub reference: Reference,
+    /// Where it was found.
+    pub kind: UseKind,
+}
+
+/// The place an image reference was found in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UseKind {
+    /// A container's `image` in a pod spec.
+    Container,
+    /// A related-image `env` variable (its name).
+    RelatedEnv(String),
+    /// A declared field (`Kind.group path`).
+    Declared(String),
+    /// An entry of a Tigera `ImageSet` (its name).
+    ImageSet(String),
+}
+
+impl std::fmt::Display for UseKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UseKind::Container => f.write_str("container image"),
+            UseKind::RelatedEnv(name) => write!(f, "env {name}"),
+            UseKind::Declared(field) => write!(f, "field {field}"),
+            UseKind::ImageSet(name) => write!(f, "ImageSet {name}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -202,10 +236,10 @@ pub fn rewrite(
     })
 }
 
-/// Every container image reference of every pod spec in `text`, in document order (pack
-/// checks that the bundle has them all). An invalid reference is an error.
-pub fn image_references(text: &str) -> Result<Vec<ImageUse>, RewriteError> {
-    plan::image_uses(&parse(text)?)
+/// Every image reference of every pod spec and declared field in `text`, in order of line
+/// (pack checks that the bundle has them all). An invalid reference is an error.
+pub fn image_references(text: &str, rules: &ImageRules) -> Result<Vec<ImageUse>, RewriteError> {
+    plan::image_uses(&parse(text)?, rules, false)
 }
 
 fn parse(text: &str) -> Result<tree::Tree<'_>, RewriteError> {

@@ -7,15 +7,12 @@ use saphyr_parser::ScalarStyle;
 use super::locate::{self, Container, Entry, PodSpec, Site};
 use super::splice::{insert_lines, line_ending, yaml_string, Edit};
 use super::tree::{Kind, NodeId, Tree};
-use super::{Change, ChangeKind, ImageUse, Missing, Note, RewriteError, RewriteOptions};
+use super::{Change, ChangeKind, ImageUse, Missing, Note, RewriteError, RewriteOptions, UseKind};
 use crate::image_map::{ImageMap, ImageMapEntry};
+use crate::image_rules::ImageRules;
 use crate::reference::Reference;
 
 const IF_NOT_PRESENT: &str = "IfNotPresent";
-
-/// Container `env` variables whose values are image references (OpenShift's operator
-/// convention). A constant until it is configurable.
-pub(crate) const RELATED_IMAGE_PREFIX: &str = "RELATED_IMAGE_";
 
 pub(crate) struct Planner<'a, 't> {
     pub(super) tree: &'a Tree<'t>,
@@ -33,6 +30,9 @@ pub(crate) struct Planner<'a, 't> {
     /// Nodes already handled, so that a node reached again through an alias is changed once:
     /// scalars replaced, containers given a policy, secret holders and lists extended.
     done: HashSet<NodeId>,
+    /// Mappings already given the pull secret (apart from `done`: a declared field's mapping
+    /// may get both a policy and a secret).
+    secrets_done: HashSet<NodeId>,
     /// Image nodes already reported missing.
     reported: HashSet<NodeId>,
 }
@@ -51,12 +51,13 @@ impl<'a, 't> Planner<'a, 't> {
             notes: Vec::new(),
             installations: Vec::new(),
             done: HashSet::new(),
+            secrets_done: HashSet::new(),
             reported: HashSet::new(),
         }
     }
 
     pub fn plan(&mut self) -> Result<(), RewriteError> {
-        for site in locate::sites(self.tree) {
+        for site in locate::sites(self.tree, &self.opts.rules) {
             match site {
                 Site::PodSpec(spec) => self.pod_spec(&spec)?,
                 Site::ServiceAccount(mapping) => {
@@ -65,6 +66,9 @@ impl<'a, 't> Planner<'a, 't> {
                     }
                 }
                 Site::Installation(obj) => self.installation(obj)?,
+                // Digests are kept, so an ImageSet stays true as it is.
+                Site::ImageSet(_) => {}
+                Site::Declared { object, field } => self.declared(object, field)?,
             }
         }
         Ok(())
@@ -74,7 +78,7 @@ impl<'a, 't> Planner<'a, 't> {
         let mut rewritten = false;
         for c in &spec.containers {
             let Some(image) = c.image else { continue };
-            let used = image_use(self.tree, image)?;
+            let used = image_use(self.tree, image, UseKind::Container)?;
             if let Some(entry) = self.map.lookup(&used.reference) {
                 rewritten = true;
                 let new = new_name(entry, &used.reference, self.opts.pin_digests).to_string();
@@ -84,11 +88,8 @@ impl<'a, 't> Planner<'a, 't> {
             } else if is_target(self.map, &used.reference) {
                 // Rewritten before (running twice changes nothing).
                 rewritten = true;
-            } else if self.reported.insert(image.value) {
-                self.missing.push(Missing {
-                    line: used.line,
-                    reference: used.text,
-                });
+            } else {
+                self.missing(image.value, &used);
             }
         }
         if rewritten {
@@ -105,22 +106,22 @@ impl<'a, 't> Planner<'a, 't> {
         Ok(())
     }
 
+    /// Reports an image the map lacks, once per node.
+    pub(super) fn missing(&mut self, node: NodeId, used: &ImageUse) {
+        if self.reported.insert(node) {
+            self.missing.push(Missing {
+                line: used.line,
+                reference: used.text.clone(),
+            });
+        }
+    }
+
     /// `env` values named `RELATED_IMAGE_*` (the operator convention for the images an
     /// operator deploys) that are exact references to bundle images get their target names.
     /// Anything else there is free text: never reported missing, never changed.
     fn related_images(&mut self, c: &Container) -> Result<(), RewriteError> {
         let tree = self.tree;
-        let Some(env) = locate::get(tree, c.mapping, "env") else {
-            return Ok(());
-        };
-        for &var in locate::items_of(tree, env.value) {
-            let name = locate::get(tree, var, "name").and_then(|e| tree.str(e.value));
-            if !name.is_some_and(|n| n.starts_with(RELATED_IMAGE_PREFIX)) {
-                continue;
-            }
-            let Some(value) = locate::get(tree, var, "value") else {
-                continue;
-            };
+        for (value, _) in related_values(tree, &self.opts.rules, c) {
             let Some(text) = tree.str(value.value) else {
                 continue;
             };
@@ -139,6 +140,12 @@ impl<'a, 't> Planner<'a, 't> {
 
     /// `imagePullPolicy`: absent, empty or `Always` becomes `IfNotPresent`.
     fn pull_policy(&mut self, c: &Container) -> Result<(), RewriteError> {
+        self.pull_policy_key(c, "imagePullPolicy")
+    }
+
+    /// The policy under `key` (a container's `imagePullPolicy`, or a declared field's
+    /// sibling): absent, empty or `Always` becomes `IfNotPresent`.
+    pub(super) fn pull_policy_key(&mut self, c: &Container, key: &str) -> Result<(), RewriteError> {
         let Some(image) = c.image else {
             return Ok(());
         };
@@ -157,10 +164,10 @@ impl<'a, 't> Planner<'a, 't> {
             None => {
                 let after = tree.node(image.local_value).end;
                 let edit = if is_flow(tree, c.mapping) {
-                    Edit::insert(after, format!(", imagePullPolicy: {IF_NOT_PRESENT}"))
+                    Edit::insert(after, format!(", {key}: {IF_NOT_PRESENT}"))
                 } else {
                     let indent = " ".repeat(tree.col(tree.node(image.local_key).start));
-                    let line = format!("{indent}imagePullPolicy: {IF_NOT_PRESENT}");
+                    let line = format!("{indent}{key}: {IF_NOT_PRESENT}");
                     insert_lines(tree.text, after, &[line], self.eol)
                 };
                 self.edits.push(edit);
@@ -177,14 +184,19 @@ impl<'a, 't> Planner<'a, 't> {
 
     /// Adds `{name: NAME}` to the `imagePullSecrets` of a pod spec or ServiceAccount.
     pub(super) fn pull_secret(&mut self, mapping: NodeId, name: &str) {
+        self.pull_secret_at(mapping, "imagePullSecrets", name)
+    }
+
+    /// Adds `{name: NAME}` to the list under `key` of `mapping`, making the key if needed.
+    pub(super) fn pull_secret_at(&mut self, mapping: NodeId, key: &str, name: &str) {
         let tree = self.tree;
         let mapping = tree.resolve(mapping);
-        if !self.done.insert(mapping) {
+        if !self.secrets_done.insert(mapping) {
             return;
         }
         let item = format!("{{name: {}}}", yaml_string(name));
-        let Some(secrets) = locate::get(tree, mapping, "imagePullSecrets") else {
-            return self.add_secrets_key(mapping, &item, name);
+        let Some(secrets) = locate::get(tree, mapping, key) else {
+            return self.add_secrets_key(mapping, key, &item, name);
         };
         if tree.is_null(secrets.value) {
             return self.set_null(secrets, &format!("[{item}]"), ChangeKind::PullSecret);
@@ -218,25 +230,25 @@ impl<'a, 't> Planner<'a, 't> {
         self.change(list, ChangeKind::PullSecret, "", name);
     }
 
-    /// A new `imagePullSecrets` key at the end of `mapping`.
-    fn add_secrets_key(&mut self, mapping: NodeId, item: &str, name: &str) {
+    /// A new `key` (`imagePullSecrets`) at the end of `mapping`.
+    fn add_secrets_key(&mut self, mapping: NodeId, key: &str, item: &str, name: &str) {
         let tree = self.tree;
         let node = tree.node(mapping);
         let Kind::Mapping { entries, flow } = &node.kind else {
             return;
         };
         let edit = match (entries.last(), flow) {
-            (None, _) => Edit::insert(node.start + 1, format!("imagePullSecrets: [{item}]")),
+            (None, _) => Edit::insert(node.start + 1, format!("{key}: [{item}]")),
             (Some(&(k, v)), true) => {
                 let Some((at, prefix)) = after_flow_entry(tree, k, v) else {
                     return;
                 };
-                Edit::insert(at, format!("{prefix}, imagePullSecrets: [{item}]"))
+                Edit::insert(at, format!("{prefix}, {key}: [{item}]"))
             }
             (Some(&(first, _)), false) => {
                 let indent = " ".repeat(tree.col(tree.node(first).start));
                 let lines = [
-                    format!("{indent}imagePullSecrets:"),
+                    format!("{indent}{key}:"),
                     format!(
                         "{indent}{}- name: {}",
                         " ".repeat(self.seq_indent),
@@ -320,25 +332,72 @@ impl<'a, 't> Planner<'a, 't> {
     }
 }
 
-/// Every container image of every pod spec, in order of line; a node reached again through
-/// an alias is listed once.
-pub(crate) fn image_uses(tree: &Tree) -> Result<Vec<ImageUse>, RewriteError> {
+/// Every image reference of pod specs and declared fields (and, with `related`, of related-
+/// image variables), in order of line; a node reached again through an alias is listed once.
+/// An invalid reference is an error, except in a related-image variable (free text there).
+pub(crate) fn image_uses(
+    tree: &Tree,
+    rules: &ImageRules,
+    related: bool,
+) -> Result<Vec<ImageUse>, RewriteError> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    for site in locate::sites(tree) {
-        if let Site::PodSpec(spec) = site {
-            for image in spec.containers.iter().filter_map(|c| c.image) {
-                if seen.insert(image.value) {
-                    out.push(image_use(tree, image)?);
+    for site in locate::sites(tree, rules) {
+        match site {
+            Site::PodSpec(spec) => {
+                for image in spec.containers.iter().filter_map(|c| c.image) {
+                    if seen.insert(image.value) {
+                        out.push(image_use(tree, image, UseKind::Container)?);
+                    }
+                }
+                if related {
+                    for c in &spec.containers {
+                        for (value, name) in related_values(tree, rules, c) {
+                            if seen.insert(value.value) {
+                                if let Ok(u) = image_use(tree, value, UseKind::RelatedEnv(name)) {
+                                    out.push(u);
+                                }
+                            }
+                        }
+                    }
                 }
             }
+            Site::Declared { object, field } => {
+                for v in super::fields::values(tree, object, &rules.fields[field])? {
+                    if seen.insert(v.image.value) {
+                        out.push(v.used);
+                    }
+                }
+            }
+            _ => {}
         }
     }
     out.sort_by_key(|u| u.line);
     Ok(out)
 }
 
-fn image_use(tree: &Tree, image: Entry) -> Result<ImageUse, RewriteError> {
+/// The `value` entries of a container's related-image `env` variables, with their names.
+fn related_values(tree: &Tree, rules: &ImageRules, c: &Container) -> Vec<(Entry, String)> {
+    let Some(env) = locate::get(tree, c.mapping, "env") else {
+        return Vec::new();
+    };
+    locate::items_of(tree, env.value)
+        .iter()
+        .filter_map(|&var| {
+            let name = locate::get(tree, var, "name").and_then(|e| tree.str(e.value))?;
+            if !rules.is_related_image_env(name) {
+                return None;
+            }
+            Some((locate::get(tree, var, "value")?, name.to_string()))
+        })
+        .collect()
+}
+
+pub(super) fn image_use(
+    tree: &Tree,
+    image: Entry,
+    kind: UseKind,
+) -> Result<ImageUse, RewriteError> {
     let line = tree.line_of(image.value);
     let Some(text) = tree.str(image.value) else {
         let node = tree.node(tree.resolve(image.value));
@@ -358,13 +417,14 @@ fn image_use(tree: &Tree, image: Entry) -> Result<ImageUse, RewriteError> {
         line,
         text: text.to_string(),
         reference,
+        kind,
     })
 }
 
 /// The name the manifest gets. The pushed digest is kept when asked for, when the manifest
 /// pinned a digest itself (dropping it would unpin the workload), and when the target has no
 /// tag (a bare name would mean `latest`). A reference written by digest alone stays so.
-fn new_name(entry: &ImageMapEntry, written: &Reference, pin: bool) -> Reference {
+pub(super) fn new_name(entry: &ImageMapEntry, written: &Reference, pin: bool) -> Reference {
     match written.digest() {
         Some(_) if written.tag().is_none() => entry
             .target
@@ -379,7 +439,7 @@ fn new_name(entry: &ImageMapEntry, written: &Reference, pin: bool) -> Reference 
 }
 
 /// True when `r` already names an image map target (the manifest was rewritten before).
-fn is_target(map: &ImageMap, r: &Reference) -> bool {
+pub(super) fn is_target(map: &ImageMap, r: &Reference) -> bool {
     map.images.iter().any(|e| {
         e.target.name() == r.name()
             && match r.digest() {

@@ -501,12 +501,12 @@ proptest! {
             new_seq_offset: if block_seq && style.seq_indented { style.indent } else { 0 },
         };
         let (want, _) = render(&docs, &style, &images, Some(&expect));
-        let opts = RewriteOptions { pin_digests: false, pull_secret: secret.map(str::to_string) };
+        let opts = RewriteOptions { pin_digests: false, pull_secret: secret.map(str::to_string), ..Default::default() };
         let out = rewrite(&input, &relocating_map(), &opts).unwrap();
         prop_assert_eq!(&out.text, &want);
 
         // Every container image is found, in order, and only unmapped ones are missing.
-        let used = image_references(&input).unwrap();
+        let used = image_references(&input, &Default::default()).unwrap();
         let n_containers: usize = docs.iter().map(|d| match d {
             Doc::Workload(w) => w.containers.len() + w.init.len(),
             _ => 0,

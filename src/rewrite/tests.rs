@@ -52,6 +52,7 @@ fn secret(name: &str) -> RewriteOptions {
     RewriteOptions {
         pin_digests: false,
         pull_secret: Some(name.to_string()),
+        ..Default::default()
     }
 }
 
@@ -274,7 +275,9 @@ containers:
     assert_eq!(out.text, input);
     assert!(out.changes.is_empty());
     assert!(out.missing.is_empty());
-    assert!(image_references(input).unwrap().is_empty());
+    assert!(image_references(input, &Default::default())
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -687,7 +690,7 @@ fn malformed_yaml_is_an_error_with_line_and_column() {
         other => panic!("expected a YAML error, got {other:?}"),
     }
     let input = "kind: Pod\nspec: {containers: [}\n";
-    let err = image_references(input).unwrap_err();
+    let err = image_references(input, &Default::default()).unwrap_err();
     assert!(matches!(err, RewriteError::Yaml { line: 2, .. }), "{err}");
     assert!(err.to_string().starts_with("line 2, column "), "{err}");
 }
@@ -735,6 +738,7 @@ fn digests() {
         RewriteOptions {
             pin_digests: true,
             pull_secret: None,
+            ..Default::default()
         },
     );
     assert_eq!(
@@ -761,6 +765,7 @@ spec:
         RewriteOptions {
             pin_digests: true,
             pull_secret: Some("regcred".into()),
+            ..Default::default()
         },
     ] {
         let once = rewrite(input, &map(), &opts).unwrap();
@@ -959,7 +964,7 @@ data: {image: nope}
 kind: CronJob
 spec: {jobTemplate: {spec: {template: {spec: {containers: [{image: "quay.io/a/b:1"}]}}}}}
 "#);
-    let refs: Vec<(usize, String, String)> = image_references(input)
+    let refs: Vec<(usize, String, String)> = image_references(input, &Default::default())
         .unwrap()
         .into_iter()
         .map(|u| (u.line, u.text, u.reference.to_string()))

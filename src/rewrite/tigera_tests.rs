@@ -148,6 +148,7 @@ fn only_the_new_keys_are_added_every_other_byte_kept() {
     let opts = RewriteOptions {
         pin_digests: false,
         pull_secret: Some("regcred".into()),
+        ..Default::default()
     };
     let out = rewrite(INSTALLATION, &map, &opts).unwrap();
     let want = INSTALLATION.replace(
@@ -273,6 +274,7 @@ fn flow_null_and_absent_specs() {
     let opts = RewriteOptions {
         pin_digests: false,
         pull_secret: Some("regcred".into()),
+        ..Default::default()
     };
     let cases = [
         (

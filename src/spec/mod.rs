@@ -10,11 +10,15 @@
 //! platforms: [ os/arch[/variant] ]          (optional)
 //! manifests: [ path | dir | glob ]          (optional)
 //! registries: { host: http(s)://mirror }    (optional)
+//! imageFields: [ {kind, group?, path, tag?, pullPolicy?, pullSecrets?} ] (optional)
+//! relatedImageEnv: [ PATTERN ]              (optional, default [RELATED_IMAGE_*])
+//! imagesFromManifests: bool                 (optional; then images: may be left out)
 //! version: 1                                (optional)
 //! ```
 
 mod manifests;
 mod parse;
+mod rules;
 #[cfg(test)]
 mod tests;
 mod yaml;
@@ -23,6 +27,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::image_rules::ImageRules;
 use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::registry::credentials::{self, Credentials, DockerConfigError};
@@ -52,6 +57,11 @@ pub struct Spec {
     /// `registries:`: requests for a registry host (normalised, `docker.io` for Docker Hub)
     /// go to this URL; its scheme says HTTP or HTTPS.
     pub mirrors: BTreeMap<String, url::Url>,
+    /// `imageFields:` and `relatedImageEnv:`: where the manifests hold images besides pod specs.
+    pub rules: ImageRules,
+    /// `imagesFromManifests: true` (where it is written): pack adds every image the manifests
+    /// use to `images`.
+    pub images_from_manifests: Option<Location>,
     /// Non-fatal problems, each `FILE:LINE:COL: message` (print them as `warning: …`).
     pub warnings: Vec<String>,
 }
@@ -260,6 +270,57 @@ impl Spec {
     /// A pattern that matches nothing is an error.
     pub fn manifest_files(&self) -> Result<Vec<ManifestFile>, SpecError> {
         manifests::expand_all(&self.manifests, &self.path, &self.base_dir())
+    }
+
+    /// The entry for an image found in the manifests (`imagesFromManifests`): the reference
+    /// form, with the credentials of the declared source that contains it, as for `image:`
+    /// entries (see SPEC.md, Credentials). `env` looks up the variables `auth:` names.
+    pub fn found_image(
+        &self,
+        reference: Reference,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ImageEntry, SpecError> {
+        let at = self.images_from_manifests.clone().unwrap_or(Location {
+            path: self.path.clone(),
+            line: 1,
+            column: 1,
+        });
+        let source = self
+            .sources
+            .iter()
+            .rev()
+            .filter(|s| s.auth.is_some() && s.contains(&reference))
+            .max_by_key(|s| s.prefix.len())
+            .or_else(|| {
+                self.sources
+                    .iter()
+                    .find(|s| s.auth.is_some() && s.host == reference.registry())
+            });
+        let mut credentials = None;
+        if let Some(src) = source {
+            let auth = src.auth.as_ref().expect("filtered on auth");
+            let read = |var: &str, at: &Location, field: &'static str| {
+                env(var)
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| SpecError::MissingEnv {
+                        at: at.clone(),
+                        var: var.to_string(),
+                        source_name: src.name.clone(),
+                        field,
+                    })
+            };
+            let user = read(&auth.username_env, &auth.username_at, "usernameEnv")?;
+            let pass = read(&auth.password_env, &auth.password_at, "passwordEnv")?;
+            credentials = Some(Credentials::new(user, pass));
+        }
+        Ok(ImageEntry {
+            reference: reference.with_default_tag(),
+            source: IMAGE_SOURCE.to_string(),
+            credentials,
+            credentials_source: source.map(|s| s.name.clone()),
+            line: at.line,
+            column: at.column,
+        })
     }
 
     /// The source named `name`, if declared under `sources:`.

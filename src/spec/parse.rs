@@ -22,6 +22,9 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "platforms",
     "manifests",
     "registries",
+    "imageFields",
+    "relatedImageEnv",
+    "imagesFromManifests",
 ];
 pub(super) const SOURCE_KEYS: &[&str] = &["registry", "auth"];
 pub(super) const AUTH_KEYS: &[&str] = &["usernameEnv", "passwordEnv"];
@@ -53,10 +56,22 @@ pub(super) fn parse(text: &str, path: &Path, env: Env<'_>) -> Result<Spec, SpecE
         Some(v) => p.sources(v)?,
         None => Vec::new(),
     };
-    let Some(images_node) = get("images") else {
-        return Err(doc.invalid(&root, ErrorKind::Missing, "the spec has no `images:` list"));
+    let from_manifests = match get("imagesFromManifests") {
+        Some(v) => super::rules::boolean(&doc, v, "imagesFromManifests")?,
+        None => false,
     };
-    let images = p.images(images_node, &sources)?;
+    let images = match get("images") {
+        Some(node)
+            if from_manifests && matches!(&node.data, YamlData::Sequence(s) if s.is_empty()) =>
+        {
+            Vec::new()
+        }
+        Some(node) => p.images(node, &sources)?,
+        None if from_manifests => Vec::new(),
+        None => {
+            return Err(doc.invalid(&root, ErrorKind::Missing, "the spec has no `images:` list"))
+        }
+    };
     let platforms = match get("platforms") {
         Some(v) => p.platforms(v)?,
         None => Vec::new(),
@@ -69,6 +84,22 @@ pub(super) fn parse(text: &str, path: &Path, env: Env<'_>) -> Result<Spec, SpecE
         Some(v) => p.mirrors(v)?,
         None => BTreeMap::new(),
     };
+    if from_manifests && manifests.is_empty() {
+        let node = get("imagesFromManifests").unwrap_or(&root);
+        return Err(doc.invalid(
+            node,
+            ErrorKind::Missing,
+            "imagesFromManifests: true needs `manifests:` to find the images in",
+        ));
+    }
+    let fields = match get("imageFields") {
+        Some(v) => super::rules::image_fields(&doc, v)?,
+        None => Vec::new(),
+    };
+    let env_patterns = match get("relatedImageEnv") {
+        Some(v) => Some(super::rules::related_env(&doc, v)?),
+        None => None,
+    };
     let images = p.attach_credentials(images, &sources, env)?;
     Ok(Spec {
         path: path.to_path_buf(),
@@ -77,6 +108,10 @@ pub(super) fn parse(text: &str, path: &Path, env: Env<'_>) -> Result<Spec, SpecE
         platforms,
         manifests,
         mirrors,
+        rules: super::rules::rules(fields, env_patterns),
+        images_from_manifests: from_manifests
+            .then(|| get("imagesFromManifests").map(|v| doc.at(v)))
+            .flatten(),
         warnings: p.warnings,
     })
 }

@@ -1057,8 +1057,84 @@ fn schema_matches_the_parser() {
     image_keys.extend(keys(&defs["plainImage"]));
     image_keys.sort();
     assert_eq!(image_keys, sorted(parse::IMAGE_KEYS));
+    assert_eq!(keys(&defs["imageField"]), sorted(rules::FIELD_KEYS));
+    assert_eq!(defs["imageField"]["additionalProperties"], false);
     for def in ["source", "auth", "namedImage", "plainImage"] {
         assert_eq!(defs[def]["additionalProperties"], false, "{def}");
     }
     assert_eq!(schema["additionalProperties"], false);
+}
+
+#[test]
+fn image_rules_and_images_from_manifests() {
+    let s = ok("\
+imagesFromManifests: true
+manifests: [k8s/]
+imageFields:
+- {kind: Prometheus, group: monitoring.coreos.com, path: spec.image, pullPolicy: imagePullPolicy}
+- {kind: ArgoCD, path: spec.image, tag: version}
+relatedImageEnv: [RELATED_IMAGE_*, '*_IMAGE']
+sources:
+  quay: {registry: quay.io, auth: {usernameEnv: QUAY_USER, passwordEnv: QUAY_PASS}}
+");
+    assert!(s.images.is_empty());
+    assert_eq!(s.images_from_manifests.as_ref().map(|l| l.line), Some(1));
+    assert_eq!(s.rules.fields.len(), 2);
+    assert_eq!(
+        s.rules.fields[0].group.as_deref(),
+        Some("monitoring.coreos.com")
+    );
+    assert_eq!(s.rules.fields[1].tag.as_deref(), Some("version"));
+    assert_eq!(s.rules.related_image_env, ["RELATED_IMAGE_*", "*_IMAGE"]);
+    // A found image gets the credentials of the source that contains it.
+    let e = s
+        .found_image(Reference::parse("quay.io/org/app:1").unwrap(), &env)
+        .unwrap();
+    assert_eq!(e.source, IMAGE_SOURCE);
+    assert_eq!(e.credentials_source.as_deref(), Some("quay"));
+    assert!(e.credentials.is_some());
+    let hub = s
+        .found_image(Reference::parse("redis").unwrap(), &env)
+        .unwrap();
+    assert_eq!(hub.reference.to_string(), "docker.io/library/redis:latest");
+    assert!(hub.credentials.is_none());
+    // Without the switch, nothing changes: images: is required, rules default.
+    let plain = ok("images: [{image: redis:7}]\n");
+    assert!(plain.images_from_manifests.is_none() && plain.rules.is_default());
+}
+
+#[test]
+fn bad_image_rules_are_errors_at_their_line() {
+    fails_at("imagesFromManifests: true\n", 1, 22, "needs `manifests:`");
+    fails_at(
+        "imagesFromManifests: yes please\nmanifests: [k]\n",
+        1,
+        22,
+        "expected true or false",
+    );
+    fails_at(
+        "images: [{image: a}]\nimageFields:\n- {kind: Prometheus}\n",
+        3,
+        3,
+        "no `path:`",
+    );
+    fails_at(
+        "images: [{image: a}]\nimageFields:\n- {kind: Prometheus, path: spec..image}\n",
+        3,
+        3,
+        "is not a key",
+    );
+    fails_at(
+        "images: [{image: a}]\nimageFields:\n- {kind: Prometheus, path: spec.image, colour: red}\n",
+        3,
+        40,
+        "unknown key `colour`",
+    );
+    fails_at(
+        "images: [{image: a}]\nrelatedImageEnv: ['*']\n",
+        2,
+        19,
+        "would take every variable",
+    );
+    fails_at("imageFields: [{kind: X, path: a}]\n", 1, 1, "no `images:`");
 }
