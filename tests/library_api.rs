@@ -70,6 +70,7 @@ fn pack_then_load_with_every_output_through_the_library() {
                     rewrite: RewriteOptions {
                         pin_digests: true,
                         pull_secret: Some("regcred".into()),
+                        ..Default::default()
                     },
                     allow_missing: false,
                 },
