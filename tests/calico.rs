@@ -103,6 +103,7 @@ fn run(target: &str, mode: Mode) -> (Out, ImageMap) {
             rewrite: RewriteOptions {
                 pin_digests: false,
                 pull_secret: Some("regcred".into()),
+                ..Default::default()
             },
             allow_missing: false,
         },
