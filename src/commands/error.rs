@@ -44,7 +44,7 @@ impl CommandError {
     pub fn hint(&self) -> Option<String> {
         use CommandErrorKind as K;
         match self.kind() {
-            K::Pack(e) => e.hint(),
+            K::Pack(e) | K::FoundImage { source: e, .. } => e.hint(),
             K::Load(e) => e.hint(),
             K::Manifests(e) => e.hint(),
             K::Naming(e) => e.hint(),
@@ -60,6 +60,13 @@ pub enum CommandErrorKind {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Pack(#[from] PackError),
+    /// A pack error about an image `imagesFromManifests` found: where it was found.
+    #[error("{origin}: the image found there")]
+    FoundImage {
+        origin: String,
+        #[source]
+        source: PackError,
+    },
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("bundle {}", path.display())]

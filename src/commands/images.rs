@@ -135,6 +135,18 @@ pub fn image_list(
             .collect();
         let found = discover_images(&files, &spec.rules)?;
         notes = found.notes;
+        let has_calico = images
+            .iter()
+            .any(|(e, _)| crate::rewrite::is_operator_image(e.reference.repository()));
+        if !has_calico {
+            for at in &found.installations_without_image_set {
+                notes.push(format!(
+                    "{at}: the Tigera operator computes the Calico image names of this \
+                     Installation itself, so they cannot be found in the manifests: list them \
+                     under images: (or carry the release's ImageSet)"
+                ));
+            }
+        }
         for f in found.images {
             if images
                 .iter()

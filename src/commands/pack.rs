@@ -152,7 +152,23 @@ pub async fn pack(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned()),
     };
-    let s = crate::pack::pack(images, k8s, &opts, progress).await?;
+    let s = match crate::pack::pack(images, k8s, &opts, progress).await {
+        Ok(s) => s,
+        Err(e) => {
+            // Name where a found image came from: the manifest line is what the user edits.
+            let found = e.image().and_then(|image| {
+                list.images.iter().find_map(|(entry, origin)| {
+                    (entry.reference.to_string() == image
+                        && matches!(origin, super::images::Origin::Manifest { .. }))
+                    .then(|| origin.to_string())
+                })
+            });
+            return Err(match found {
+                Some(origin) => CommandErrorKind::FoundImage { origin, source: e }.into(),
+                None => e.into(),
+            });
+        }
+    };
     Ok(PackReport {
         report_version: super::REPORT_VERSION,
         output: cmd.output.clone(),

@@ -128,6 +128,18 @@ pub enum PackError {
 }
 
 impl PackError {
+    /// The image the error is about, when it is about one.
+    pub fn image(&self) -> Option<&str> {
+        match self {
+            PackError::Registry { image, .. }
+            | PackError::Manifest { image, .. }
+            | PackError::NoPlatform { image, .. }
+            | PackError::Invalid { image, .. }
+            | PackError::Blob { image, .. } => Some(image),
+            _ => None,
+        }
+    }
+
     /// Advice from the error this wraps, where it passes one through unchanged.
     pub fn hint(&self) -> Option<String> {
         match self {

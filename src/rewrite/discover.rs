@@ -27,8 +27,11 @@ pub struct FoundImage {
 pub struct Discovery {
     /// In file order, then line order; each reference once (the first use).
     pub images: Vec<FoundImage>,
-    /// Things the user should know (`file:line: …`), e.g. an Installation without ImageSet.
+    /// Things the user should know (`file:line: …`).
     pub notes: Vec<String>,
+    /// `file:line` of each Tigera `Installation` when no `ImageSet` names its images: the
+    /// operator computes them, so they cannot be found here.
+    pub installations_without_image_set: Vec<String>,
 }
 
 /// What an Installation's `spec` says about image names (empty: absent).
@@ -106,11 +109,8 @@ pub fn discover_images(files: &[NamedFile], rules: &ImageRules) -> Result<Discov
         .all(|i| !matches!(i.kind, UseKind::ImageSet(_)))
     {
         for (file, line, _) in &installations {
-            out.notes.push(format!(
-                "{file}:{line}: the Tigera operator computes the Calico image names of this \
-                 Installation itself; they are found only through an ImageSet: list them under \
-                 images: (or carry the ImageSet of the release)"
-            ));
+            out.installations_without_image_set
+                .push(format!("{file}:{line}"));
         }
     }
     let mut seen = std::collections::HashSet::new();

@@ -51,6 +51,11 @@ mod tests;
 mod tigera_tests;
 
 pub use discover::{discover_images, Discovery, FoundImage};
+
+/// Whether a repository (`calico/node`, `tigera/operator`) is one the Tigera operator deploys.
+pub fn is_operator_image(repository: &str) -> bool {
+    tigera::operator_image(repository).is_some()
+}
 pub use files::{
     missing_images, rewrite_all, K8sError, K8sOptions, MissingImage, NamedFile, RewrittenSet,
 };
