@@ -297,6 +297,20 @@ fn discovered_images_pack_the_explicit_bundle_and_load_with_nothing_left_at_the_
     let out = airgap(args!["pack", &found, "--list-images", "--json"], &[]);
     assert_success(&out);
     let json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("bundle-spec/schemas/list-images.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&json)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{json}");
     let images = json["images"].as_array().unwrap();
     assert_eq!(images.len(), 3);
     assert_eq!(
