@@ -300,6 +300,18 @@ pub struct ServeArgs {
     /// The private key of --tls-cert (PEM)
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Require a user of this htpasswd file (bcrypt entries, as `htpasswd -B` writes them)
+    /// for every pull; /healthz and /metrics stay open. Without it, pulls are anonymous (a
+    /// warning when listening beyond loopback)
+    #[arg(long, value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+    /// Answer connections beyond this many with 503 and Retry-After
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub max_connections: usize,
+    /// On SIGTERM or Ctrl-C, stop accepting and let responses in flight finish for up to
+    /// this many seconds
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub shutdown_timeout: u64,
     /// Print no startup listing and no request log (errors only)
     #[arg(short, long)]
     pub quiet: bool,
@@ -471,6 +483,9 @@ impl ServeArgs {
                 }),
                 _ => None,
             },
+            htpasswd: self.htpasswd.clone(),
+            max_connections: self.max_connections,
+            shutdown_timeout: std::time::Duration::from_secs(self.shutdown_timeout),
         }
     }
 }

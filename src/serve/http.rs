@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -15,6 +16,7 @@ use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
+use super::ops::{Htpasswd, Metrics};
 use super::{Blob, Catalog, ServeError, ServeOptions};
 use crate::bundle::seek::send_chunks;
 use crate::digest::Digest;
@@ -26,9 +28,18 @@ type Body = BoxBody<Bytes, io::Error>;
 pub struct Server {
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    max_connections: u64,
+    shutdown_timeout: std::time::Duration,
+}
+
+/// What every connection's requests read.
+struct Shared {
     catalog: Arc<Catalog>,
     progress: Arc<dyn Progress>,
     access_log: bool,
+    metrics: Arc<Metrics>,
+    auth: Option<Htpasswd>,
 }
 
 /// Opens the bundle and binds the listener; [`Server::run`] then answers until cancelled.
@@ -47,6 +58,16 @@ pub async fn serve(opts: ServeOptions, progress: Arc<dyn Progress>) -> Result<Se
         Some(files) => Some(tls_acceptor(files)?),
         None => None,
     };
+    let auth = match &opts.htpasswd {
+        Some(p) => Some(Htpasswd::read(p)?),
+        None => None,
+    };
+    if auth.is_none() && !opts.listen.ip().is_loopback() {
+        progress.warn(&format!(
+            "anyone who can reach {} can pull every image: no --htpasswd",
+            opts.listen
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -56,9 +77,15 @@ pub async fn serve(opts: ServeOptions, progress: Arc<dyn Progress>) -> Result<Se
     Ok(Server {
         listener,
         tls,
-        catalog: Arc::new(catalog),
-        progress,
-        access_log: opts.access_log,
+        shared: Arc::new(Shared {
+            catalog: Arc::new(catalog),
+            progress,
+            access_log: opts.access_log,
+            metrics: Arc::new(Metrics::default()),
+            auth,
+        }),
+        max_connections: opts.max_connections.max(1) as u64,
+        shutdown_timeout: opts.shutdown_timeout,
     })
 }
 
@@ -68,21 +95,39 @@ impl Server {
     }
 
     pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+        &self.shared.catalog
     }
 
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
 
-    /// Accepts connections forever (the caller stops it, e.g. on Ctrl-C).
+    /// Answers until SIGTERM or Ctrl-C, then stops accepting and lets the responses in
+    /// flight finish for at most the shutdown timeout.
     pub async fn run(self) -> Result<(), ServeError> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Answers until `stop` completes, then shuts down as [`Server::run`] does.
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::pin!(stop);
+        let metrics = self.shared.metrics.clone();
         loop {
-            let (stream, _) = match self.listener.accept().await {
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                _ = &mut stop => break,
+            };
+            let (stream, _) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     // Out of file descriptors and the like: pause rather than spin.
-                    self.progress.warn(&format!("accepting a connection: {e}"));
+                    self.shared
+                        .progress
+                        .warn(&format!("accepting a connection: {e}"));
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
@@ -90,13 +135,19 @@ impl Server {
             // Without it, Nagle holds each response's last segment for the client's delayed
             // ACK: 14 ms per small blob on a kept-alive connection instead of under 4.
             let _ = stream.set_nodelay(true);
-            let catalog = self.catalog.clone();
-            let progress = self.progress.clone();
-            let log = self.access_log;
+            if metrics.open_connections.load(Ordering::Relaxed) >= self.max_connections {
+                Metrics::add(&metrics.refused_connections, 1);
+                tokio::spawn(refuse(stream));
+                continue;
+            }
+            let guard = Open::new(metrics.clone());
+            let shared = self.shared.clone();
             let tls = self.tls.clone();
+            let rx = rx.clone();
             tokio::spawn(async move {
+                let _guard = guard;
                 match tls {
-                    None => connection(stream, catalog, progress, log).await,
+                    None => connection(stream, shared, rx).await,
                     Some(acceptor) => {
                         let handshake = tokio::time::timeout(
                             std::time::Duration::from_secs(30),
@@ -104,47 +155,188 @@ impl Server {
                         );
                         // A failed handshake is the client's (wrong CA, plain HTTP).
                         if let Ok(Ok(s)) = handshake.await {
-                            connection(s, catalog, progress, log).await;
+                            connection(s, shared, rx).await;
                         }
                     }
                 }
             });
         }
+        drop(self.listener);
+        let _ = tx.send(true);
+        let open = || metrics.open_connections.load(Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        while open() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let left = open();
+        if left > 0 {
+            self.shared.progress.warn(&format!(
+                "shutting down with {left} connection(s) still open after {:?}",
+                self.shutdown_timeout
+            ));
+        } else {
+            self.shared
+                .progress
+                .item("shut down: every response finished");
+        }
+        Ok(())
     }
 }
 
-/// Answers the requests of one connection (plain TCP or TLS).
-async fn connection<S>(stream: S, catalog: Arc<Catalog>, progress: Arc<dyn Progress>, log: bool)
+/// SIGTERM (systemd, Kubernetes) or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Counts an open connection for as long as it lives.
+struct Open(Arc<Metrics>);
+
+impl Open {
+    fn new(m: Arc<Metrics>) -> Open {
+        Metrics::add(&m.open_connections, 1);
+        Open(m)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Beyond `--max-connections`: a 503 with `Retry-After`, then close.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"airgap serve is at --max-connections; retry"}]}"#;
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        use tokio::io::AsyncReadExt;
+        // Read the request head first: a client that is answered before it has sent its
+        // request takes the answer for a protocol error, not for a 503.
+        let mut head = Vec::with_capacity(1024);
+        let mut buf = [0u8; 1024];
+        while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = stream.write_all(resp.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// Answers the requests of one connection (plain TCP or TLS) until it closes, or, once
+/// `stop` says so, until the response in flight is done.
+async fn connection<S>(stream: S, shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-        let catalog = catalog.clone();
-        let progress = progress.clone();
+        let shared = shared.clone();
         async move {
-            let resp = handle(&catalog, &req);
-            if log {
-                let len = resp
-                    .headers()
-                    .get(CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                progress.item(&format!(
-                    "{} {} -> {} ({len} bytes)",
+            let started = std::time::Instant::now();
+            let resp = handle_request(&shared, &req);
+            let status = resp.status().as_u16();
+            shared.metrics.request(status);
+            let len = resp
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string();
+            if shared.access_log {
+                shared.progress.item(&format!(
+                    "{} {} -> {status} ({len} bytes, {:.1} ms)",
                     req.method(),
                     req.uri(),
-                    resp.status().as_u16()
+                    started.elapsed().as_secs_f64() * 1000.0
                 ));
             }
             Ok::<_, Infallible>(resp)
         }
     });
-    // A client that goes away mid-response is not our error to report.
-    let _ = hyper::server::conn::http1::Builder::new()
+    let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(30))
-        .serve_connection(TokioIo::new(stream), svc)
-        .await;
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    // A client that goes away mid-response is not our error to report.
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        // The guard `wait_for` returns must not live across the awaits below.
+        _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.as_mut().await;
+        }
+    }
+}
+
+/// `/healthz` and `/metrics` (never behind `--htpasswd`: probes and scrapers), then the
+/// registry API, behind `--htpasswd` when given.
+fn handle_request(shared: &Shared, req: &Request<hyper::body::Incoming>) -> Response<Body> {
+    let plain = |text: String, ctype: &'static str| {
+        Response::builder()
+            .header(CONTENT_TYPE, ctype)
+            .header(CONTENT_LENGTH, text.len())
+            .body(full(text))
+            .expect("valid headers")
+    };
+    match req.uri().path() {
+        "/healthz" => return plain("ok\n".into(), "text/plain"),
+        "/metrics" => {
+            return plain(
+                shared.metrics.render(),
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+        }
+        _ => {}
+    }
+    if let Some(auth) = &shared.auth {
+        let header = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if auth.check(header).is_none() {
+            Metrics::add(&shared.metrics.auth_failures, 1);
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "authentication required",
+            );
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"airgap serve\""),
+            );
+            return r;
+        }
+    }
+    let resp = handle(&shared.catalog, &shared.metrics, req);
+    if req.method() == Method::GET && resp.headers().get("Accept-Ranges").is_none() {
+        // Small bodies sent whole; blob bodies count themselves as they go.
+        let len = resp
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
+        Metrics::add(&shared.metrics.bytes_sent, len);
+    }
+    resp
 }
 
 /// The TLS side: a certificate chain and key from PEM files, TLS 1.2 and 1.3.
@@ -207,7 +399,11 @@ fn json(value: serde_json::Value, link: Option<String>) -> Response<Body> {
     b.body(full(bytes)).expect("valid headers")
 }
 
-pub(super) fn handle(cat: &Arc<Catalog>, req: &Request<hyper::body::Incoming>) -> Response<Body> {
+pub(super) fn handle(
+    cat: &Arc<Catalog>,
+    metrics: &Arc<Metrics>,
+    req: &Request<hyper::body::Incoming>,
+) -> Response<Body> {
     let head = req.method() == Method::HEAD;
     let mut resp = if req.method() != Method::GET && !head {
         error(
@@ -216,7 +412,7 @@ pub(super) fn handle(cat: &Arc<Catalog>, req: &Request<hyper::body::Incoming>) -
             "airgap serve is read-only: load the bundle into a registry to push",
         )
     } else {
-        route(cat, req, head)
+        route(cat, metrics, req, head)
     };
     resp.headers_mut().insert(
         "Docker-Distribution-API-Version",
@@ -229,7 +425,12 @@ pub(super) fn handle(cat: &Arc<Catalog>, req: &Request<hyper::body::Incoming>) -
     resp
 }
 
-fn route(cat: &Arc<Catalog>, req: &Request<hyper::body::Incoming>, head: bool) -> Response<Body> {
+fn route(
+    cat: &Arc<Catalog>,
+    metrics: &Arc<Metrics>,
+    req: &Request<hyper::body::Incoming>,
+    head: bool,
+) -> Response<Body> {
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
     let Some(rest) = path.strip_prefix("/v2/") else {
@@ -302,7 +503,9 @@ fn route(cat: &Arc<Catalog>, req: &Request<hyper::body::Incoming>, head: bool) -
                     "blob {digest} is only in the base of this delta bundle; serve the base, or load both into a registry"
                 ),
             ),
-            Some(Some(blob)) => blob_response(cat, blob, req.headers().get("Range"), head),
+            Some(Some(blob)) => {
+                blob_response(cat, metrics, blob, req.headers().get("Range"), head)
+            }
         };
     }
     error(StatusCode::NOT_FOUND, "NOT_FOUND", "unknown endpoint")
@@ -376,6 +579,7 @@ fn parse_range(value: &str, size: u64) -> Result<(u64, u64), ()> {
 
 fn blob_response(
     cat: &Arc<Catalog>,
+    metrics: &Arc<Metrics>,
     blob: &Blob,
     range: Option<&HeaderValue>,
     head: bool,
@@ -412,8 +616,10 @@ fn blob_response(
     let body = if head {
         full(Bytes::new())
     } else {
+        Metrics::add(&metrics.blobs_served, 1);
         stream_blob(
             cat.clone(),
+            metrics.clone(),
             blob.clone(),
             start,
             len,
@@ -430,9 +636,17 @@ fn blob_response(
 /// Streams `len` bytes of `blob` from `start`, read on a blocking thread. A whole-blob read
 /// is hashed; on a mismatch the body ends in an error, which cuts the connection before the
 /// response completes.
-fn stream_blob(cat: Arc<Catalog>, blob: Blob, start: u64, len: u64, verify: bool) -> Body {
+fn stream_blob(
+    cat: Arc<Catalog>,
+    metrics: Arc<Metrics>,
+    blob: Blob,
+    start: u64,
+    len: u64,
+    verify: bool,
+) -> Body {
     const CHUNK: usize = 256 * 1024;
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+    let counted = metrics.clone();
     tokio::task::spawn_blocking(move || {
         let result = send_chunks(
             cat.src.clone(),
@@ -445,6 +659,9 @@ fn stream_blob(cat: Arc<Catalog>, blob: Blob, start: u64, len: u64, verify: bool
             |b| send(&tx, Ok(b)),
         );
         if let Err(e) = result {
+            if matches!(e, crate::bundle::BundleError::DigestMismatch { .. }) {
+                Metrics::add(&metrics.verification_failures, 1);
+            }
             // The body ends in an error: the connection is cut before the response completes.
             send(
                 &tx,
@@ -452,7 +669,7 @@ fn stream_blob(cat: Arc<Catalog>, blob: Blob, start: u64, len: u64, verify: bool
             );
         }
     });
-    ChannelBody(rx).boxed()
+    ChannelBody(rx, counted).boxed()
 }
 
 /// How long a client may leave a response unread before its reader thread gives up: a
@@ -468,7 +685,7 @@ fn send(tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>, item: io::Result<Byte
     )
 }
 
-struct ChannelBody(tokio::sync::mpsc::Receiver<io::Result<Bytes>>);
+struct ChannelBody(tokio::sync::mpsc::Receiver<io::Result<Bytes>>, Arc<Metrics>);
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
@@ -477,7 +694,15 @@ impl hyper::body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+        let metrics = self.1.clone();
+        self.0.poll_recv(cx).map(|o| {
+            o.map(|r| {
+                r.map(|b| {
+                    Metrics::add(&metrics.bytes_sent, b.len() as u64);
+                    Frame::data(b)
+                })
+            })
+        })
     }
 }
 

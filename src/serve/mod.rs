@@ -8,6 +8,7 @@
 //! complete response with wrong content.
 
 mod http;
+pub mod ops;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -25,7 +26,7 @@ use crate::manifest::MAX_MANIFEST_SIZE;
 use crate::naming::{Mode, NamingError, Target};
 use crate::progress::Progress;
 
-pub use http::{serve, Server};
+pub use http::{serve, shutdown_signal, Server};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -48,6 +49,8 @@ pub enum ServeError {
     },
     #[error("TLS: {}: {reason}", path.display())]
     Tls { path: PathBuf, reason: String },
+    #[error("--htpasswd")]
+    Auth(#[from] ops::AuthFileError),
     #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
@@ -66,6 +69,12 @@ pub struct ServeOptions {
     pub access_log: bool,
     /// Serve HTTPS with this certificate chain and private key (PEM files).
     pub tls: Option<TlsFiles>,
+    /// Require these users (bcrypt htpasswd file) for the registry API.
+    pub htpasswd: Option<PathBuf>,
+    /// Connections beyond this many are answered 503 with `Retry-After`.
+    pub max_connections: usize,
+    /// On SIGTERM, how long responses in flight may take to finish.
+    pub shutdown_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -1,0 +1,322 @@
+//! `airgap serve` as an operator runs it (issue 20): pulls behind an htpasswd file made by
+//! Apache's `htpasswd -B` and judged by skopeo, `/healthz`, Prometheus `/metrics`,
+//! `--max-connections` refusing with 503 and `Retry-After`, and SIGTERM letting the response
+//! in flight finish (digest checked) before a clean exit.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use support::cli::{AirgapCmd, RunningAirgap};
+use support::skopeo::skopeo;
+use support::*;
+
+const PASSWORD: &str = "s3cret-site-pw";
+
+struct World {
+    _dir: tempfile::TempDir,
+    bundle: PathBuf,
+    image: Image,
+    big: BlobRef,
+}
+
+/// One image with a 12 MiB layer, packed once for every test of this binary.
+fn world() -> &'static World {
+    static W: OnceLock<World> = OnceLock::new();
+    W.get_or_init(|| {
+        let src = Registry::start(RegistryOpts::plain());
+        let fx = Fixtures::new(&src);
+        let image = fx.big_layer_image("site/app", "1.0", 12 * 1024 * 1024, 71);
+        let dir = tempdir();
+        let spec = Spec::new()
+            .image(&image.reference(&src.host()))
+            .write(dir.path());
+        let bundle = dir.path().join("b.tar.zst");
+        pack_ok(&spec, &bundle, args![src.source_flags(), "-q"]);
+        let big = image.layers().into_iter().max_by_key(|l| l.size).unwrap();
+        World {
+            _dir: dir,
+            bundle,
+            image,
+            big,
+        }
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// `airgap serve` on a free port, once `/healthz` answers.
+fn serve(extra: &[String]) -> (RunningAirgap, u16) {
+    let port = free_port();
+    let mut a = args![
+        "serve",
+        &world().bundle,
+        "--listen",
+        format!("127.0.0.1:{port}")
+    ];
+    a.extend(extra.iter().cloned());
+    let mut proc = AirgapCmd::new(&a).spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = proc.child.try_wait().unwrap() {
+            panic!("serve exited ({s}):\n{}", text_of(&proc.wait()));
+        }
+        let ok = client()
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200);
+        if ok {
+            return (proc, port);
+        }
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn htpasswd(dir: &Path, flag: &str) -> PathBuf {
+    let file = dir.join("users");
+    let out = Command::new("htpasswd")
+        .args([flag, "-b", "-c"])
+        .arg(&file)
+        .args(["site", PASSWORD])
+        .output()
+        .expect("htpasswd (apache2-utils) is installed by scripts/install-deps.sh");
+    assert!(out.status.success(), "{out:?}");
+    file
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+#[test]
+fn htpasswd_protects_pulls_and_metrics_count_them() {
+    let w = world();
+    let dir = tempdir();
+    let users = htpasswd(dir.path(), "-B");
+    let (proc, port) = serve(&args!["--htpasswd", &users]);
+    let host = format!("127.0.0.1:{port}");
+    let reference = format!("docker://{host}/site/app:1.0");
+
+    // skopeo with the user's credentials gets the image, by digest.
+    let out = skopeo(&args![
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        format!("site:{PASSWORD}"),
+        &reference
+    ]);
+    assert!(out.status.success(), "{}", text_of(&out));
+    assert_eq!(sha256_digest(&out.stdout), w.image.digest);
+    // Without, or with a wrong password: refused.
+    let out = skopeo(&args!["inspect", "--raw", "--tls-verify=false", &reference]);
+    assert!(!out.status.success());
+    let out = skopeo(&args![
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        "site:wrong",
+        &reference
+    ]);
+    assert!(!out.status.success());
+    let r = client().get(format!("http://{host}/v2/")).send().unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"].to_str().unwrap(),
+        "Basic realm=\"airgap serve\""
+    );
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED");
+
+    // The big layer, whole, with the credentials: the bytes count.
+    let r = client()
+        .get(format!("http://{host}/v2/site/app/blobs/{}", w.big.digest))
+        .basic_auth("site", Some(PASSWORD))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(sha256_digest(&r.bytes().unwrap()), w.big.digest);
+
+    // Probes and scrapers need no credentials.
+    let r = client()
+        .get(format!("http://{host}/healthz"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client()
+        .get(format!("http://{host}/metrics"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let m = r.text().unwrap();
+    assert!(
+        metric(&m, "airgap_serve_requests_total{status=\"401\"}") >= 3,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "airgap_serve_requests_total{status=\"200\"}") >= 3,
+        "{m}"
+    );
+    assert!(metric(&m, "airgap_serve_auth_failures_total") >= 3, "{m}");
+    assert!(
+        metric(&m, "airgap_serve_bytes_sent_total") >= w.big.size,
+        "{m}"
+    );
+    assert!(metric(&m, "airgap_serve_blobs_served_total") >= 1, "{m}");
+    assert_eq!(metric(&m, "airgap_serve_verification_failures_total"), 0);
+    assert!(metric(&m, "airgap_serve_open_connections") >= 1, "{m}");
+
+    let mut proc = proc;
+    proc.kill();
+    let out = proc.wait();
+    let text = text_of(&out);
+    assert!(
+        !text.contains(PASSWORD),
+        "the password was printed:\n{text}"
+    );
+    assert!(text.contains("GET /v2/ -> 401"), "{text}");
+    assert!(
+        text.contains(" ms)"),
+        "access log lines give the duration: {text}"
+    );
+}
+
+#[test]
+fn htpasswd_files_that_are_not_bcrypt_are_refused_at_startup() {
+    let dir = tempdir();
+    let md5 = htpasswd(dir.path(), "-m");
+    let port = free_port();
+    let out = airgap(
+        args![
+            "serve",
+            &world().bundle,
+            "--listen",
+            format!("127.0.0.1:{port}"),
+            "--htpasswd",
+            &md5
+        ],
+        &[],
+    );
+    assert_failure_contains(
+        &out,
+        &[
+            &format!("{}:1", md5.display()),
+            "not a bcrypt hash",
+            "htpasswd -B",
+        ],
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nothing listens"
+    );
+    let missing = dir.path().join("nope");
+    let out = airgap(args!["serve", &world().bundle, "--htpasswd", &missing], &[]);
+    assert_failure_contains(&out, &[&missing.display().to_string(), "No such file"]);
+}
+
+#[test]
+fn connections_beyond_the_limit_get_503_with_retry_after() {
+    let (_proc, port) = serve(&args!["--max-connections", "1", "-q"]);
+    std::thread::sleep(Duration::from_millis(200)); // the probe's connection closes
+                                                    // One client holds the only slot with a request it has not finished sending.
+    let mut held = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    held.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = client()
+        .get(format!("http://127.0.0.1:{port}/v2/"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert!(r.text().unwrap().contains("--max-connections"));
+    // The held client finishes and is answered; then there is room again.
+    held.write_all(b"Connection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    held.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = client()
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .unwrap();
+        if r.status() == 200 {
+            let m = r.text().unwrap();
+            assert_eq!(
+                metric(&m, "airgap_serve_refused_connections_total"),
+                1,
+                "{m}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never room again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_finishes_the_response_in_flight_then_exits_cleanly() {
+    let w = world();
+    let (proc, port) = serve(&args!["--shutdown-timeout", "20"]);
+    let mut resp = client()
+        .get(format!(
+            "http://127.0.0.1:{port}/v2/site/app/blobs/{}",
+            w.big.digest
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = vec![0u8; 64 * 1024];
+    resp.read_exact(&mut body).unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &proc.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    std::thread::sleep(Duration::from_millis(300));
+    // No new connections once shutting down.
+    assert!(
+        client()
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .is_err(),
+        "still accepting after SIGTERM"
+    );
+    resp.read_to_end(&mut body).unwrap();
+    assert_eq!(body.len() as u64, w.big.size);
+    assert_eq!(sha256_digest(&body), w.big.digest);
+    let out = proc.wait();
+    assert!(out.status.success(), "{}", text_of(&out));
+    assert!(
+        text_of(&out).contains("shut down: every response finished"),
+        "{}",
+        text_of(&out)
+    );
+}
