@@ -308,6 +308,10 @@ pub struct ServeArgs {
     /// Answer connections beyond this many with 503 and Retry-After
     #[arg(long, default_value_t = 512, value_name = "N")]
     pub max_connections: usize,
+    /// Buffer memory for blob reads in total (counted as 6 MiB per blob read at once; more
+    /// clients wait their turn instead of growing the server), e.g. 64M
+    #[arg(long, default_value = "64M", value_name = "SIZE", value_parser = parse_size)]
+    pub memory: u64,
     /// On SIGTERM or Ctrl-C, stop accepting and let responses in flight finish for up to
     /// this many seconds
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
@@ -486,6 +490,7 @@ impl ServeArgs {
             htpasswd: self.htpasswd.clone(),
             max_connections: self.max_connections,
             shutdown_timeout: std::time::Duration::from_secs(self.shutdown_timeout),
+            memory: self.memory,
         }
     }
 }

@@ -320,3 +320,62 @@ fn sigterm_finishes_the_response_in_flight_then_exits_cleanly() {
         text_of(&out)
     );
 }
+
+/// Peak resident memory of a process, from `/proc` (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")?
+                .trim()
+                .strip_suffix(" kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap()
+}
+
+/// 256 clients pulling the 12 MiB layer at once: every body right, and the server's peak
+/// memory within 64 MiB with `--memory 32M` (readers beyond the budget wait their turn;
+/// without a bound this run peaks at about 725 MiB). `AIRGAP_TEST_SERVE_MEMORY` overrides the
+/// budget for measuring.
+#[test]
+fn many_clients_at_once_stay_within_the_memory_budget() {
+    let w = world();
+    let memory = std::env::var("AIRGAP_TEST_SERVE_MEMORY").unwrap_or("32M".into());
+    let (mut proc, port) = serve(&args!["-q", "--memory", memory]);
+    let url = format!("http://127.0.0.1:{port}/v2/site/app/blobs/{}", w.big.digest);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..256)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let c = reqwest::blocking::Client::builder()
+                    .no_proxy()
+                    .timeout(Duration::from_secs(300))
+                    .build()
+                    .unwrap();
+                let body = c.get(&url).send().unwrap().bytes().unwrap();
+                sha256_digest(&body)
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), w.big.digest);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let rss = peak_rss_kib(proc.id());
+    eprintln!(
+        "256 clients x {} MiB: {:.1} s, {:.0} MiB/s in total, server peak RSS {} MiB",
+        w.big.size >> 20,
+        secs,
+        (256 * w.big.size) as f64 / secs / 1048576.0,
+        rss / 1024
+    );
+    proc.kill();
+    if std::env::var("AIRGAP_TEST_SERVE_MEMORY").is_err() {
+        assert!(rss < 64 * 1024, "server peak RSS {} MiB", rss / 1024);
+    }
+}

@@ -40,7 +40,14 @@ struct Shared {
     access_log: bool,
     metrics: Arc<Metrics>,
     auth: Option<Htpasswd>,
+    /// Blob readers at once (each holds a frame, a decoder and its queued chunks): the bound
+    /// on buffer memory whatever the number of clients; the others wait (back-pressure).
+    readers: Arc<tokio::sync::Semaphore>,
 }
+
+/// What one blob reader is counted as: its decoder's frame and window, the chunks queued for
+/// the client and the connection's write buffer (measured: about 3.5 MiB; counted with room).
+pub const READER_MEMORY: u64 = 6 * 1024 * 1024;
 
 /// Opens the bundle and binds the listener; [`Server::run`] then answers until cancelled.
 pub async fn serve(opts: ServeOptions, progress: Arc<dyn Progress>) -> Result<Server, ServeError> {
@@ -83,6 +90,9 @@ pub async fn serve(opts: ServeOptions, progress: Arc<dyn Progress>) -> Result<Se
             access_log: opts.access_log,
             metrics: Arc::new(Metrics::default()),
             auth,
+            readers: Arc::new(tokio::sync::Semaphore::new(
+                (opts.memory / READER_MEMORY).max(2) as usize,
+            )),
         }),
         max_connections: opts.max_connections.max(1) as u64,
         shutdown_timeout: opts.shutdown_timeout,
@@ -326,7 +336,7 @@ fn handle_request(shared: &Shared, req: &Request<hyper::body::Incoming>) -> Resp
             return r;
         }
     }
-    let resp = handle(&shared.catalog, &shared.metrics, req);
+    let resp = handle(shared, req);
     if req.method() == Method::GET && resp.headers().get("Accept-Ranges").is_none() {
         // Small bodies sent whole; blob bodies count themselves as they go.
         let len = resp
@@ -399,11 +409,7 @@ fn json(value: serde_json::Value, link: Option<String>) -> Response<Body> {
     b.body(full(bytes)).expect("valid headers")
 }
 
-pub(super) fn handle(
-    cat: &Arc<Catalog>,
-    metrics: &Arc<Metrics>,
-    req: &Request<hyper::body::Incoming>,
-) -> Response<Body> {
+fn handle(shared: &Shared, req: &Request<hyper::body::Incoming>) -> Response<Body> {
     let head = req.method() == Method::HEAD;
     let mut resp = if req.method() != Method::GET && !head {
         error(
@@ -412,7 +418,7 @@ pub(super) fn handle(
             "airgap serve is read-only: load the bundle into a registry to push",
         )
     } else {
-        route(cat, metrics, req, head)
+        route(shared, req, head)
     };
     resp.headers_mut().insert(
         "Docker-Distribution-API-Version",
@@ -425,12 +431,8 @@ pub(super) fn handle(
     resp
 }
 
-fn route(
-    cat: &Arc<Catalog>,
-    metrics: &Arc<Metrics>,
-    req: &Request<hyper::body::Incoming>,
-    head: bool,
-) -> Response<Body> {
+fn route(shared: &Shared, req: &Request<hyper::body::Incoming>, head: bool) -> Response<Body> {
+    let cat = &shared.catalog;
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
     let Some(rest) = path.strip_prefix("/v2/") else {
@@ -504,7 +506,7 @@ fn route(
                 ),
             ),
             Some(Some(blob)) => {
-                blob_response(cat, metrics, blob, req.headers().get("Range"), head)
+                blob_response(shared, blob, req.headers().get("Range"), head)
             }
         };
     }
@@ -578,8 +580,7 @@ fn parse_range(value: &str, size: u64) -> Result<(u64, u64), ()> {
 }
 
 fn blob_response(
-    cat: &Arc<Catalog>,
-    metrics: &Arc<Metrics>,
+    shared: &Shared,
     blob: &Blob,
     range: Option<&HeaderValue>,
     head: bool,
@@ -616,10 +617,11 @@ fn blob_response(
     let body = if head {
         full(Bytes::new())
     } else {
-        Metrics::add(&metrics.blobs_served, 1);
+        Metrics::add(&shared.metrics.blobs_served, 1);
         stream_blob(
-            cat.clone(),
-            metrics.clone(),
+            shared.catalog.clone(),
+            shared.metrics.clone(),
+            shared.readers.clone(),
             blob.clone(),
             start,
             len,
@@ -639,6 +641,7 @@ fn blob_response(
 fn stream_blob(
     cat: Arc<Catalog>,
     metrics: Arc<Metrics>,
+    readers: Arc<tokio::sync::Semaphore>,
     blob: Blob,
     start: u64,
     len: u64,
@@ -647,27 +650,38 @@ fn stream_blob(
     const CHUNK: usize = 256 * 1024;
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
     let counted = metrics.clone();
-    tokio::task::spawn_blocking(move || {
-        let result = send_chunks(
-            cat.src.clone(),
-            &cat.index,
-            blob.loc.offset + start,
-            len,
-            &blob.record.digest,
-            verify,
-            CHUNK,
-            |b| send(&tx, Ok(b)),
-        );
-        if let Err(e) = result {
-            if matches!(e, crate::bundle::BundleError::DigestMismatch { .. }) {
-                Metrics::add(&metrics.verification_failures, 1);
-            }
-            // The body ends in an error: the connection is cut before the response completes.
-            send(
-                &tx,
-                Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
-            );
+    tokio::spawn(async move {
+        // Wait for a reader slot; a client gone meanwhile frees its place unread.
+        let Ok(permit) = readers.acquire_owned().await else {
+            return;
+        };
+        if tx.is_closed() {
+            return;
         }
+        let _ = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let result = send_chunks(
+                cat.src.clone(),
+                &cat.index,
+                blob.loc.offset + start,
+                len,
+                &blob.record.digest,
+                verify,
+                CHUNK,
+                |b| send(&tx, Ok(b)),
+            );
+            if let Err(e) = result {
+                if matches!(e, crate::bundle::BundleError::DigestMismatch { .. }) {
+                    Metrics::add(&metrics.verification_failures, 1);
+                }
+                // The body ends in an error: the connection is cut before the response completes.
+                send(
+                    &tx,
+                    Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+                );
+            }
+        })
+        .await;
     });
     ChannelBody(rx, counted).boxed()
 }

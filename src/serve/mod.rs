@@ -75,6 +75,9 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// On SIGTERM, how long responses in flight may take to finish.
     pub shutdown_timeout: std::time::Duration,
+    /// Buffer memory for blob reads, in total: at most this divided by
+    /// [`http::READER_MEMORY`] blobs are read at once.
+    pub memory: u64,
 }
 
 #[derive(Debug, Clone)]
