@@ -283,8 +283,11 @@ pub struct VerifyArgs {
     after_help = "Examples:\n  airgap serve bundle.tar.zst --listen 0.0.0.0:5000\n  airgap serve bundle.tar.zst --path mirror --mode prefix\n  skopeo copy --src-tls-verify=false docker://127.0.0.1:5000/library/redis:7 dir:/tmp/redis"
 )]
 pub struct ServeArgs {
-    /// The bundle (or the first part of a split set)
-    pub bundle: PathBuf,
+    /// The bundles (or the first part of a split set), served in one namespace, or a
+    /// directory of them (e.g. a release and its deltas); a name two bundles give different
+    /// digests is an error
+    #[arg(required = true, value_name = "BUNDLE|DIR")]
+    pub bundles: Vec<PathBuf>,
     /// Address and port to listen on (port 0: any free port)
     #[arg(long, default_value = "127.0.0.1:5000", value_name = "ADDR:PORT")]
     pub listen: std::net::SocketAddr,
@@ -475,7 +478,7 @@ impl RewriteArgs {
 impl ServeArgs {
     pub fn options(&self) -> airgap::serve::ServeOptions {
         airgap::serve::ServeOptions {
-            bundle: self.bundle.clone(),
+            bundles: self.bundles.clone(),
             listen: self.listen,
             mode: self.mode,
             path: self.path.clone(),

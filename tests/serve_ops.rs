@@ -379,3 +379,70 @@ fn many_clients_at_once_stay_within_the_memory_budget() {
         assert!(rss < 64 * 1024, "server peak RSS {} MiB", rss / 1024);
     }
 }
+
+/// Two bundles in one namespace (given as a directory), and a third that gives an image the
+/// first already serves another digest: refused at startup, naming both files and digests.
+#[test]
+fn several_bundles_serve_one_namespace_and_conflicts_are_refused() {
+    let w = world();
+    let src = Registry::start(RegistryOpts::plain());
+    let fx = Fixtures::new(&src);
+    let other = fx.image(
+        "site/other",
+        Some("2.0"),
+        &ImageOpts::oci(72).layers(1, 4096),
+    );
+    let clash = fx.image("site/app", Some("1.0"), &ImageOpts::oci(73).layers(1, 4096));
+    let dir = tempdir();
+    let pack = |name: &str, image: &Image| {
+        let d = dir.path().join(format!("spec-{name}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let spec = Spec::new().image(&image.reference(&src.host())).write(&d);
+        let out = dir.path().join(name);
+        pack_ok(&spec, &out, args![src.source_flags(), "-q"]);
+        out
+    };
+    let shelf = dir.path().join("shelf");
+    std::fs::create_dir(&shelf).unwrap();
+    std::fs::copy(&w.bundle, shelf.join("a-release.tar.zst")).unwrap();
+    let other_bundle = pack("b-other.tar.zst", &other);
+    std::fs::copy(&other_bundle, shelf.join("b-other.tar.zst")).unwrap();
+
+    // The world's bundle and a directory holding a copy of it (the same names and digests:
+    // no conflict) and another bundle.
+    let (proc, port) = serve(&args![&shelf, "-q"]);
+    for (name, digest) in [
+        ("site/app:1.0", &w.image.digest),
+        ("site/other:2.0", &other.digest),
+    ] {
+        let out = skopeo(&args![
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            format!("docker://127.0.0.1:{port}/{name}")
+        ]);
+        assert!(out.status.success(), "{name}: {}", text_of(&out));
+        assert_eq!(&sha256_digest(&out.stdout), digest, "{name}");
+    }
+    drop(proc);
+
+    let clash_bundle = pack("c-clash.tar.zst", &clash);
+    let out = airgap(
+        args!["serve", &w.bundle, &clash_bundle, "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    assert_failure_contains(
+        &out,
+        &[
+            "site/app:1.0",
+            &w.image.digest,
+            &clash.digest,
+            &w.bundle.display().to_string(),
+            &clash_bundle.display().to_string(),
+        ],
+    );
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = airgap(args!["serve", &empty], &[]);
+    assert_failure_contains(&out, &["no bundle in it"]);
+}

@@ -3,7 +3,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::path::PathBuf;
+
 use super::CommandError;
+use crate::fsutil::FileError;
 use crate::progress::Progress;
 use crate::serve::{serve, ServeOptions, Server};
 
@@ -16,7 +19,7 @@ pub struct Started {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Banner {
     pub addr: SocketAddr,
-    pub bundle: std::path::PathBuf,
+    pub bundles: Vec<std::path::PathBuf>,
     pub images: usize,
     pub tls: bool,
     /// Every `repository:tag` (or `repository@digest`) a client can pull.
@@ -33,7 +36,11 @@ impl Banner {
         let mut out = vec![format!(
             "serving {} image(s) from {} read-only over {}; pull them as:",
             self.images,
-            self.bundle.display(),
+            self.bundles
+                .iter()
+                .map(|b| b.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             if self.tls { "HTTPS" } else { "plain HTTP" }
         )];
         out.extend(self.names.iter().map(|n| format!("  {}/{n}", self.addr)));
@@ -41,11 +48,44 @@ impl Banner {
     }
 }
 
+/// The bundles named: files as they are, and for a directory every bundle in it (`*.tar.zst`,
+/// `*.tar`, a split set's `*.parts.json`), sorted by name.
+pub fn expand_bundles(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CommandError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+            .map_err(FileError::with("reading directory", p))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|f| {
+                let n = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                !n.starts_with('.')
+                    && (n.ends_with(".tar.zst")
+                        || n.ends_with(".tar")
+                        || n.ends_with(".parts.json"))
+            })
+            .collect();
+        found.sort();
+        if found.is_empty() {
+            return Err(CommandError::invalid(format!(
+                "{}: no bundle in it (*.tar.zst, *.tar, *.parts.json)",
+                p.display()
+            )));
+        }
+        out.extend(found);
+    }
+    Ok(out)
+}
+
 pub async fn start(
-    opts: ServeOptions,
+    mut opts: ServeOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<Started, CommandError> {
-    let bundle = opts.bundle.clone();
+    opts.bundles = expand_bundles(&opts.bundles)?;
+    let bundles = opts.bundles.clone();
     let listen = opts.listen;
     let server = serve(opts, progress).await?;
     let addr = server
@@ -57,8 +97,8 @@ pub async fn start(
     let cat = server.catalog();
     let banner = Banner {
         addr,
-        bundle,
-        images: cat.metadata.images.len(),
+        bundles,
+        images: cat.image_count(),
         tls: server.is_tls(),
         names: cat.names.clone(),
     };

@@ -54,7 +54,7 @@ pub async fn serve(opts: ServeOptions, progress: Arc<dyn Progress>) -> Result<Se
     let p = progress.clone();
     let o = opts.clone();
     let catalog = tokio::task::spawn_blocking(move || {
-        super::Catalog::open(&o.bundle, o.path.as_deref(), o.mode, p.as_ref())
+        super::Catalog::open_all(&o.bundles, o.path.as_deref(), o.mode, p.as_ref())
     })
     .await
     .map_err(|e| ServeError::Listen {
@@ -661,8 +661,8 @@ fn stream_blob(
         let _ = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let result = send_chunks(
-                cat.src.clone(),
-                &cat.index,
+                cat.bundles[blob.bundle].src.clone(),
+                &cat.bundles[blob.bundle].index,
                 blob.loc.offset + start,
                 len,
                 &blob.record.digest,

@@ -51,6 +51,16 @@ pub enum ServeError {
     Tls { path: PathBuf, reason: String },
     #[error("--htpasswd")]
     Auth(#[from] ops::AuthFileError),
+    #[error("{name} is {first_digest} in {} but {second_digest} in {}: serve one of them, or give them different --path", first.display(), second.display())]
+    Conflict {
+        name: String,
+        first: PathBuf,
+        first_digest: Digest,
+        second: PathBuf,
+        second_digest: Digest,
+    },
+    #[error("no bundle to serve")]
+    NoBundle,
     #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
@@ -60,7 +70,8 @@ pub enum ServeError {
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    pub bundle: PathBuf,
+    /// One namespace over all of them (a release and its deltas, say).
+    pub bundles: Vec<PathBuf>,
     pub listen: SocketAddr,
     pub mode: Mode,
     /// Repository prefix, as the PATH of `load --registry HOST/PATH`.
@@ -86,11 +97,21 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// A blob the bundle holds, and where.
+/// A blob a bundle holds, and where.
 #[derive(Debug, Clone)]
 pub struct Blob {
     pub record: BlobRecord,
     pub loc: EntryLoc,
+    /// Which of [`Catalog::bundles`] holds it.
+    pub bundle: usize,
+}
+
+/// One bundle served.
+pub struct Served {
+    pub path: PathBuf,
+    pub src: Arc<dyn ReadAt>,
+    pub index: SeekIndex,
+    pub metadata: Metadata,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -103,9 +124,8 @@ pub struct Repo {
 
 /// Everything `serve` answers from, built once at startup.
 pub struct Catalog {
-    pub src: Arc<dyn ReadAt>,
-    pub index: SeekIndex,
-    pub metadata: Metadata,
+    /// The bundles, in the order given.
+    pub bundles: Vec<Served>,
     pub blobs: HashMap<Digest, Blob>,
     /// Manifest bytes, held in memory (each at most 4 MiB; they are few and small).
     pub manifests: HashMap<Digest, (String, Bytes)>,
@@ -115,6 +135,77 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// Opens every bundle (a release and its deltas, or unrelated ones) into one namespace.
+    /// A name two bundles serve with different digests is an error naming both.
+    pub fn open_all(
+        bundles: &[PathBuf],
+        path: Option<&str>,
+        mode: Mode,
+        progress: &dyn Progress,
+    ) -> Result<Catalog, ServeError> {
+        let mut all: Option<Catalog> = None;
+        for b in bundles {
+            let next = Catalog::open(b, path, mode, progress)?;
+            all = Some(match all {
+                None => next,
+                Some(mut cat) => {
+                    cat.merge(next)?;
+                    cat
+                }
+            });
+        }
+        all.ok_or(ServeError::NoBundle)
+    }
+
+    /// Adds `other`'s bundle, repositories and blobs to this catalog.
+    fn merge(&mut self, other: Catalog) -> Result<(), ServeError> {
+        let shift = self.bundles.len();
+        for (name, repo) in other.repos {
+            let mine = self.repos.entry(name.clone()).or_default();
+            for (tag, digest) in repo.tags {
+                if let Some(d) = mine.tags.get(&tag) {
+                    if *d != digest {
+                        let first = self
+                            .bundles
+                            .iter()
+                            .find(|b| b.metadata.blobs.iter().any(|r| r.digest == *d))
+                            .map(|b| b.path.clone())
+                            .unwrap_or_default();
+                        return Err(ServeError::Conflict {
+                            name: format!("{name}:{tag}"),
+                            first,
+                            first_digest: d.clone(),
+                            second: other.bundles[0].path.clone(),
+                            second_digest: digest,
+                        });
+                    }
+                }
+                mine.tags.insert(tag, digest);
+            }
+            mine.manifests.extend(repo.manifests);
+            mine.blobs.extend(repo.blobs);
+        }
+        for (digest, mut blob) in other.blobs {
+            blob.bundle += shift;
+            self.blobs.entry(digest).or_insert(blob);
+        }
+        for (digest, m) in other.manifests {
+            self.manifests.entry(digest).or_insert(m);
+        }
+        for n in other.names {
+            if !self.names.contains(&n) {
+                self.names.push(n);
+            }
+        }
+        self.bundles.extend(other.bundles);
+        Ok(())
+    }
+
+    /// The images of every bundle.
+    pub fn image_count(&self) -> usize {
+        self.bundles.iter().map(|b| b.metadata.images.len()).sum()
+    }
+
     /// Opens `bundle` and names its images as `load --registry HOST[/path] --mode mode` would
     /// (the host is dropped: a client names it).
     pub fn open(
@@ -174,6 +265,7 @@ impl Catalog {
                 Blob {
                     record: record.clone(),
                     loc,
+                    bundle: 0,
                 },
             );
         }
@@ -227,9 +319,12 @@ impl Catalog {
             ));
         }
         Ok(Catalog {
-            src,
-            index,
-            metadata,
+            bundles: vec![Served {
+                path: bundle.to_path_buf(),
+                src,
+                index,
+                metadata,
+            }],
             blobs,
             manifests,
             repos,
