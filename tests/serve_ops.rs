@@ -19,6 +19,8 @@ use support::*;
 const PASSWORD: &str = "s3cret-site-pw";
 
 struct World {
+    /// The source registry, kept running for the tests that pack more.
+    src: Registry,
     _dir: tempfile::TempDir,
     bundle: PathBuf,
     image: Image,
@@ -40,6 +42,7 @@ fn world() -> &'static World {
         pack_ok(&spec, &bundle, args![src.source_flags(), "-q"]);
         let big = image.layers().into_iter().max_by_key(|l| l.size).unwrap();
         World {
+            src,
             _dir: dir,
             bundle,
             image,
@@ -385,14 +388,14 @@ fn many_clients_at_once_stay_within_the_memory_budget() {
 #[test]
 fn several_bundles_serve_one_namespace_and_conflicts_are_refused() {
     let w = world();
-    let src = Registry::start(RegistryOpts::plain());
-    let fx = Fixtures::new(&src);
+    // Beside the world's image in its registry; the clash goes to another registry.
+    let src = &w.src;
+    let fx = Fixtures::new(src);
     let other = fx.image(
         "site/other",
         Some("2.0"),
         &ImageOpts::oci(72).layers(1, 4096),
     );
-    let clash = fx.image("site/app", Some("1.0"), &ImageOpts::oci(73).layers(1, 4096));
     let dir = tempdir();
     let pack = |name: &str, image: &Image| {
         let d = dir.path().join(format!("spec-{name}"));
@@ -426,7 +429,80 @@ fn several_bundles_serve_one_namespace_and_conflicts_are_refused() {
     }
     drop(proc);
 
-    let clash_bundle = pack("c-clash.tar.zst", &clash);
+    // A delta against the world's bundle: its base-only layer is there once the base is
+    // served beside it.
+    let d = dir.path().join("spec-delta");
+    std::fs::create_dir_all(&d).unwrap();
+    let spec = Spec::new()
+        .image(&format!("{}/site/app:1.0", src.host()))
+        .image(&other.reference(&src.host()))
+        .write(&d);
+    let delta = dir.path().join("delta.tar.zst");
+    pack_ok(
+        &spec,
+        &delta,
+        args![src.source_flags(), "--base", &w.bundle, "-q"],
+    );
+    let blob = |extra: &[String]| {
+        let (proc, port) = serve(extra);
+        let status = client()
+            .get(format!(
+                "http://127.0.0.1:{port}/v2/site/app/blobs/{}",
+                w.big.digest
+            ))
+            .send()
+            .unwrap()
+            .status();
+        drop(proc);
+        status
+    };
+    assert_eq!(
+        blob(&args![&delta, "-q"]),
+        200,
+        "with the base (the world's bundle, first)"
+    );
+    let alone = {
+        let port = free_port();
+        let mut p = AirgapCmd::new(&args![
+            "serve",
+            &delta,
+            "--listen",
+            format!("127.0.0.1:{port}"),
+            "-q"
+        ])
+        .spawn();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Ok(r) = client()
+                .get(format!(
+                    "http://127.0.0.1:{port}/v2/site/app/blobs/{}",
+                    w.big.digest
+                ))
+                .send()
+            {
+                break r.status();
+            }
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        p.kill();
+        status
+    };
+    assert_eq!(alone, 404, "the delta alone lacks its base's layer");
+
+    let clash_src = Registry::start(RegistryOpts::plain());
+    let clash = Fixtures::new(&clash_src).image(
+        "site/app",
+        Some("1.0"),
+        &ImageOpts::oci(73).layers(1, 4096),
+    );
+    let d = dir.path().join("spec-clash");
+    std::fs::create_dir_all(&d).unwrap();
+    let spec = Spec::new()
+        .image(&clash.reference(&clash_src.host()))
+        .write(&d);
+    let clash_bundle = dir.path().join("c-clash.tar.zst");
+    pack_ok(&spec, &clash_bundle, args![clash_src.source_flags(), "-q"]);
     let out = airgap(
         args!["serve", &w.bundle, &clash_bundle, "--listen", "127.0.0.1:0"],
         &[],
