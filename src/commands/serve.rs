@@ -21,6 +21,8 @@ pub struct Banner {
     pub tls: bool,
     /// Every `repository:tag` (or `repository@digest`) a client can pull.
     pub names: Vec<String>,
+    /// Verified with `--key`, else what is attached, not checked.
+    pub signature: crate::sign::Status,
 }
 
 impl Banner {
@@ -36,15 +38,21 @@ impl Banner {
             self.bundle.display(),
             if self.tls { "HTTPS" } else { "plain HTTP" }
         )];
+        out.push(self.signature.render());
         out.extend(self.names.iter().map(|n| format!("  {}/{n}", self.addr)));
         out.join("\n")
     }
 }
 
+/// `keys`: public keys (`--key`), any of which must have signed the bundle; checked before
+/// the bundle is indexed or the port bound.
 pub async fn start(
-    opts: ServeOptions,
+    mut opts: ServeOptions,
+    keys: &[std::path::PathBuf],
     progress: Arc<dyn Progress>,
 ) -> Result<Started, CommandError> {
+    let trust = super::sign::establish(&opts.bundle, keys)?;
+    opts.expected_id = trust.checked.as_ref().map(|c| c.bundle_id.clone());
     let bundle = opts.bundle.clone();
     let listen = opts.listen;
     let server = serve(opts, progress).await?;
@@ -61,6 +69,7 @@ pub async fn start(
         images: cat.metadata.images.len(),
         tls: server.is_tls(),
         names: cat.names.clone(),
+        signature: trust.status,
     };
     Ok(Started { server, banner })
 }

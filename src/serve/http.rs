@@ -36,7 +36,13 @@ pub async fn serve(opts: ServeOptions, progress: Arc<dyn Progress>) -> Result<Se
     let p = progress.clone();
     let o = opts.clone();
     let catalog = tokio::task::spawn_blocking(move || {
-        super::Catalog::open(&o.bundle, o.path.as_deref(), o.mode, p.as_ref())
+        super::Catalog::open(
+            &o.bundle,
+            o.path.as_deref(),
+            o.mode,
+            o.expected_id.as_ref(),
+            p.as_ref(),
+        )
     })
     .await
     .map_err(|e| ServeError::Listen {

@@ -66,6 +66,9 @@ pub struct ServeOptions {
     pub access_log: bool,
     /// Serve HTTPS with this certificate chain and private key (PEM files).
     pub tls: Option<TlsFiles>,
+    /// The identity (sha256 of `airgap.json`) whose signature was checked: a bundle with
+    /// another head is refused at startup.
+    pub expected_id: Option<Digest>,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +112,7 @@ impl Catalog {
         bundle: &Path,
         path: Option<&str>,
         mode: Mode,
+        expected_id: Option<&Digest>,
         progress: &dyn Progress,
     ) -> Result<Catalog, ServeError> {
         let bundle_err = |source| match source {
@@ -133,6 +137,15 @@ impl Catalog {
         // The head first: a file that is no bundle at all is told so before any indexing.
         let head = crate::bundle::inspect(crate::bundle::open_input(bundle).map_err(bundle_err)?)
             .map_err(bundle_err)?;
+        if let Some(want) = expected_id.filter(|w| **w != head.id) {
+            return Err(bundle_err(BundleError::Invalid {
+                entry: crate::bundle::METADATA_NAME.into(),
+                reason: format!(
+                    "it is {}, not the {want} whose signature was checked",
+                    head.id
+                ),
+            }));
+        }
         let (src, index) = open_indexed(bundle).map_err(bundle_err)?;
         if !index.seekable {
             progress.warn(&format!(

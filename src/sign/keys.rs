@@ -160,6 +160,19 @@ impl PublicKey {
             .to_vec()
     }
 
+    /// The SPKI PEM (`-----BEGIN PUBLIC KEY-----`), as `openssl pkey -pubout` writes it.
+    pub fn to_pem(&self) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(self.spki_der());
+        let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            out.push('\n');
+        }
+        out.push_str("-----END PUBLIC KEY-----\n");
+        out
+    }
+
     /// `sha256:` of the SPKI DER (`openssl pkey -pubin -outform DER | sha256sum`).
     pub fn fingerprint(&self) -> Digest {
         Digest::of(&self.spki_der())

@@ -31,6 +31,10 @@ pub struct SignatureEntry {
     /// sha256 of the signing key's SubjectPublicKeyInfo DER.
     pub key_fingerprint: Digest,
     pub algorithm: Algorithm,
+    /// The signing key's public key, SPKI PEM: informative only (trust comes from `--key`),
+    /// so a signature can be checked with other tools and a key recognised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     /// Standard base64 of the signature bytes (what `cosign verify-blob --signature` reads).
     pub signature: String,
 }
@@ -256,6 +260,7 @@ pub fn sign_metadata(
         sigs.signatures.push(SignatureEntry {
             key_fingerprint: fp.clone(),
             algorithm: public.algorithm(),
+            public_key: Some(public.to_pem()),
             signature: base64::engine::general_purpose::STANDARD.encode(k.sign(metadata)),
         });
         signed.push(fp);
