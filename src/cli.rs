@@ -41,8 +41,7 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Check a whole bundle offline: every digest and size, every manifest's children
     Verify(VerifyArgs),
-    /// Sign an existing bundle (or split set) without rewriting it: its airgap.json, which
-    /// names every blob by digest, into BUNDLE.sig.json beside it
+    /// Sign an existing bundle or split set into BUNDLE.sig.json beside it (not rewritten)
     #[command(
         after_help = "Keys: PKCS#8 PEM from openssl (ECDSA P-256 or Ed25519), or a cosign key (password from $COSIGN_PASSWORD).\n\nExamples:\n  openssl genpkey -algorithm ed25519 -out vendor.pem\n  openssl pkey -in vendor.pem -pubout -out vendor.pub\n  airgap sign bundle.tar.zst --key vendor.pem\n  COSIGN_PASSWORD=… airgap sign bundle.tar.zst --key cosign.key"
     )]
