@@ -42,6 +42,11 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Check a whole bundle offline: every digest and size, every manifest's children
     Verify(VerifyArgs),
+    /// Sign an existing bundle or split set into BUNDLE.sig.json beside it (not rewritten)
+    #[command(
+        after_help = "Keys: PKCS#8 PEM from openssl (ECDSA P-256 or Ed25519), or a cosign key (password from $COSIGN_PASSWORD).\n\nExamples:\n  openssl genpkey -algorithm ed25519 -out vendor.pem\n  openssl pkey -in vendor.pem -pubout -out vendor.pub\n  airgap sign bundle.tar.zst --key vendor.pem\n  COSIGN_PASSWORD=… airgap sign bundle.tar.zst --key cosign.key"
+    )]
+    Sign(SignArgs),
     /// Rewrite image references in Kubernetes YAML to their names in the target registry
     Rewrite(RewriteArgs),
     /// Answer the read-only registry API straight from a bundle (no registry needed)
@@ -193,6 +198,10 @@ pub struct PackArgs {
     /// Give the old bundle, or its airgap.json saved with `airgap inspect --metadata`
     #[arg(long, value_name = "BUNDLE|airgap.json")]
     pub base: Option<PathBuf>,
+    /// Sign the bundle with this private key into OUTPUT.sig.json (PEM: PKCS#8 P-256 or
+    /// Ed25519, or a cosign key with its password in $COSIGN_PASSWORD); repeatable
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Vec<PathBuf>,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Print the summary as one JSON document on standard output (progress stays on standard
@@ -224,6 +233,10 @@ pub struct LoadArgs {
     /// Read the target registry password from standard input
     #[arg(long, requires = "username")]
     pub password_stdin: bool,
+    /// Require a signature by this public key (PEM) before anything is pushed; repeat: any
+    /// of them suffices
+    #[arg(long, value_name = "PUB")]
+    pub key: Vec<PathBuf>,
     /// Write a JSON map of every image's source reference, target reference and digest
     #[arg(long, value_name = "FILE")]
     pub image_map: Option<PathBuf>,
@@ -267,8 +280,25 @@ pub struct InspectArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct SignArgs {
+    /// The bundle (for a split bundle: any part, its .parts.json, or the base name)
+    pub bundle: PathBuf,
+    /// Private key (PEM: PKCS#8 P-256 or Ed25519, or a cosign key with its password in
+    /// $COSIGN_PASSWORD); repeat to sign with several
+    #[arg(long, value_name = "KEY", required = true)]
+    pub key: Vec<PathBuf>,
+    /// Print the summary as JSON on standard output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct VerifyArgs {
     pub bundle: PathBuf,
+    /// Require a signature by this public key (PEM, from `openssl pkey -pubout` or
+    /// cosign.pub) before anything else; repeat: any of them suffices
+    #[arg(long, value_name = "PUB")]
+    pub key: Vec<PathBuf>,
     /// Print the summary as one JSON document on standard output (progress stays on standard
     /// error; schema: bundle-spec/schemas/verify.schema.json)
     #[arg(long)]
@@ -319,6 +349,10 @@ pub struct ServeArgs {
     /// this many seconds
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub shutdown_timeout: u64,
+    /// Refuse to start unless the bundle is signed by this public key (PEM); repeat: any of
+    /// them suffices
+    #[arg(long, value_name = "PUB")]
+    pub key: Vec<PathBuf>,
     /// Print no startup listing and no request log (errors only)
     #[arg(short, long)]
     pub quiet: bool,
@@ -422,6 +456,7 @@ impl PackArgs {
             allow_missing: self.allow_missing,
             split: self.split,
             base: self.base.clone(),
+            sign_keys: self.sign_key.clone(),
         }
     }
 }
@@ -442,6 +477,7 @@ impl LoadArgs {
             },
             concurrency: self.concurrency,
             chunk_size: self.chunk_size,
+            keys: self.key.clone(),
             outputs: OutputOptions {
                 image_map: self.image_map.clone(),
                 manifests_out: self.manifests_out.clone(),
@@ -494,6 +530,7 @@ impl ServeArgs {
             max_connections: self.max_connections,
             shutdown_timeout: std::time::Duration::from_secs(self.shutdown_timeout),
             memory: self.memory,
+            expected_ids: Vec::new(),
         }
     }
 }

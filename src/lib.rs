@@ -24,4 +24,5 @@ pub mod reference;
 pub mod registry;
 pub mod rewrite;
 pub mod serve;
+pub mod sign;
 pub mod spec;

@@ -133,11 +133,22 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Verify(a) => {
-            let r = commands::verify::verify(&a.bundle)?;
+            let r = commands::verify::verify(&a.bundle, &a.key)?;
             if a.json {
                 print_json(&r)?;
             } else {
                 say(a.quiet, &r.render());
+            }
+        }
+        Command::Sign(a) => {
+            let r = commands::sign::sign(&commands::sign::SignCommand {
+                bundle: a.bundle.clone(),
+                keys: a.key.clone(),
+            })?;
+            if a.json {
+                print_json(&r)?;
+            } else {
+                println!("{}", r.render());
             }
         }
         Command::Rewrite(a) => {
@@ -151,7 +162,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Completions(_) | Command::Man(_) => unreachable!("handled before the runtime"),
         Command::Serve(a) => {
-            let started = commands::serve::start(a.options(), reporter(a.quiet)).await?;
+            let started = commands::serve::start(a.options(), &a.key, reporter(a.quiet)).await?;
             // The first line is the address, for scripts.
             println!("{}", started.banner.first_line());
             say(a.quiet, &started.banner.render());

@@ -329,7 +329,7 @@ fn discovered_images_pack_the_explicit_bundle_and_load_with_nothing_left_at_the_
     // The same bundle, to the byte of its identity.
     let pack_id = |spec: &Path, name: &str| {
         let bundle = root.path().join(name);
-        let out = pack_ok(spec, &bundle, args!["--json", "--concurrency", "1"]);
+        let out = pack_ok(spec, &bundle, args!["--json"]);
         let r: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
         (bundle, r["id"].as_str().unwrap().to_string())
     };

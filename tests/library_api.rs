@@ -50,6 +50,7 @@ fn pack_then_load_with_every_output_through_the_library() {
             allow_missing: false,
             split: None,
             base: None,
+            sign_keys: vec![],
         };
         let packed = airgap::commands::pack::pack(&pack, Arc::new(Silent))
             .await
@@ -63,6 +64,7 @@ fn pack_then_load_with_every_output_through_the_library() {
             login: Login::Given(Credentials::new("loader", "lib-pass-5521")),
             concurrency: 4,
             chunk_size: None,
+            keys: vec![],
             outputs: OutputOptions {
                 image_map: Some(map_path.clone()),
                 manifests_out: Some(out_dir.clone()),

@@ -10,6 +10,7 @@ use crate::pack::PackError;
 use crate::registry::credentials::DockerConfigError;
 use crate::rewrite::K8sError;
 use crate::serve::ServeError;
+use crate::sign::SignError;
 use crate::spec::SpecError;
 
 /// Why a command failed (boxed: errors travel far and are rare).
@@ -48,6 +49,7 @@ impl CommandError {
             K::Load(e) => e.hint(),
             K::Manifests(e) => e.hint(),
             K::Naming(e) => e.hint(),
+            K::Sign(e) => e.hint(),
             _ => None,
         }
     }
@@ -99,6 +101,8 @@ pub enum CommandErrorKind {
     ImageMap(#[from] ImageMapError),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error(transparent)]
+    Sign(#[from] SignError),
     #[error("credentials for {image} ({}:{line})", spec.display())]
     SpecCredentials {
         image: String,

@@ -44,6 +44,8 @@ pub struct LoadCommand {
     /// `--chunk-size`: see [`LoadOptions::chunk_size`].
     pub chunk_size: Option<u64>,
     pub outputs: OutputOptions,
+    /// `--key`: public keys, any of which must have signed the bundle (checked first).
+    pub keys: Vec<PathBuf>,
 }
 
 /// What a load did.
@@ -63,11 +65,22 @@ pub struct LoadReport {
     pub seconds: f64,
     pub image_map: crate::image_map::ImageMap,
     pub written: Written,
+    /// Verified with `--key`, else what is attached, not checked.
+    pub signature: crate::sign::Status,
+    /// With `--key`, for a delta: its base's signature, when the base is beside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_signature: Option<super::sign::BaseTrust>,
 }
 
 impl LoadReport {
     pub fn render(&self) -> String {
         let mut out = String::new();
+        out.push_str(&self.signature.render());
+        out.push('\n');
+        if let Some(b) = &self.base_signature {
+            out.push_str(&b.render());
+            out.push('\n');
+        }
         if let Some(dir) = &self.written.manifests_dir {
             out.push_str(&format!(
                 "wrote {} manifest file(s) to {}\n",
@@ -145,12 +158,20 @@ pub async fn load(
         ));
     }
     warn_connect(&cmd.connect, progress.as_ref());
+    // The signature before anything else: nothing is asked of the registry for a bundle
+    // that is refused.
+    let trust = super::sign::establish(&cmd.bundle, &cmd.keys)?;
     let credentials = cmd.login.credentials(&cmd.target.host)?;
     // The bundle's head gives the placements, and from them every output, before any push.
     let head = bundle::inspect_with_files(
         bundle::open_input(&cmd.bundle).map_err(CommandError::bundle(&cmd.bundle))?,
     )
     .map_err(CommandError::bundle(&cmd.bundle))?;
+    let base_signature = head
+        .metadata
+        .base
+        .as_ref()
+        .and_then(|b| super::sign::base_trust(&cmd.bundle, b, &cmd.keys));
     let placements = crate::load::placements(&head.metadata, &cmd.target, cmd.mode)?;
     let access = outputs::TargetAccess {
         target: Some(cmd.target.clone()),
@@ -179,6 +200,7 @@ pub async fn load(
         credentials,
         concurrency: cmd.concurrency.max(1),
         chunk_size: cmd.chunk_size,
+        expected_id: trust.checked.as_ref().map(|c| c.bundle_id.clone()),
     };
     let s = crate::load::load(&opts, progress).await?;
     // Load names the images from the head it streams; had the file changed in between, the
@@ -204,5 +226,7 @@ pub async fn load(
         seconds: s.elapsed.as_secs_f64(),
         image_map: planned.image_map.clone(),
         written,
+        signature: trust.status,
+        base_signature,
     })
 }

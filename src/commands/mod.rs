@@ -9,6 +9,7 @@ pub mod load;
 pub mod pack;
 pub mod rewrite;
 pub mod serve;
+pub mod sign;
 pub mod verify;
 
 pub use error::{CommandError, CommandErrorKind};

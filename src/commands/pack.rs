@@ -35,6 +35,8 @@ pub struct PackCommand {
     pub split: Option<u64>,
     /// A bundle or saved `airgap.json` to make a delta against.
     pub base: Option<PathBuf>,
+    /// `--sign-key`: private keys that sign the bundle's `airgap.json` once it is written.
+    pub sign_keys: Vec<PathBuf>,
 }
 
 /// What a pack wrote.
@@ -57,11 +59,14 @@ pub struct PackReport {
     /// Bytes of the bundle (all parts).
     pub compressed: u64,
     pub seconds: f64,
+    /// With `--sign-key`: the signature sidecar and the fingerprints of the keys that signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<super::sign::SignReport>,
 }
 
 impl PackReport {
     pub fn render(&self) -> String {
-        format!(
+        let packed = format!(
             "packed {} image(s), {} blob(s), {} into {} ({} compressed) in {:.1}s",
             self.images,
             self.blobs,
@@ -69,7 +74,11 @@ impl PackReport {
             self.output.display(),
             human_bytes(self.compressed),
             self.seconds
-        )
+        );
+        match &self.signature {
+            Some(s) => format!("{packed}\n{}", s.render()),
+            None => packed,
+        }
     }
 }
 
@@ -90,6 +99,8 @@ pub async fn pack(
 ) -> Result<PackReport, CommandError> {
     let started = Instant::now();
     warn_connect(&cmd.connect, progress.as_ref());
+    // The keys first: a wrong password stops the pack before any download.
+    let sign_keys = super::sign::read_signing_keys(&cmd.sign_keys)?;
     let spec = Spec::load(&cmd.spec)?;
     for w in &spec.warnings {
         progress.warn(w);
@@ -169,6 +180,11 @@ pub async fn pack(
             });
         }
     };
+    let signature = if sign_keys.is_empty() {
+        None
+    } else {
+        Some(super::sign::sign_with(&cmd.output, &sign_keys)?)
+    };
     Ok(PackReport {
         report_version: super::REPORT_VERSION,
         output: cmd.output.clone(),
@@ -180,5 +196,6 @@ pub async fn pack(
         bytes: s.bytes,
         compressed: s.compressed,
         seconds: started.elapsed().as_secs_f64(),
+        signature,
     })
 }

@@ -24,6 +24,9 @@ pub struct Banner {
     pub tls: bool,
     /// Every `repository:tag` (or `repository@digest`) a client can pull.
     pub names: Vec<String>,
+    /// Verified with `--key`, else what is attached, not checked.
+    /// Per bundle: verified with `--key`, else what is attached, not checked.
+    pub signatures: Vec<crate::sign::Status>,
 }
 
 impl Banner {
@@ -43,6 +46,7 @@ impl Banner {
                 .join(", "),
             if self.tls { "HTTPS" } else { "plain HTTP" }
         )];
+        out.extend(self.signatures.iter().map(|s| s.render()));
         out.extend(self.names.iter().map(|n| format!("  {}/{n}", self.addr)));
         out.join("\n")
     }
@@ -80,11 +84,22 @@ pub fn expand_bundles(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CommandError> {
     Ok(out)
 }
 
+/// `keys`: public keys (`--key`), any of which must have signed each bundle; checked before
+/// the bundles are indexed or the port bound.
 pub async fn start(
     mut opts: ServeOptions,
+    keys: &[std::path::PathBuf],
     progress: Arc<dyn Progress>,
 ) -> Result<Started, CommandError> {
     opts.bundles = expand_bundles(&opts.bundles)?;
+    let mut signatures = Vec::new();
+    opts.expected_ids.clear();
+    for b in &opts.bundles {
+        let trust = super::sign::establish(b, keys)?;
+        opts.expected_ids
+            .push(trust.checked.as_ref().map(|c| c.bundle_id.clone()));
+        signatures.push(trust.status);
+    }
     let bundles = opts.bundles.clone();
     let listen = opts.listen;
     let server = serve(opts, progress).await?;
@@ -101,6 +116,7 @@ pub async fn start(
         images: cat.image_count(),
         tls: server.is_tls(),
         names: cat.names.clone(),
+        signatures,
     };
     Ok(Started { server, banner })
 }

@@ -3,11 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use super::inspect::{base_info, image_info, BaseInfo, ImageInfo};
+use super::sign::{base_trust, establish, BaseTrust};
 use super::{CommandError, CommandErrorKind};
 use crate::bundle::volume;
 use crate::bundle::{self, BaseRef};
 use crate::digest::Digest;
 use crate::progress::human_bytes;
+use crate::sign::Status;
 
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -30,6 +32,11 @@ pub struct VerifyReport {
     pub bytes: u64,
     pub manifest_files: usize,
     pub seekable: bool,
+    /// The signature: verified with `--key`, else what is attached, not checked.
+    pub signature: Status,
+    /// With `--key`, for a delta: its base's signature, when the base is beside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_signature: Option<BaseTrust>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -39,7 +46,9 @@ pub struct PartsChecked {
     pub checksums: bool,
 }
 
-pub fn verify(path: &Path) -> Result<VerifyReport, CommandError> {
+/// `keys`: public keys (`--key`), any of which must have signed the bundle; checked first.
+pub fn verify(path: &Path, keys: &[PathBuf]) -> Result<VerifyReport, CommandError> {
+    let trust = establish(path, keys)?;
     let mut parts = None;
     if volume::is_split(path) {
         // Each part on its own first, so a bad part is named even when the stream breaks.
@@ -64,6 +73,22 @@ pub fn verify(path: &Path) -> Result<VerifyReport, CommandError> {
         path: path.to_path_buf(),
         source,
     })?;
+    if let (Some(c), Some(id)) = (&trust.checked, &r.id) {
+        if &c.bundle_id != id {
+            return Err(CommandErrorKind::Verify {
+                path: path.to_path_buf(),
+                source: bundle::BundleError::Invalid {
+                    entry: bundle::METADATA_NAME.into(),
+                    reason: format!(
+                        "changed while being verified: {id} is not the signed {}",
+                        c.bundle_id
+                    ),
+                },
+            }
+            .into());
+        }
+    }
+    let base_signature = r.base.as_ref().and_then(|b| base_trust(path, b, keys));
     Ok(VerifyReport {
         report_version: super::REPORT_VERSION,
         bundle: path.to_path_buf(),
@@ -77,6 +102,8 @@ pub fn verify(path: &Path) -> Result<VerifyReport, CommandError> {
         bytes: r.bytes,
         manifest_files: r.k8s_files,
         seekable: r.seekable,
+        signature: trust.status,
+        base_signature,
     })
 }
 
@@ -107,6 +134,10 @@ impl VerifyReport {
             human_bytes(self.bytes),
             self.manifest_files
         ));
+        out.push(self.signature.render());
+        if let Some(b) = &self.base_signature {
+            out.push(b.render());
+        }
         if !self.seekable {
             out.push("no seek table (packed by an older airgap or recompressed): `serve` must decompress from the start for each read".into());
         }

@@ -37,6 +37,9 @@ pub struct LoadOptions {
     /// Chunked uploads from the start, in PATCHes of at most this many bytes (a proxy's body
     /// cap); `None`: monolithic, falling back to chunks for a registry that refuses it.
     pub chunk_size: Option<u64>,
+    /// The identity (sha256 of `airgap.json`) whose signature was checked: a stream with
+    /// another head is refused before anything is pushed.
+    pub expected_id: Option<Digest>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -424,6 +424,18 @@ impl Visitor for LoadVisitor {
             return Ok(Flow::Continue);
         }
         parse_index(head)?;
+        if let Some(want) = &self.opts.expected_id {
+            if &head.id() != want {
+                let e = LoadError::Inconsistent {
+                    path: self.opts.bundle.clone(),
+                    reason: format!(
+                        "its airgap.json is {}, not the {want} whose signature was checked",
+                        head.id()
+                    ),
+                };
+                return Err(self.fail(e));
+            }
+        }
         self.records = head
             .metadata
             .blobs

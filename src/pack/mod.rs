@@ -732,7 +732,10 @@ async fn write_bundle(
             })
         }
     }))
-    .buffer_unordered(opts.concurrency.max(1));
+    // In plan order, not completion order, so the bundle does not depend on the network or
+    // on --concurrency: a finished download waits for those before it, in memory (at most
+    // `concurrency` blobs of at most IN_MEMORY_BLOB each); the next starts meanwhile.
+    .buffered(opts.concurrency.max(1));
     futures::pin_mut!(smalls);
     while let Some(item) = smalls.next().await {
         match item {

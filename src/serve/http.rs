@@ -54,7 +54,13 @@ pub async fn serve(opts: ServeOptions, progress: Arc<dyn Progress>) -> Result<Se
     let p = progress.clone();
     let o = opts.clone();
     let catalog = tokio::task::spawn_blocking(move || {
-        super::Catalog::open_all(&o.bundles, o.path.as_deref(), o.mode, p.as_ref())
+        super::Catalog::open_all(
+            &o.bundles,
+            &o.expected_ids,
+            o.path.as_deref(),
+            o.mode,
+            p.as_ref(),
+        )
     })
     .await
     .map_err(|e| ServeError::Listen {

@@ -89,6 +89,10 @@ pub struct ServeOptions {
     /// Buffer memory for blob reads, in total: at most this divided by
     /// [`http::READER_MEMORY`] blobs are read at once.
     pub memory: u64,
+    /// Per bundle (in the order of `bundles`; missing: none), the identity (sha256 of
+    /// `airgap.json`) whose signature was checked: a bundle with another head is refused at
+    /// startup.
+    pub expected_ids: Vec<Option<Digest>>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,13 +143,15 @@ impl Catalog {
     /// A name two bundles serve with different digests is an error naming both.
     pub fn open_all(
         bundles: &[PathBuf],
+        expected_ids: &[Option<Digest>],
         path: Option<&str>,
         mode: Mode,
         progress: &dyn Progress,
     ) -> Result<Catalog, ServeError> {
         let mut all: Option<Catalog> = None;
-        for b in bundles {
-            let next = Catalog::open(b, path, mode, progress)?;
+        for (i, b) in bundles.iter().enumerate() {
+            let expected = expected_ids.get(i).and_then(|d| d.as_ref());
+            let next = Catalog::open(b, path, mode, expected, progress)?;
             all = Some(match all {
                 None => next,
                 Some(mut cat) => {
@@ -212,6 +218,7 @@ impl Catalog {
         bundle: &Path,
         path: Option<&str>,
         mode: Mode,
+        expected_id: Option<&Digest>,
         progress: &dyn Progress,
     ) -> Result<Catalog, ServeError> {
         let bundle_err = |source| match source {
@@ -236,6 +243,15 @@ impl Catalog {
         // The head first: a file that is no bundle at all is told so before any indexing.
         let head = crate::bundle::inspect(crate::bundle::open_input(bundle).map_err(bundle_err)?)
             .map_err(bundle_err)?;
+        if let Some(want) = expected_id.filter(|w| **w != head.id) {
+            return Err(bundle_err(BundleError::Invalid {
+                entry: crate::bundle::METADATA_NAME.into(),
+                reason: format!(
+                    "it is {}, not the {want} whose signature was checked",
+                    head.id
+                ),
+            }));
+        }
         let (src, index) = open_indexed(bundle).map_err(bundle_err)?;
         if !index.seekable {
             progress.warn(&format!(
