@@ -185,8 +185,15 @@ pub struct PackArgs {
 
 #[derive(Args, Debug)]
 pub struct LoadArgs {
-    /// The bundle to load (for a split bundle: any part, its .parts.json, or the base name)
+    /// The bundle to load (for a split bundle: any part, its .parts.json, or the base name),
+    /// or an OCI image layout from another tool: a directory, or a tar (.gz, .zst) such as
+    /// skopeo oci-archive:, docker save, Hauler's haul.tar.zst or a Zarf package
     pub bundle: PathBuf,
+    /// For an OCI layout or archive from another tool whose index.json names images by a bare
+    /// tag (org.opencontainers.image.ref.name: v1): the repository they belong to, e.g.
+    /// docker.io/library/app
+    #[arg(long, value_name = "NAME")]
+    pub repository: Option<String>,
     /// The target registry: HOST[:PORT][/PATH]
     #[arg(long, value_name = "HOST[:PORT][/PATH]", value_parser = Target::parse)]
     pub registry: Target,
@@ -235,7 +242,13 @@ pub struct LoadArgs {
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
+    /// A bundle, or an OCI image layout from another tool (see load)
     pub bundle: PathBuf,
+    /// For an OCI layout or archive from another tool whose index.json names images by a bare
+    /// tag (org.opencontainers.image.ref.name: v1): the repository they belong to, e.g.
+    /// docker.io/library/app
+    #[arg(long, value_name = "NAME")]
+    pub repository: Option<String>,
     /// Print JSON for scripts (schema: bundle-spec/schemas/inspect.schema.json)
     #[arg(long, conflicts_with = "metadata")]
     pub json: bool,
@@ -247,7 +260,13 @@ pub struct InspectArgs {
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
+    /// A bundle, or an OCI image layout from another tool (see load)
     pub bundle: PathBuf,
+    /// For an OCI layout or archive from another tool whose index.json names images by a bare
+    /// tag (org.opencontainers.image.ref.name: v1): the repository they belong to, e.g.
+    /// docker.io/library/app
+    #[arg(long, value_name = "NAME")]
+    pub repository: Option<String>,
     /// Print the summary as one JSON document on standard output (progress stays on standard
     /// error; schema: bundle-spec/schemas/verify.schema.json)
     #[arg(long)]
@@ -403,6 +422,7 @@ impl LoadArgs {
                 rewrite: self.rewrite.options(),
                 mirror: self.mirror.options(),
             },
+            repository: self.repository.clone(),
         }
     }
 }

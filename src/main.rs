@@ -113,7 +113,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Inspect(a) => {
-            let r = commands::inspect::inspect(&a.bundle)?;
+            let r = commands::inspect::inspect_archive(&a.bundle, a.repository.as_deref())?;
             let mut out = std::io::stdout().lock();
             if a.metadata {
                 out.write_all(&r.metadata_raw)?;
@@ -125,7 +125,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Verify(a) => {
-            let r = commands::verify::verify(&a.bundle)?;
+            let r = commands::verify::verify_archive(&a.bundle, a.repository.as_deref())?;
             if a.json {
                 print_json(&r)?;
             } else {

@@ -63,6 +63,7 @@ fn pack_then_load_with_every_output_through_the_library() {
             login: Login::Given(Credentials::new("loader", "lib-pass-5521")),
             concurrency: 4,
             chunk_size: None,
+            repository: None,
             outputs: OutputOptions {
                 image_map: Some(map_path.clone()),
                 manifests_out: Some(out_dir.clone()),

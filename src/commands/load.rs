@@ -43,6 +43,8 @@ pub struct LoadCommand {
     /// `--chunk-size`: see [`LoadOptions::chunk_size`].
     pub chunk_size: Option<u64>,
     pub outputs: OutputOptions,
+    /// `--repository`: the repository a foreign archive's bare tags belong to.
+    pub repository: Option<String>,
 }
 
 /// What a load did.
@@ -146,10 +148,19 @@ pub async fn load(
     warn_connect(&cmd.connect, progress.as_ref());
     let credentials = cmd.login.credentials(&cmd.target.host)?;
     // The bundle's head gives the placements, and from them every output, before any push.
-    let head = bundle::inspect_with_files(
-        bundle::open_input(&cmd.bundle).map_err(CommandError::bundle(&cmd.bundle))?,
-    )
-    .map_err(CommandError::bundle(&cmd.bundle))?;
+    // A foreign archive (an OCI layout from another tool) is read once here for its plan.
+    let source = crate::archive::open(&cmd.bundle, cmd.repository.as_deref())
+        .map_err(CommandError::bundle(&cmd.bundle))?;
+    let head = match source.foreign() {
+        Some(f) => bundle::InspectionWithFiles {
+            metadata: f.head.metadata.clone(),
+            k8s: Vec::new(),
+        },
+        None => bundle::inspect_with_files(
+            bundle::open_input(&cmd.bundle).map_err(CommandError::bundle(&cmd.bundle))?,
+        )
+        .map_err(CommandError::bundle(&cmd.bundle))?,
+    };
     let placements = crate::load::placements(&head.metadata, &cmd.target, cmd.mode)?;
     let access = outputs::TargetAccess {
         target: Some(cmd.target.clone()),
@@ -175,6 +186,8 @@ pub async fn load(
         credentials,
         concurrency: cmd.concurrency.max(1),
         chunk_size: cmd.chunk_size,
+        repository: cmd.repository.clone(),
+        source: Some(source),
     };
     let s = crate::load::load(&opts, progress).await?;
     // Load names the images from the head it streams; had the file changed in between, the

@@ -30,6 +30,9 @@ pub struct VerifyReport {
     pub bytes: u64,
     pub manifest_files: usize,
     pub seekable: bool,
+    /// What a foreign archive is (`crate::archive`); absent for a bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -40,6 +43,17 @@ pub struct PartsChecked {
 }
 
 pub fn verify(path: &Path) -> Result<VerifyReport, CommandError> {
+    verify_archive(path, None)
+}
+
+/// [`verify`] of a bundle or a foreign archive (`crate::archive`); `repository` names the
+/// archive's bare tags.
+pub fn verify_archive(path: &Path, repository: Option<&str>) -> Result<VerifyReport, CommandError> {
+    let verr = |source| CommandErrorKind::Verify {
+        path: path.to_path_buf(),
+        source,
+    };
+    let source = crate::archive::open(path, repository).map_err(verr)?;
     let mut parts = None;
     if volume::is_split(path) {
         // Each part on its own first, so a bad part is named even when the stream breaks.
@@ -60,10 +74,11 @@ pub fn verify(path: &Path) -> Result<VerifyReport, CommandError> {
             checksums: set.parts.iter().all(|p| p.sha256.is_some()),
         });
     }
-    let r = bundle::verify_path(path).map_err(|source| CommandErrorKind::Verify {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let r = match source.foreign() {
+        Some(f) => bundle::verify_with(|v| f.read(v)).map_err(verr)?,
+        None => bundle::verify_path(path).map_err(verr)?,
+    };
+    let archive = source.foreign().map(|f| f.describe());
     Ok(VerifyReport {
         report_version: super::REPORT_VERSION,
         bundle: path.to_path_buf(),
@@ -77,6 +92,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport, CommandError> {
         bytes: r.bytes,
         manifest_files: r.k8s_files,
         seekable: r.seekable,
+        archive,
     })
 }
 
@@ -99,15 +115,19 @@ impl VerifyReport {
                 b.blobs.len()
             ));
         }
+        let what = match &self.archive {
+            Some(a) => format!("{a}, not an airgap bundle,"),
+            None => "bundle".into(),
+        };
         out.push(format!(
-            "bundle {} is intact: {} image(s), {} blob(s), {} verified, {} manifest file(s)",
+            "{what} {} is intact: {} image(s), {} blob(s), {} verified, {} manifest file(s)",
             self.bundle.display(),
             self.images,
             self.blobs,
             human_bytes(self.bytes),
             self.manifest_files
         ));
-        if !self.seekable {
+        if !self.seekable && self.archive.is_none() {
             out.push("no seek table (packed by an older airgap or recompressed): `serve` must decompress from the start for each read".into());
         }
         out.join("\n")
