@@ -43,6 +43,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Rewrite image references in Kubernetes YAML to their names in the target registry
     Rewrite(RewriteArgs),
+    /// Write a bundle's images as a plain OCI image layout (a directory, or an oci-archive tar)
+    Export(ExportArgs),
     /// Answer the read-only registry API straight from a bundle (no registry needed)
     #[command(
         long_about = "Answer the read-only OCI distribution API (/v2/, manifests and blobs by tag and \
@@ -256,6 +258,33 @@ pub struct InspectArgs {
     /// without keeping the bundle)
     #[arg(long)]
     pub metadata: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("to").required(true).args(["oci", "oci_archive"])))]
+pub struct ExportArgs {
+    pub bundle: PathBuf,
+    /// Write an OCI layout directory (index.json naming every image by its full reference in
+    /// org.opencontainers.image.ref.name, oci-layout, blobs/sha256/); skopeo reads it as oci:DIR:REF
+    #[arg(long, value_name = "DIR")]
+    pub oci: Option<PathBuf>,
+    /// Write the layout as one uncompressed tar (skopeo: oci-archive:FILE:REF)
+    #[arg(long, value_name = "FILE")]
+    pub oci_archive: Option<PathBuf>,
+    /// Print only errors
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl ExportArgs {
+    pub fn to(&self) -> airgap::commands::export::ExportTo {
+        use airgap::commands::export::ExportTo;
+        match (&self.oci, &self.oci_archive) {
+            (Some(d), _) => ExportTo::Dir(d.clone()),
+            (None, Some(f)) => ExportTo::Tar(f.clone()),
+            (None, None) => unreachable!("clap requires --oci or --oci-archive"),
+        }
+    }
 }
 
 #[derive(Args, Debug)]

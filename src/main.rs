@@ -132,6 +132,10 @@ async fn run(cli: Cli) -> Result<()> {
                 say(a.quiet, &r.render());
             }
         }
+        Command::Export(a) => {
+            let r = commands::export::export(&a.bundle, &a.to())?;
+            say(a.quiet, &r.render());
+        }
         Command::Rewrite(a) => {
             let r = commands::rewrite::rewrite(&a.command(), reporter(false).as_ref())?;
             if let Some(text) = &r.stdout {

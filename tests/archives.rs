@@ -291,3 +291,76 @@ fn zarf_shaped_package_loads() {
     assert_success(&load(&archive, &tgt, &[]));
     assert_loaded(s, &tgt);
 }
+
+/// `airgap export --oci DIR` and `--oci-archive FILE` of a packed bundle: skopeo copies each
+/// image out of both into a registry with its digest kept; airgap loads the tar back; a
+/// damaged bundle leaves no layout behind.
+#[test]
+fn export_writes_layouts_skopeo_reads() {
+    let s = shared();
+    let dir = tempdir();
+    let mut spec = Spec::new();
+    for img in images(s) {
+        spec = spec.image(&img.reference(&s.src.host()));
+    }
+    let spec = spec.write(dir.path());
+    let bundle = dir.path().join("bundle.tar.zst");
+    pack_ok(&spec, &bundle, s.src.source_flags());
+    let oci = dir.path().join("oci");
+    let tar = dir.path().join("out.tar");
+    assert_success(&airgap(args!["export", &bundle, "--oci", &oci], &[]));
+    assert_success(&airgap(
+        args!["export", &bundle, "--oci-archive", &tar],
+        &[],
+    ));
+    let tgt = Registry::start(RegistryOpts::plain());
+    // skopeo 1.9's oci transport finds no descriptor of a Docker manifest list in index.json
+    // ("no descriptor found for reference"): the list is checked by the airgap load below.
+    for img in [&s.fx.single, &s.fx.oci_index] {
+        let r = img.reference(&s.src.host());
+        for (i, from) in [
+            format!("oci:{}:{r}", oci.display()),
+            format!("oci-archive:{}:{r}", tar.display()),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let dst = format!("{}/{}:skopeo{i}", tgt.host(), img.repo);
+            skopeo_copy(
+                &args!["--all", "--preserve-digests", "--dest-tls-verify=false"],
+                from,
+                &format!("docker://{dst}"),
+            )
+            .unwrap();
+            assert_skopeo_digest(&dst, &tgt, &img.digest);
+        }
+    }
+    // The tar reads back as a foreign archive.
+    let back = Registry::start(RegistryOpts::plain());
+    assert_success(&load(&tar, &back, &[]));
+    for img in images(s) {
+        assert_skopeo_digest(&img.reference(&back.host()), &back, &img.digest);
+    }
+
+    let layer = s.fx.single.layers()[0].digest.clone();
+    let bad = dir.path().join("bad.tar.zst");
+    flip_byte_in_blob(&bundle, &bad, &layer);
+    let bad_oci = dir.path().join("bad-oci");
+    let out = airgap(args!["export", &bad, "--oci", &bad_oci], &[]);
+    assert_failure_contains(&out, &[&layer]);
+    assert!(
+        !bad_oci.exists(),
+        "a failed export left {}",
+        bad_oci.display()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".airgap-export-")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "temporary directory left behind");
+}

@@ -9,6 +9,7 @@
 //! small JSON blobs); each read then streams the tar again for the layers, verifying every
 //! blob by digest. Nothing is extracted; no layer is held in memory.
 
+pub mod export;
 mod layout;
 mod stream;
 

@@ -48,6 +48,7 @@ impl CommandError {
             K::Load(e) => e.hint(),
             K::Manifests(e) => e.hint(),
             K::Naming(e) => e.hint(),
+            K::Export(e) => e.hint(),
             _ => None,
         }
     }
@@ -92,6 +93,8 @@ pub enum CommandErrorKind {
     ImageMap(#[from] ImageMapError),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error(transparent)]
+    Export(#[from] crate::archive::export::ExportError),
     #[error("credentials for {image} ({}:{line})", spec.display())]
     SpecCredentials {
         image: String,
