@@ -49,6 +49,8 @@ pub enum Command {
     Sign(SignArgs),
     /// Rewrite image references in Kubernetes YAML to their names in the target registry
     Rewrite(RewriteArgs),
+    /// Write a bundle's images as a plain OCI image layout (a directory, or an oci-archive tar)
+    Export(ExportArgs),
     /// Answer the read-only registry API straight from a bundle (no registry needed)
     #[command(
         long_about = "Answer the read-only OCI distribution API (/v2/, manifests and blobs by tag and \
@@ -215,8 +217,15 @@ pub struct PackArgs {
 
 #[derive(Args, Debug)]
 pub struct LoadArgs {
-    /// The bundle to load (for a split bundle: any part, its .parts.json, or the base name)
+    /// The bundle to load (for a split bundle: any part, its .parts.json, or the base name),
+    /// or an OCI image layout from another tool: a directory, or a tar (.gz, .zst) such as
+    /// skopeo oci-archive:, docker save, Hauler's haul.tar.zst or a Zarf package
     pub bundle: PathBuf,
+    /// For an OCI layout or archive from another tool whose index.json names images by a bare
+    /// tag (org.opencontainers.image.ref.name: v1): the repository they belong to, e.g.
+    /// docker.io/library/app
+    #[arg(long, value_name = "NAME")]
+    pub repository: Option<String>,
     /// The target registry: HOST[:PORT][/PATH]
     #[arg(long, value_name = "HOST[:PORT][/PATH]", value_parser = Target::parse)]
     pub registry: Target,
@@ -269,7 +278,13 @@ pub struct LoadArgs {
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
+    /// A bundle, or an OCI image layout from another tool (see load)
     pub bundle: PathBuf,
+    /// For an OCI layout or archive from another tool whose index.json names images by a bare
+    /// tag (org.opencontainers.image.ref.name: v1): the repository they belong to, e.g.
+    /// docker.io/library/app
+    #[arg(long, value_name = "NAME")]
+    pub repository: Option<String>,
     /// Print JSON for scripts (schema: bundle-spec/schemas/inspect.schema.json)
     #[arg(long, conflicts_with = "metadata")]
     pub json: bool,
@@ -293,12 +308,45 @@ pub struct SignArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("to").required(true).args(["oci", "oci_archive"])))]
+pub struct ExportArgs {
+    pub bundle: PathBuf,
+    /// Write an OCI layout directory (index.json naming every image by its full reference in
+    /// org.opencontainers.image.ref.name, oci-layout, blobs/sha256/); skopeo reads it as oci:DIR:REF
+    #[arg(long, value_name = "DIR")]
+    pub oci: Option<PathBuf>,
+    /// Write the layout as one uncompressed tar (skopeo: oci-archive:FILE:REF)
+    #[arg(long, value_name = "FILE")]
+    pub oci_archive: Option<PathBuf>,
+    /// Print only errors
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl ExportArgs {
+    pub fn to(&self) -> airgap::commands::export::ExportTo {
+        use airgap::commands::export::ExportTo;
+        match (&self.oci, &self.oci_archive) {
+            (Some(d), _) => ExportTo::Dir(d.clone()),
+            (None, Some(f)) => ExportTo::Tar(f.clone()),
+            (None, None) => unreachable!("clap requires --oci or --oci-archive"),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
 pub struct VerifyArgs {
+    /// A bundle, or an OCI image layout from another tool (see load)
     pub bundle: PathBuf,
     /// Require a signature by this public key (PEM, from `openssl pkey -pubout` or
     /// cosign.pub) before anything else; repeat: any of them suffices
     #[arg(long, value_name = "PUB")]
     pub key: Vec<PathBuf>,
+    /// For an OCI layout or archive from another tool whose index.json names images by a bare
+    /// tag (org.opencontainers.image.ref.name: v1): the repository they belong to, e.g.
+    /// docker.io/library/app
+    #[arg(long, value_name = "NAME")]
+    pub repository: Option<String>,
     /// Print the summary as one JSON document on standard output (progress stays on standard
     /// error; schema: bundle-spec/schemas/verify.schema.json)
     #[arg(long)]
@@ -484,6 +532,7 @@ impl LoadArgs {
                 rewrite: self.rewrite.options(),
                 mirror: self.mirror.options(),
             },
+            repository: self.repository.clone(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! manifests, pull secret) using `rewrite` (manifests). `commands` holds each command's
 //! workflow; the binary only parses and prints.
 
+pub mod archive;
 pub mod bundle;
 pub mod commands;
 pub mod digest;

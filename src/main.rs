@@ -121,7 +121,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Inspect(a) => {
-            let r = commands::inspect::inspect(&a.bundle)?;
+            let r = commands::inspect::inspect_archive(&a.bundle, a.repository.as_deref())?;
             let mut out = std::io::stdout().lock();
             if a.metadata {
                 out.write_all(&r.metadata_raw)?;
@@ -133,7 +133,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Verify(a) => {
-            let r = commands::verify::verify(&a.bundle, &a.key)?;
+            let r = commands::verify::verify_archive(&a.bundle, &a.key, a.repository.as_deref())?;
             if a.json {
                 print_json(&r)?;
             } else {
@@ -150,6 +150,10 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 println!("{}", r.render());
             }
+        }
+        Command::Export(a) => {
+            let r = commands::export::export(&a.bundle, &a.to())?;
+            say(a.quiet, &r.render());
         }
         Command::Rewrite(a) => {
             let r = commands::rewrite::rewrite(&a.command(), reporter(false).as_ref())?;

@@ -65,6 +65,7 @@ fn pack_then_load_with_every_output_through_the_library() {
             concurrency: 4,
             chunk_size: None,
             keys: vec![],
+            repository: None,
             outputs: OutputOptions {
                 image_map: Some(map_path.clone()),
                 manifests_out: Some(out_dir.clone()),

@@ -20,8 +20,8 @@ mod writer;
 pub use base::{read_base, BaseBundle};
 pub use reader::{read_bundle, read_bundle_indexed, BlobContent, Flow, Head, Visitor};
 pub use verify::{
-    inspect, inspect_with_files, parse_index, verify, verify_path, Inspection, InspectionWithFiles,
-    VerifyReport,
+    inspect, inspect_with_files, parse_index, verify, verify_path, verify_with, Inspection,
+    InspectionWithFiles, VerifyReport,
 };
 pub use writer::BundleWriter;
 
@@ -195,6 +195,15 @@ pub enum BundleError {
     TooLarge { entry: String, limit: u64 },
     #[error("invalid {entry}: {reason}")]
     Invalid { entry: String, reason: String },
+    /// An image in a foreign archive (`crate::archive`) whose annotations give no full
+    /// reference.
+    #[error("{manifest} in {entry} has no full reference ({annotation}: {value})")]
+    Unnamed {
+        entry: String,
+        manifest: Digest,
+        annotation: String,
+        value: String,
+    },
     #[error("stopped: {0}")]
     Visitor(String),
     #[error(transparent)]
@@ -206,6 +215,9 @@ impl BundleError {
         match self {
             BundleError::FutureVersion { .. } => Some("upgrade airgap to read this bundle".into()),
             BundleError::Volume(e) => e.hint(),
+            BundleError::Unnamed { .. } => {
+                Some("pass --repository NAME to load bare tags as NAME:TAG".into())
+            }
             _ => None,
         }
     }

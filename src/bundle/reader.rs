@@ -63,6 +63,17 @@ pub struct BlobContent<'a> {
 }
 
 impl<'a> BlobContent<'a> {
+    /// A blob read from a source other than a bundle stream (`crate::archive`), verified the
+    /// same way.
+    pub(crate) fn new(inner: &'a mut dyn Read, record: &'a BlobRecord) -> Self {
+        BlobContent {
+            inner,
+            record,
+            hasher: Some(Hasher::new()),
+            failure: None,
+            done: false,
+        }
+    }
     pub fn record(&self) -> &BlobRecord {
         self.record
     }
@@ -90,7 +101,7 @@ impl<'a> BlobContent<'a> {
         Ok(())
     }
     /// Reads the rest (verifying) and returns the verdict.
-    fn finish(mut self) -> Result<(), BundleError> {
+    pub(crate) fn finish(mut self) -> Result<(), BundleError> {
         if let Some(f) = self.failure.take() {
             return Err(f);
         }

@@ -116,6 +116,14 @@ pub fn parse_index(head: &Head) -> Result<Vec<Descriptor>, BundleError> {
 /// Reads the whole bundle and checks every blob's digest and size, that every manifest's
 /// children are present, and that no entry is unexpected.
 pub fn verify(input: impl Read) -> Result<VerifyReport, BundleError> {
+    verify_with(|v| read_bundle(input, v))
+}
+
+/// [`verify`] of any source that drives a visitor as the bundle reader does (a foreign
+/// archive, `crate::archive`).
+pub fn verify_with(
+    read: impl FnOnce(&mut dyn Visitor) -> Result<(), BundleError>,
+) -> Result<VerifyReport, BundleError> {
     struct V {
         report: VerifyReport,
         records: HashMap<Digest, (BlobKind, u64)>,
@@ -190,7 +198,7 @@ pub fn verify(input: impl Read) -> Result<VerifyReport, BundleError> {
         tops: Vec::new(),
         children: Vec::new(),
     };
-    read_bundle(input, &mut v)?;
+    read(&mut v)?;
     // The stream was complete, so every listed blob is present; check the graph's edges.
     let mut referenced = HashSet::new();
     for top in &v.tops {

@@ -50,6 +50,7 @@ impl CommandError {
             K::Manifests(e) => e.hint(),
             K::Naming(e) => e.hint(),
             K::Sign(e) => e.hint(),
+            K::Export(e) => e.hint(),
             _ => None,
         }
     }
@@ -103,6 +104,8 @@ pub enum CommandErrorKind {
     Serve(#[from] ServeError),
     #[error(transparent)]
     Sign(#[from] SignError),
+    #[error(transparent)]
+    Export(#[from] crate::archive::export::ExportError),
     #[error("credentials for {image} ({}:{line})", spec.display())]
     SpecCredentials {
         image: String,

@@ -25,6 +25,9 @@ pub struct InspectReport {
     pub images: Vec<ImageInfo>,
     pub manifests: Vec<String>,
     pub totals: Totals,
+    /// What a foreign archive is (`crate::archive`); absent for a bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
     /// `airgap.json` exactly as stored (`inspect --metadata`).
     #[serde(skip)]
     pub metadata_raw: Vec<u8>,
@@ -60,6 +63,28 @@ pub struct Totals {
 }
 
 pub fn inspect(path: &Path) -> Result<InspectReport, CommandError> {
+    inspect_archive(path, None)
+}
+
+/// [`inspect`] of a bundle or a foreign archive (`crate::archive`, read once through for
+/// its plan); `repository` names the archive's bare tags.
+pub fn inspect_archive(
+    path: &Path,
+    repository: Option<&str>,
+) -> Result<InspectReport, CommandError> {
+    let source = crate::archive::open(path, repository).map_err(CommandError::bundle(path))?;
+    if let Some(f) = source.foreign() {
+        let h = &f.head;
+        let mut r = report(
+            path,
+            &h.metadata,
+            h.id(),
+            Vec::new(),
+            h.metadata_raw.clone(),
+        );
+        r.archive = Some(f.describe());
+        return Ok(r);
+    }
     let input = bundle::open_input(path).map_err(CommandError::bundle(path))?;
     let i = bundle::inspect(input).map_err(CommandError::bundle(path))?;
     Ok(report(path, &i.metadata, i.id, i.k8s_files, i.metadata_raw))
@@ -88,6 +113,7 @@ fn report(
             blobs: md.blobs.len(),
             size: md.total_size,
         },
+        archive: None,
         metadata_raw,
     }
 }
@@ -117,15 +143,21 @@ pub(super) fn image_info(img: &ImageRecord) -> ImageInfo {
 
 impl InspectReport {
     pub fn render(&self) -> String {
-        let mut out = vec![
-            format!(
+        let mut out = vec![match &self.archive {
+            Some(a) => format!(
+                "{} is not an airgap bundle: {a}, read as one",
+                self.bundle.display()
+            ),
+            None => format!(
                 "bundle {} (format {}, {})",
                 self.bundle.display(),
                 self.format_version,
                 self.tool
             ),
-            format!("  id {}", self.id),
-        ];
+        }];
+        if self.archive.is_none() {
+            out.push(format!("  id {}", self.id));
+        }
         if let Some(b) = &self.base {
             out.push(format!(
                 "  delta of {} ({}): {} blob(s), {}, left out; load it into a registry that already has that bundle",

@@ -46,6 +46,8 @@ pub struct LoadCommand {
     pub outputs: OutputOptions,
     /// `--key`: public keys, any of which must have signed the bundle (checked first).
     pub keys: Vec<PathBuf>,
+    /// `--repository`: the repository a foreign archive's bare tags belong to.
+    pub repository: Option<String>,
 }
 
 /// What a load did.
@@ -163,10 +165,19 @@ pub async fn load(
     let trust = super::sign::establish(&cmd.bundle, &cmd.keys)?;
     let credentials = cmd.login.credentials(&cmd.target.host)?;
     // The bundle's head gives the placements, and from them every output, before any push.
-    let head = bundle::inspect_with_files(
-        bundle::open_input(&cmd.bundle).map_err(CommandError::bundle(&cmd.bundle))?,
-    )
-    .map_err(CommandError::bundle(&cmd.bundle))?;
+    // A foreign archive (an OCI layout from another tool) is read once here for its plan.
+    let source = crate::archive::open(&cmd.bundle, cmd.repository.as_deref())
+        .map_err(CommandError::bundle(&cmd.bundle))?;
+    let head = match source.foreign() {
+        Some(f) => bundle::InspectionWithFiles {
+            metadata: f.head.metadata.clone(),
+            k8s: Vec::new(),
+        },
+        None => bundle::inspect_with_files(
+            bundle::open_input(&cmd.bundle).map_err(CommandError::bundle(&cmd.bundle))?,
+        )
+        .map_err(CommandError::bundle(&cmd.bundle))?,
+    };
     let base_signature = head
         .metadata
         .base
@@ -201,6 +212,8 @@ pub async fn load(
         concurrency: cmd.concurrency.max(1),
         chunk_size: cmd.chunk_size,
         expected_id: trust.checked.as_ref().map(|c| c.bundle_id.clone()),
+        repository: cmd.repository.clone(),
+        source: Some(source),
     };
     let s = crate::load::load(&opts, progress).await?;
     // Load names the images from the head it streams; had the file changed in between, the

@@ -3,6 +3,7 @@
 //! binary only parses arguments, calls one of these and renders what it returns.
 
 mod error;
+pub mod export;
 pub mod images;
 pub mod inspect;
 pub mod load;

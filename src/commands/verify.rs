@@ -37,6 +37,9 @@ pub struct VerifyReport {
     /// With `--key`, for a delta: its base's signature, when the base is beside it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_signature: Option<BaseTrust>,
+    /// What a foreign archive is (`crate::archive`); absent for a bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -48,7 +51,22 @@ pub struct PartsChecked {
 
 /// `keys`: public keys (`--key`), any of which must have signed the bundle; checked first.
 pub fn verify(path: &Path, keys: &[PathBuf]) -> Result<VerifyReport, CommandError> {
+    verify_archive(path, keys, None)
+}
+
+/// [`verify`] of a bundle or a foreign archive (`crate::archive`); `repository` names the
+/// archive's bare tags.
+pub fn verify_archive(
+    path: &Path,
+    keys: &[PathBuf],
+    repository: Option<&str>,
+) -> Result<VerifyReport, CommandError> {
     let trust = establish(path, keys)?;
+    let verr = |source| CommandErrorKind::Verify {
+        path: path.to_path_buf(),
+        source,
+    };
+    let source = crate::archive::open(path, repository).map_err(verr)?;
     let mut parts = None;
     if volume::is_split(path) {
         // Each part on its own first, so a bad part is named even when the stream breaks.
@@ -69,10 +87,11 @@ pub fn verify(path: &Path, keys: &[PathBuf]) -> Result<VerifyReport, CommandErro
             checksums: set.parts.iter().all(|p| p.sha256.is_some()),
         });
     }
-    let r = bundle::verify_path(path).map_err(|source| CommandErrorKind::Verify {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let r = match source.foreign() {
+        Some(f) => bundle::verify_with(|v| f.read(v)).map_err(verr)?,
+        None => bundle::verify_path(path).map_err(verr)?,
+    };
+    let archive = source.foreign().map(|f| f.describe());
     if let (Some(c), Some(id)) = (&trust.checked, &r.id) {
         if &c.bundle_id != id {
             return Err(CommandErrorKind::Verify {
@@ -104,6 +123,7 @@ pub fn verify(path: &Path, keys: &[PathBuf]) -> Result<VerifyReport, CommandErro
         seekable: r.seekable,
         signature: trust.status,
         base_signature,
+        archive,
     })
 }
 
@@ -126,8 +146,12 @@ impl VerifyReport {
                 b.blobs.len()
             ));
         }
+        let what = match &self.archive {
+            Some(a) => format!("{a}, not an airgap bundle,"),
+            None => "bundle".into(),
+        };
         out.push(format!(
-            "bundle {} is intact: {} image(s), {} blob(s), {} verified, {} manifest file(s)",
+            "{what} {} is intact: {} image(s), {} blob(s), {} verified, {} manifest file(s)",
             self.bundle.display(),
             self.images,
             self.blobs,
@@ -138,7 +162,7 @@ impl VerifyReport {
         if let Some(b) = &self.base_signature {
             out.push(b.render());
         }
-        if !self.seekable {
+        if !self.seekable && self.archive.is_none() {
             out.push("no seek table (packed by an older airgap or recompressed): `serve` must decompress from the start for each read".into());
         }
         out.join("\n")

@@ -40,6 +40,10 @@ pub struct LoadOptions {
     /// The identity (sha256 of `airgap.json`) whose signature was checked: a stream with
     /// another head is refused before anything is pushed.
     pub expected_id: Option<Digest>,
+    /// For a foreign archive (`crate::archive`): the repository its bare tags belong to.
+    pub repository: Option<String>,
+    /// `bundle` already opened (so a foreign archive's first pass is not made twice).
+    pub source: Option<crate::archive::Source>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,8 +182,22 @@ pub async fn load(
         progress.clone(),
         counters.clone(),
     );
+    let source =
+        match &opts.source {
+            Some(s) => s.clone(),
+            None => crate::archive::open(&opts.bundle, opts.repository.as_deref()).map_err(
+                |source| LoadError::Bundle {
+                    path: opts.bundle.clone(),
+                    source,
+                },
+            )?,
+        };
+    state.foreign = source.foreign_arc();
     // A seekable bundle lets big blobs be read several at once (older bundles stream).
-    if let Ok(src) = crate::bundle::seek::open_read_at(&opts.bundle) {
+    if let (None, Ok(src)) = (
+        &state.foreign,
+        crate::bundle::seek::open_read_at(&opts.bundle),
+    ) {
         if let Ok(Some(index)) = crate::bundle::seek::read_trailer(src.as_ref()) {
             state.set_random_access(src, index);
         }
@@ -231,6 +249,7 @@ pub async fn load(
 enum Input<F> {
     Stream(F),
     Indexed(Arc<dyn ReadAt>, Arc<SeekIndex>),
+    Foreign(Arc<crate::archive::Foreign>),
 }
 
 /// Streams the bundle once through the visitor and waits for the uploads it started.
@@ -245,15 +264,17 @@ async fn read_pass(
     };
     // With a seek table, what the visitor skips (big blobs it reads through the table, blobs
     // the target has) is jumped over instead of decompressed.
-    let input = match state.random.clone() {
-        Some((src, index)) => Input::Indexed(src, index),
-        None => Input::Stream(crate::bundle::open_input(&opts.bundle).map_err(bundle_err)?),
+    let input = match (state.random.clone(), state.foreign.clone()) {
+        (_, Some(f)) => Input::Foreign(f),
+        (Some((src, index)), None) => Input::Indexed(src, index),
+        (None, None) => Input::Stream(crate::bundle::open_input(&opts.bundle).map_err(bundle_err)?),
     };
     state.begin_pass(pass);
     let (mut state, read_result) = tokio::task::spawn_blocking(move || {
         let r = match input {
             Input::Stream(file) => read_bundle(file, &mut state),
             Input::Indexed(src, index) => read_bundle_indexed(src, index, &mut state),
+            Input::Foreign(f) => f.read(&mut state),
         };
         (state, r)
     })

@@ -56,6 +56,8 @@ pub struct LoadVisitor {
     /// A seekable bundle: big blobs are read through the seek table, several at once,
     /// instead of one after another from the stream.
     pub(super) random: Option<(Arc<dyn ReadAt>, Arc<SeekIndex>)>,
+    /// The source is a foreign archive (`crate::archive`), read through its own reader.
+    pub(super) foreign: Option<Arc<crate::archive::Foreign>>,
     /// Damage found by those reads (the upload they fed fails less clearly).
     pub(super) damage: Arc<Mutex<Option<BundleError>>>,
     /// This pass's big blobs were started through the seek table.
@@ -98,6 +100,7 @@ impl LoadVisitor {
             landed: Vec::new(),
             pushed: Mutex::default(),
             random: None,
+            foreign: None,
             damage: Arc::default(),
             big_dispatched: false,
             listed: None,

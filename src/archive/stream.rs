@@ -1,0 +1,98 @@
+//! One pass of a foreign archive through a visitor: the head, the blobs kept from the first
+//! pass (manifests first, as in a bundle), then the layers as the tar or directory holds them.
+
+use std::collections::HashSet;
+use std::io::Cursor;
+
+use super::{normal, open_tar, Container, Foreign};
+use crate::bundle::{BlobContent, BlobRecord, BundleError, Flow, Visitor};
+use crate::digest::Digest;
+
+fn give(
+    visitor: &mut dyn Visitor,
+    record: &BlobRecord,
+    r: &mut dyn std::io::Read,
+) -> Result<Flow, BundleError> {
+    let mut content = BlobContent::new(r, record);
+    let flow = visitor.blob(record, &mut content)?;
+    content.finish()?;
+    Ok(flow)
+}
+
+pub fn read(f: &Foreign, visitor: &mut dyn Visitor) -> Result<(), BundleError> {
+    if visitor.head(&f.head)? == Flow::Stop {
+        return Ok(());
+    }
+    let records = &f.head.metadata.blobs;
+    for r in records.iter().filter(|r| f.early.contains_key(&r.digest)) {
+        if give(visitor, r, &mut Cursor::new(&f.early[&r.digest]))? == Flow::Stop {
+            return Ok(());
+        }
+    }
+    let rest: Vec<&BlobRecord> = records
+        .iter()
+        .filter(|r| !f.early.contains_key(&r.digest))
+        .collect();
+    match &f.container {
+        Container::Dir(dir) => {
+            for r in rest {
+                let path = dir.join(format!("{}blobs/sha256/{}", f.prefix, r.digest.hex()));
+                let file = std::fs::File::open(&path).map_err(|source| BundleError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                let mut file = std::io::BufReader::with_capacity(1 << 20, file);
+                if give(visitor, r, &mut file)? == Flow::Stop {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        }
+        Container::Tar(..) => {
+            let wanted: std::collections::HashMap<&Digest, &BlobRecord> =
+                rest.iter().map(|r| (&r.digest, *r)).collect();
+            let mut done: HashSet<Digest> = HashSet::new();
+            let blobs = format!("{}blobs/sha256/", f.prefix);
+            let corrupt = |entry: &str, e: std::io::Error| BundleError::Corrupt {
+                entry: entry.to_string(),
+                reason: e.to_string(),
+            };
+            let mut archive = tar::Archive::new(open_tar(&f.container)?);
+            for entry in archive
+                .entries()
+                .map_err(|e| corrupt("the first entry", e))?
+            {
+                let mut entry = entry.map_err(|e| corrupt("an entry header", e))?;
+                if !entry.header().entry_type().is_file() {
+                    continue;
+                }
+                let name = normal(
+                    &entry
+                        .path()
+                        .map_err(|e| corrupt("an entry name", e))?
+                        .to_string_lossy(),
+                );
+                let Some(hex) = name.strip_prefix(&blobs) else {
+                    continue;
+                };
+                let Ok(d) = Digest::parse(&format!("sha256:{hex}")) else {
+                    continue;
+                };
+                let Some(r) = wanted.get(&d) else { continue };
+                if !done.insert(d.clone()) {
+                    continue;
+                }
+                if give(visitor, r, &mut entry)? == Flow::Stop {
+                    return Ok(());
+                }
+            }
+            // The first pass saw every blob, so only a file changed since can get here.
+            if let Some(r) = rest.iter().find(|r| !done.contains(&r.digest)) {
+                return Err(BundleError::MissingBlob {
+                    digest: r.digest.clone(),
+                });
+            }
+            Ok(())
+        }
+    }
+}
