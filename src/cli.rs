@@ -49,7 +49,7 @@ pub enum Command {
     Sign(SignArgs),
     /// Rewrite image references in Kubernetes YAML to their names in the target registry
     Rewrite(RewriteArgs),
-    /// Write a bundle's images as a plain OCI image layout (a directory, or an oci-archive tar)
+    /// Write a bundle's images as a plain OCI image layout (directory or oci-archive tar)
     Export(ExportArgs),
     /// Answer the read-only registry API straight from a bundle (no registry needed)
     #[command(

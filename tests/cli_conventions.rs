@@ -21,6 +21,8 @@ fn subcommands() -> Vec<String> {
         .lines()
         .skip(1)
         .take_while(|l| l.starts_with("  "))
+        // A long description wraps onto lines indented past the name column.
+        .filter(|l| !l[2..].starts_with(' '))
         .filter_map(|l| l.split_whitespace().next())
         .filter(|n| *n != "help")
         .map(String::from)
