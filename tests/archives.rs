@@ -364,3 +364,92 @@ fn export_writes_layouts_skopeo_reads() {
         .collect();
     assert!(leftovers.is_empty(), "temporary directory left behind");
 }
+
+/// A spec mixing a registry image with images from archives (an image built in CI and never
+/// pushed): skopeo's `oci-archive:` with a bare tag, and one image picked with `ref:` from a
+/// multi-image layout directory. One bundle; digests as in the archives, checked by skopeo at
+/// the target after load.
+#[test]
+fn spec_mixing_registry_and_archive_images_packs_into_one_bundle() {
+    let s = shared();
+    let dir = tempdir();
+    let img = &s.fx.single;
+    skopeo_copy(
+        &args!["--preserve-digests", skopeo_flags(&s.src, "src-")],
+        &format!("docker://{}", img.reference(&s.src.host())),
+        &format!("oci-archive:{}:1.0", dir.path().join("app.tar").display()),
+    )
+    .unwrap();
+    let index = &s.fx.oci_index;
+    let registry_image = s.fx.docker_list.reference(&s.src.host());
+    let spec = dir.path().join("airgap.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "images:\n  - image: ci.example.com/team/app:1.0\n    archive: app.tar\n  \
+             - image: ci.example.com/team/multi:2.0\n    archive: {}\n    ref: {}\n  \
+             - image: {registry_image}\n",
+            s.layout.display(),
+            index.reference(&s.src.host()),
+        ),
+    )
+    .unwrap();
+    let bundle = dir.path().join("b.tar.zst");
+    let out = airgap(
+        args!["pack", &spec, "-o", &bundle, s.src.source_flags()],
+        &[],
+    );
+    assert_success(&out);
+    let b = Bundle::open(&bundle);
+    assert_eq!(b.ref_digest("ci.example.com/team/app:1.0"), img.digest);
+    assert_eq!(b.ref_digest("ci.example.com/team/multi:2.0"), index.digest);
+    assert_success(&airgap(args!["verify", &bundle], &[]));
+
+    let tgt = Registry::start(RegistryOpts::plain());
+    assert_success(&load(&bundle, &tgt, &[]));
+    let at = |r: &str| format!("{}/{r}", tgt.host());
+    assert_skopeo_digest(&at("team/app:1.0"), &tgt, &img.digest);
+    assert_skopeo_digest(&at("team/multi:2.0"), &tgt, &index.digest);
+    let list = &s.fx.docker_list;
+    assert_skopeo_digest(&list.reference(&tgt.host()), &tgt, &list.digest);
+}
+
+/// Bad `archive:` entries: each error names the spec line and the archive, and no bundle is
+/// written.
+#[test]
+fn bad_archive_entries_fail_naming_the_spec_line() {
+    let s = shared();
+    let dir = tempdir();
+    let bundle = dir.path().join("b.tar.zst");
+    let pack = |body: &str| {
+        let spec = dir.path().join("airgap.yaml");
+        std::fs::write(&spec, format!("images:\n{body}")).unwrap();
+        airgap(
+            args!["pack", &spec, "-o", &bundle, s.src.source_flags()],
+            &[],
+        )
+    };
+    // Missing file.
+    let out = pack("  - image: ci.example.com/a:1\n    archive: nope.tar\n");
+    assert_failure_contains(&out, &["airgap.yaml:3", "nope.tar", "no such file"]);
+    assert!(!bundle.exists());
+    // Several images and no `ref:`.
+    let layout = s.layout.display();
+    let out = pack(&format!(
+        "  - image: ci.example.com/a:1\n    archive: {layout}\n"
+    ));
+    assert_failure_contains(&out, &["airgap.yaml:3", "3 images", "ref:"]);
+    assert!(!bundle.exists());
+    // A `ref:` naming nothing in it.
+    let out = pack(&format!(
+        "  - image: ci.example.com/a:1\n    archive: {layout}\n    ref: nothere:9\n"
+    ));
+    assert_failure_contains(&out, &["nothere:9", &s.fx.single.reference(&s.src.host())]);
+    assert!(!bundle.exists());
+    // `archive:` without `image:`, and `ref:` without `archive:`.
+    let out = pack("  - name: a\n    archive: x.tar\n");
+    assert_failure_contains(&out, &["airgap.yaml:3", "needs `image:`"]);
+    let out = pack("  - image: ci.example.com/a:1\n    ref: x\n");
+    assert_failure_contains(&out, &["airgap.yaml:3", "no `archive:`"]);
+    assert!(!bundle.exists());
+}

@@ -139,6 +139,23 @@ fn json_outputs_validate_against_their_schemas() {
     assert_eq!(load["images"], fx.all().len());
     assert_eq!(load["imagesUnchanged"], 0);
     assert!(load["blobsUploaded"].as_u64().unwrap() > 0);
+    let statuses = |r: &serde_json::Value| -> Vec<(String, String, String)> {
+        r["imageList"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap().to_string();
+                (s("target"), s("digest"), s("status"))
+            })
+            .collect()
+    };
+    let first = statuses(&load);
+    assert_eq!(first.len(), fx.all().len());
+    for (target, digest, status) in &first {
+        assert_eq!(status, "pushed", "{target}");
+        assert_skopeo_digest(target, &tgt, digest);
+    }
     // Every digest the report names is what skopeo reads at the target.
     for e in load["imageMap"]["images"].as_array().unwrap() {
         assert_skopeo_digest(
@@ -151,6 +168,11 @@ fn json_outputs_validate_against_their_schemas() {
     let again = json_stdout(&airgap(&load_args, &[]));
     assert_valid("load", &again);
     assert_eq!(again["imagesUnchanged"], fx.all().len());
+    let second = statuses(&again);
+    assert_eq!(second.len(), first.len());
+    for ((t1, d1, _), (t2, d2, status)) in first.iter().zip(&second) {
+        assert_eq!((t1, d1, status.as_str()), (t2, d2, "unchanged"));
+    }
     assert_eq!(again["blobsUploaded"], 0);
     assert_eq!(again["manifestsPushed"], 0);
 }

@@ -34,6 +34,8 @@ struct Found {
     json: HashMap<(String, Digest), (Vec<u8>, Digest)>,
     docker_manifest: bool,
     zarf_yaml: bool,
+    /// Where each blob's data starts in an uncompressed tar, so it can be read by seeking.
+    offsets: HashMap<Digest, u64>,
 }
 
 const PREFIXES: [&str; 2] = ["", "images/"];
@@ -90,6 +92,11 @@ fn scan_tar(c: &Container) -> Result<Found, BundleError> {
                 let Some(key) = blob_name(&name) else {
                     continue;
                 };
+                if c.is_plain_tar() {
+                    found
+                        .offsets
+                        .insert(key.1.clone(), entry.raw_file_position());
+                }
                 found.sizes.insert(key.clone(), size);
                 if size == 0 || size > MAX_MANIFEST_SIZE {
                     continue;
@@ -243,6 +250,7 @@ pub fn scan(c: Container, repository: Option<&str>) -> Result<Foreign, BundleErr
             k8s: Vec::new(),
         },
         early: g.early,
+        offsets: found.offsets,
     })
 }
 

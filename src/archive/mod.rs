@@ -56,6 +56,9 @@ pub enum Container {
 }
 
 impl Container {
+    fn is_plain_tar(&self) -> bool {
+        matches!(self, Container::Tar(_, Compression::None))
+    }
     pub fn describe(&self) -> &'static str {
         match self {
             Container::Dir(_) => "directory",
@@ -76,6 +79,8 @@ pub struct Foreign {
     pub head: Head,
     /// Manifests and configs, verified, emitted before the layers.
     early: HashMap<Digest, Vec<u8>>,
+    /// Data offsets of the blobs of an uncompressed tar (empty otherwise).
+    offsets: HashMap<Digest, u64>,
 }
 
 impl Foreign {
@@ -85,6 +90,27 @@ impl Foreign {
     }
     pub fn describe(&self) -> String {
         format!("{} ({})", self.kind.describe(), self.container.describe())
+    }
+    /// The path of the directory or tar.
+    pub fn path(&self) -> &Path {
+        match &self.container {
+            Container::Dir(p) | Container::Tar(p, _) => p,
+        }
+    }
+    /// A manifest or config kept (and verified) by the first pass.
+    pub fn early_blob(&self, digest: &Digest) -> Option<&[u8]> {
+        self.early.get(digest).map(|v| &v[..])
+    }
+    /// Streams one blob to `sink` in pieces, verifying its size and digest against the
+    /// archive's record of it: the last piece is handed over before the digest is known, so
+    /// the output is unverified until this returns Ok. A directory or uncompressed tar is read
+    /// in place (a seek); a compressed tar is decompressed up to the blob.
+    pub fn read_blob(
+        &self,
+        digest: &Digest,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<(), BundleError> {
+        stream::read_blob(self, digest, sink)
     }
 }
 

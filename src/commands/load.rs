@@ -59,6 +59,8 @@ pub struct LoadReport {
     pub registry: String,
     pub images: usize,
     pub images_unchanged: usize,
+    /// Every image: where it went and whether it was pushed.
+    pub image_list: Vec<LoadedImage>,
     pub blobs_uploaded: u64,
     pub bytes_uploaded: u64,
     pub blobs_mounted: u64,
@@ -72,6 +74,17 @@ pub struct LoadReport {
     /// With `--key`, for a delta: its base's signature, when the base is beside it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_signature: Option<super::sign::BaseTrust>,
+}
+
+/// One image of a load, as `--json` prints it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadedImage {
+    pub source: String,
+    pub target: String,
+    pub digest: crate::digest::Digest,
+    /// `pushed`, or `unchanged` when the target already had it (manifest and tag).
+    pub status: &'static str,
 }
 
 impl LoadReport {
@@ -231,6 +244,17 @@ pub async fn load(
         registry: cmd.target.host.clone(),
         images: s.images,
         images_unchanged: s.images_unchanged,
+        image_list: s
+            .placements
+            .iter()
+            .zip(&s.unchanged)
+            .map(|(p, unchanged)| LoadedImage {
+                source: p.source.to_string(),
+                target: p.target.to_string(),
+                digest: p.digest.clone(),
+                status: if *unchanged { "unchanged" } else { "pushed" },
+            })
+            .collect(),
         blobs_uploaded: s.blobs_uploaded,
         bytes_uploaded: s.bytes_uploaded,
         blobs_mounted: s.blobs_mounted,

@@ -11,7 +11,7 @@ use super::images::ImageListReport;
 use super::inspect::{image_info, ImageInfo};
 use super::{warn_connect, CommandError, CommandErrorKind};
 use crate::digest::Digest;
-use crate::pack::{ImageRequest, PackOptions};
+use crate::pack::{ArchiveRequest, ImageRequest, PackOptions};
 use crate::platform::Platform;
 use crate::progress::{human_bytes, Progress};
 use crate::registry::ConnectOptions;
@@ -131,6 +131,10 @@ pub async fn pack(
             reference: e.reference.clone(),
             source: e.source.clone(),
             credentials,
+            archive: e.archive.as_ref().map(|a| ArchiveRequest {
+                path: spec.base_dir().join(&a.path),
+                select: a.select.clone(),
+            }),
         });
     }
     let base = match &cmd.base {
@@ -174,9 +178,19 @@ pub async fn pack(
                     .then(|| origin.to_string())
                 })
             });
-            return Err(match found {
-                Some(origin) => CommandErrorKind::FoundImage { origin, source: e }.into(),
-                None => e.into(),
+            let archive_at = e.image().and_then(|image| {
+                list.images.iter().find_map(|(entry, _)| {
+                    entry
+                        .archive
+                        .as_ref()
+                        .filter(|_| entry.reference.to_string() == image)
+                        .map(|a| a.at.clone())
+                })
+            });
+            return Err(match (found, archive_at) {
+                (Some(origin), _) => CommandErrorKind::FoundImage { origin, source: e }.into(),
+                (None, Some(at)) => CommandErrorKind::ArchiveImage { at, source: e }.into(),
+                (None, None) => e.into(),
             });
         }
     };

@@ -131,6 +131,9 @@ pub struct LoadSummary {
     pub elapsed: Duration,
     /// Where every image went: what the outputs (image map, manifests, …) are made from.
     pub placements: Vec<Placement>,
+    /// Per placement (same order): whether the target already had it, manifest and tag, so
+    /// nothing was pushed for it.
+    pub unchanged: Vec<bool>,
 }
 
 /// Counters shared by the upload tasks.
@@ -233,9 +236,13 @@ pub async fn load(
     }
     let placements = state.placements().to_vec();
     let unchanged = state.unchanged_images();
+    let per_image = (0..placements.len())
+        .map(|i| state.complete.get(i).copied().unwrap_or(false))
+        .collect();
     Ok(LoadSummary {
         images: placements.len(),
         images_unchanged: unchanged,
+        unchanged: per_image,
         blobs_uploaded: counters.uploaded.load(Ordering::Relaxed),
         blobs_mounted: counters.mounted.load(Ordering::Relaxed),
         blobs_skipped: counters.skipped.load(Ordering::Relaxed),

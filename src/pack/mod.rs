@@ -2,6 +2,7 @@
 //! as it streams) and write the bundle to a temporary name that is renamed only on success.
 
 mod direct;
+mod origin;
 mod resolve;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +27,8 @@ use crate::reference::Reference;
 use crate::registry::credentials::Credentials;
 use crate::registry::{Client, ConnectOptions, Endpoint, RegistryError};
 
+pub use origin::ArchiveRequest;
+use origin::Origin;
 pub use resolve::ResolvedImage;
 
 /// One image to pack, with the credentials for its registry (if any).
@@ -35,6 +38,8 @@ pub struct ImageRequest {
     /// The spec source it came from (`public`, a source name, or `image`).
     pub source: String,
     pub credentials: Option<Credentials>,
+    /// Set when the image comes from an OCI layout or archive instead of its registry.
+    pub archive: Option<ArchiveRequest>,
 }
 
 /// A Kubernetes YAML file to carry under `manifests/`.
@@ -107,6 +112,19 @@ pub enum PackError {
         #[source]
         source: Box<RegistryError>,
     },
+    #[error("image {image} from {}: {reason}", path.display())]
+    Archive {
+        image: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("image {image} from {}", path.display())]
+    ArchiveBlob {
+        image: String,
+        path: PathBuf,
+        #[source]
+        source: Box<BundleError>,
+    },
     #[error("writing bundle {}", path.display())]
     Bundle {
         path: PathBuf,
@@ -135,7 +153,9 @@ impl PackError {
             | PackError::Manifest { image, .. }
             | PackError::NoPlatform { image, .. }
             | PackError::Invalid { image, .. }
-            | PackError::Blob { image, .. } => Some(image),
+            | PackError::Blob { image, .. }
+            | PackError::Archive { image, .. }
+            | PackError::ArchiveBlob { image, .. } => Some(image),
             _ => None,
         }
     }
@@ -146,6 +166,7 @@ impl PackError {
             PackError::Manifests(e) => e.hint(),
             PackError::Volume(e) => e.hint(),
             PackError::Bundle { source, .. } => source.hint(),
+            PackError::ArchiveBlob { source, .. } => source.hint(),
             _ => None,
         }
     }
@@ -157,7 +178,7 @@ fn clients(
     opts: &PackOptions,
 ) -> Result<HashMap<(String, Option<Credentials>), Client>, PackError> {
     let mut out = HashMap::new();
-    for img in images {
+    for img in images.iter().filter(|i| i.archive.is_none()) {
         let key = (
             img.reference.registry().to_string(),
             img.credentials.clone(),
@@ -182,7 +203,7 @@ struct BlobSource {
     record: BlobRecord,
     /// The content, when resolving already fetched it (a config).
     cached: Option<bytes::Bytes>,
-    client: Client,
+    origin: Origin,
     repo: String,
     image: String,
 }
@@ -203,14 +224,21 @@ pub async fn pack(
         .filter(|i| seen.insert(i.reference.clone()))
         .collect();
     let clients = clients(&images, opts)?;
+    let archives = origin::open_archives(&images).await?;
+    let origin_of = |req: &ImageRequest| match &req.archive {
+        Some(a) => Origin::Archive(archives[a].clone()),
+        None => Origin::Registry(
+            clients[&(
+                req.reference.registry().to_string(),
+                req.credentials.clone(),
+            )]
+                .clone(),
+        ),
+    };
     progress.stage(&format!("resolving {} image(s)", images.len()));
     let concurrency = opts.concurrency.max(1);
     let resolved: Vec<ResolvedImage> = futures::stream::iter(images.into_iter().map(|req| {
-        let client = clients[&(
-            req.reference.registry().to_string(),
-            req.credentials.clone(),
-        )]
-            .clone();
+        let client = origin_of(&req);
         let filter = opts.platforms.clone();
         let progress = progress.clone();
         async move {
@@ -228,7 +256,7 @@ pub async fn pack(
     .await?;
 
     check_manifests(&resolved, &k8s, opts, progress.as_ref())?;
-    let plan = plan(&resolved, &clients, opts.base.as_ref())?;
+    let plan = plan(&resolved, &origin_of, opts.base.as_ref())?;
     let metadata = metadata(&resolved, &plan, &k8s, opts)?;
     write_bundle(&resolved, plan, metadata, &k8s, opts, progress).await
 }
@@ -283,7 +311,7 @@ struct Plan {
 
 fn plan(
     resolved: &[ResolvedImage],
-    clients: &HashMap<(String, Option<Credentials>), Client>,
+    origin_of: &dyn Fn(&ImageRequest) -> Origin,
     base: Option<&BaseBundle>,
 ) -> Result<Plan, PackError> {
     // What the base carries, itself or through its own base.
@@ -325,10 +353,7 @@ fn plan(
                 ));
             }
         }
-        let client = &clients[&(
-            img.request.reference.registry().to_string(),
-            img.request.credentials.clone(),
-        )];
+        let origin = origin_of(&img.request);
         for d in &img.blobs {
             if let Some(&size) = seen.get(&d.digest) {
                 if size != d.size {
@@ -367,7 +392,7 @@ fn plan(
                     kind,
                     media_type: d.media_type.clone(),
                 },
-                client: client.clone(),
+                origin: origin.clone(),
                 repo: img.request.reference.repository().to_string(),
                 image: image.clone(),
             });
@@ -714,18 +739,19 @@ async fn write_bundle(
                 });
             }
             let mut buf = Vec::with_capacity(b.record.size as usize);
-            b.client
-                .stream_blob(&b.repo, &b.record.digest, b.record.size, |chunk| {
-                    progress.add_bytes(chunk.len() as u64);
-                    buf.extend_from_slice(chunk);
-                    Ok(())
-                })
-                .await
-                .map_err(|source| PackError::Blob {
-                    digest: b.record.digest.clone(),
-                    image: b.image.clone(),
-                    source: Box::new(source),
-                })?;
+            b.origin
+                .stream_blob(
+                    &b.image,
+                    &b.repo,
+                    &b.record.digest,
+                    b.record.size,
+                    |chunk| {
+                        progress.add_bytes(chunk.len() as u64);
+                        buf.extend_from_slice(chunk);
+                        Ok(())
+                    },
+                )
+                .await?;
             Ok::<_, PackError>(ToWriter::Memory {
                 record: b.record,
                 bytes: bytes::Bytes::from(buf),
@@ -781,31 +807,33 @@ async fn write_bundle(
             let progress = progress.clone();
             inflight.push_back(tokio::spawn(async move {
                 let result = b
-                    .client
-                    .stream_blob_async(&b.repo, &b.record.digest, b.record.size, |chunk| {
-                        progress.add_bytes(chunk.len() as u64);
-                        let ctx = ctx.clone();
-                        async move {
-                            let mut chunk = chunk;
-                            while !chunk.is_empty() {
-                                let piece = chunk.split_to(chunk.len().min(STREAM_PIECE));
-                                ctx.send(Ok(piece)).await.map_err(|_| {
-                                    std::io::Error::other("the bundle writer stopped")
-                                })?;
+                    .origin
+                    .stream_blob_async(
+                        &b.image,
+                        &b.repo,
+                        &b.record.digest,
+                        b.record.size,
+                        |chunk| {
+                            progress.add_bytes(chunk.len() as u64);
+                            let ctx = ctx.clone();
+                            async move {
+                                let mut chunk = chunk;
+                                while !chunk.is_empty() {
+                                    let piece = chunk.split_to(chunk.len().min(STREAM_PIECE));
+                                    ctx.send(Ok(piece)).await.map_err(|_| {
+                                        std::io::Error::other("the bundle writer stopped")
+                                    })?;
+                                }
+                                Ok(())
                             }
-                            Ok(())
-                        }
-                    })
+                        },
+                    )
                     .await;
                 if result.is_err() {
                     // Make the writer fail this entry rather than wait for more bytes.
                     let _ = ctx.send(Err(std::io::Error::other(DownloadFailed))).await;
                 }
-                result.map_err(|source| PackError::Blob {
-                    digest: b.record.digest.clone(),
-                    image: b.image.clone(),
-                    source: Box::new(source),
-                })
+                result
             }));
         }
     }

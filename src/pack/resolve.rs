@@ -3,11 +3,11 @@
 
 use bytes::Bytes;
 
-use super::{ImageRequest, PackError};
+use super::{ImageRequest, Origin, PackError};
 use crate::digest::Digest;
 use crate::manifest::{is_index, Descriptor, ManifestView};
 use crate::platform::Platform;
-use crate::registry::{Client, FetchedManifest};
+use crate::registry::FetchedManifest;
 
 #[derive(Debug, Clone)]
 pub struct ResolvedImage {
@@ -27,20 +27,14 @@ pub struct ResolvedImage {
 }
 
 pub async fn resolve(
-    client: &Client,
+    client: &Origin,
     request: ImageRequest,
     filter: &[Platform],
 ) -> Result<ResolvedImage, PackError> {
     let r = &request.reference;
     let image = r.to_string();
     let repo = r.repository();
-    let top = client
-        .get_manifest(repo, &r.selector())
-        .await
-        .map_err(|source| PackError::Registry {
-            image: image.clone(),
-            source: Box::new(source),
-        })?;
+    let top = client.get_manifest(&image, repo, &r.selector()).await?;
     let (view, media_type) = ManifestView::parse(&top.bytes, &top.media_type, &top.digest)
         .map_err(|source| PackError::Manifest {
             image: image.clone(),
@@ -59,7 +53,7 @@ pub async fn resolve(
     if !is_index(&out.top.media_type) {
         out.blobs.extend(view.blobs().cloned());
         if let Some(cfg) = &view.config {
-            if let Some((p, bytes)) = config_platform(client, repo, cfg).await {
+            if let Some((p, bytes)) = config_platform(client, &image, repo, cfg).await {
                 out.platforms.push(p);
                 out.fetched.push((cfg.digest.clone(), bytes));
             }
@@ -110,7 +104,8 @@ pub async fn resolve(
 /// The platform a single-platform image's config declares (best effort: a config we cannot
 /// read here will still be fetched and verified with the other blobs).
 async fn config_platform(
-    client: &Client,
+    client: &Origin,
+    image: &str,
     repo: &str,
     cfg: &Descriptor,
 ) -> Option<(Platform, Bytes)> {
@@ -125,7 +120,7 @@ async fn config_platform(
     }
     let mut buf = Vec::new();
     client
-        .stream_blob(repo, &cfg.digest, cfg.size, |c| {
+        .stream_blob(image, repo, &cfg.digest, cfg.size, |c| {
             buf.extend_from_slice(c);
             Ok(())
         })
@@ -142,7 +137,7 @@ async fn config_platform(
 
 /// Fetches a child manifest by digest; nested indexes are walked whole.
 async fn fetch_child(
-    client: &Client,
+    client: &Origin,
     image: &str,
     repo: &str,
     d: &Descriptor,
@@ -158,13 +153,7 @@ async fn fetch_child(
     if out.children.iter().any(|c| c.digest == d.digest) {
         return Ok(());
     }
-    let m = client
-        .get_manifest(repo, d.digest.as_str())
-        .await
-        .map_err(|source| PackError::Registry {
-            image: image.to_string(),
-            source: Box::new(source),
-        })?;
+    let m = client.get_manifest(image, repo, d.digest.as_str()).await?;
     if m.bytes.len() as u64 != d.size {
         return Err(PackError::Invalid {
             image: image.to_string(),

@@ -40,6 +40,8 @@ pub const SPEC_VERSION: i64 = 1;
 pub const PUBLIC_SOURCE: &str = "public";
 /// [`ImageEntry::source`] of entries written as `image: REF`.
 pub const IMAGE_SOURCE: &str = "image";
+/// [`ImageEntry::source`] of entries written with `archive: PATH`.
+pub const ARCHIVE_SOURCE: &str = "archive";
 
 /// A parsed and validated spec file.
 #[derive(Debug, Clone)]
@@ -121,6 +123,8 @@ pub struct ImageEntry {
     /// The source name the entry was written with: a `sources:` name, `public`, or `image`
     /// for `image: REF` entries.
     pub source: String,
+    /// `archive:`: the image comes from this OCI layout or archive, not from a registry.
+    pub archive: Option<ArchiveSource>,
     /// Credentials from the `auth:` of the matching source (see SPEC.md), if any.
     pub credentials: Option<Credentials>,
     /// The source whose `auth:` gave [`ImageEntry::credentials`].
@@ -129,10 +133,26 @@ pub struct ImageEntry {
     pub column: usize,
 }
 
+/// `archive: PATH` (and `ref:`) of an image entry: an OCI layout (directory or tar, plain,
+/// gzip or zstd), `docker save` output, or a Hauler or Zarf archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSource {
+    /// As written; relative paths are relative to the spec's directory ([`Spec::base_dir`]).
+    pub path: PathBuf,
+    /// `ref:`: which of the archive's images (its name there, or a bare tag); needed only
+    /// when the archive holds more than one.
+    pub select: Option<String>,
+    pub at: Location,
+}
+
 impl ImageEntry {
     /// The credentials to pull this image with: the spec's own, else those of the docker /
     /// podman credential files and helpers for the image's registry (see [`credentials`]).
+    /// None for an image from an archive: nothing is pulled.
     pub fn credentials_or_docker_config(&self) -> Result<Option<Credentials>, DockerConfigError> {
+        if self.archive.is_some() {
+            return Ok(None);
+        }
         match &self.credentials {
             Some(c) => Ok(Some(c.clone())),
             None => credentials::lookup_image(&self.reference),
@@ -316,6 +336,7 @@ impl Spec {
         Ok(ImageEntry {
             reference: reference.with_default_tag(),
             source: IMAGE_SOURCE.to_string(),
+            archive: None,
             credentials,
             credentials_source: source.map(|s| s.name.clone()),
             line: at.line,

@@ -1,14 +1,14 @@
 //! From the YAML tree to a validated [`Spec`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use saphyr::{MarkedYaml, Scalar, YamlData};
 
 use super::yaml::{Doc, Entries};
 use super::{
-    AuthEnv, ErrorKind, ImageEntry, Location, ManifestSource, Source, Spec, SpecError,
-    IMAGE_SOURCE, PUBLIC_SOURCE, SPEC_VERSION,
+    ArchiveSource, AuthEnv, ErrorKind, ImageEntry, Location, ManifestSource, Source, Spec,
+    SpecError, ARCHIVE_SOURCE, IMAGE_SOURCE, PUBLIC_SOURCE, SPEC_VERSION,
 };
 use crate::digest::Digest;
 use crate::platform::Platform;
@@ -28,7 +28,8 @@ pub(super) const TOP_KEYS: &[&str] = &[
 ];
 pub(super) const SOURCE_KEYS: &[&str] = &["registry", "auth"];
 pub(super) const AUTH_KEYS: &[&str] = &["usernameEnv", "passwordEnv"];
-pub(super) const IMAGE_KEYS: &[&str] = &["image", "source", "name", "tag", "digest"];
+pub(super) const IMAGE_KEYS: &[&str] =
+    &["image", "source", "name", "tag", "digest", "archive", "ref"];
 
 type Env<'e> = &'e dyn Fn(&str) -> Option<String>;
 
@@ -362,6 +363,7 @@ impl<'a> Parser<'_, 'a> {
         };
         let at = doc.at(node);
 
+        let archive = self.archive(&get("archive"), &get("ref"), get("image").is_some())?;
         let (reference, source, named_source, at_node) = if let Some((_, image)) = get("image") {
             if let Some((kn, _)) = get("name") {
                 return Err(doc.invalid(
@@ -492,7 +494,12 @@ impl<'a> Parser<'_, 'a> {
         Ok(Parsed {
             entry: ImageEntry {
                 reference: reference.with_default_tag(),
-                source,
+                source: if archive.is_some() {
+                    ARCHIVE_SOURCE.to_string()
+                } else {
+                    source
+                },
+                archive,
                 credentials: None,
                 credentials_source: None,
                 line: at.line,
@@ -501,6 +508,48 @@ impl<'a> Parser<'_, 'a> {
             named_source,
             latest_warning,
         })
+    }
+
+    /// `archive: PATH` with optional `ref: NAME`, which only go with `image:` (the name the
+    /// image gets in the bundle).
+    fn archive(
+        &self,
+        archive: &Option<(&MarkedYaml<'a>, &MarkedYaml<'a>)>,
+        select: &Option<(&MarkedYaml<'a>, &MarkedYaml<'a>)>,
+        has_image: bool,
+    ) -> Result<Option<ArchiveSource>, SpecError> {
+        let doc = self.doc;
+        let Some((kn, value)) = archive else {
+            if let Some((kn, _)) = select {
+                return Err(doc.invalid(
+                    kn,
+                    ErrorKind::Conflict,
+                    "`ref:` chooses an image inside an `archive:`; this entry has no `archive:`",
+                ));
+            }
+            return Ok(None);
+        };
+        if !has_image {
+            return Err(doc.invalid(
+                kn,
+                ErrorKind::Missing,
+                "an `archive:` entry needs `image:`: the full reference the image gets in the bundle \
+                 (e.g. `image: registry.example.com/team/app:1.2`)",
+            ));
+        }
+        let path = doc.string(value, "archive")?;
+        if path.is_empty() {
+            return Err(doc.invalid(value, ErrorKind::BadValue, "`archive:` is empty"));
+        }
+        let select = match select {
+            Some((_, v)) => Some(doc.string(v, "ref")?).filter(|s| !s.is_empty()),
+            None => None,
+        };
+        Ok(Some(ArchiveSource {
+            path: PathBuf::from(path),
+            select,
+            at: doc.at(value),
+        }))
     }
 
     /// `tag:` / `digest:` values: a string, never empty or null.
@@ -669,6 +718,11 @@ impl<'a> Parser<'_, 'a> {
             ..
         } in parsed
         {
+            // Nothing is pulled for an image from an archive.
+            if entry.archive.is_some() {
+                out.push(entry);
+                continue;
+            }
             if let Some(n) = &named_source {
                 if !used.contains(&n.as_str()) {
                     if let Some(s) = sources.iter().find(|s| &s.name == n) {
