@@ -363,7 +363,8 @@ pub struct VerifyArgs {
 pub struct ServeArgs {
     /// The bundles (or the first part of a split set), served in one namespace, or a
     /// directory of them (e.g. a release and its deltas); a name two bundles give different
-    /// digests is an error
+    /// digests is an error. An OCI image layout from another tool (directory or tar) is
+    /// served too
     #[arg(required = true, value_name = "BUNDLE|DIR")]
     pub bundles: Vec<PathBuf>,
     /// Address and port to listen on (port 0: any free port)
@@ -375,6 +376,10 @@ pub struct ServeArgs {
     /// Repository prefix, as PATH in `load --registry HOST/PATH`
     #[arg(long, value_name = "PATH")]
     pub path: Option<String>,
+    /// For an OCI layout from another tool whose index.json names images only by a bare
+    /// tag: the repository they belong to, e.g. docker.io/library/app
+    #[arg(long, value_name = "NAME")]
+    pub repository: Option<String>,
     /// Serve HTTPS with this certificate chain (PEM; with --tls-key)
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -579,6 +584,7 @@ impl ServeArgs {
             max_connections: self.max_connections,
             shutdown_timeout: std::time::Duration::from_secs(self.shutdown_timeout),
             memory: self.memory,
+            repository: self.repository.clone(),
             expected_ids: Vec::new(),
         }
     }

@@ -453,3 +453,131 @@ fn bad_archive_entries_fail_naming_the_spec_line() {
     assert_failure_contains(&out, &["airgap.yaml:3", "no `archive:`"]);
     assert!(!bundle.exists());
 }
+
+/// `airgap serve PATH --listen 127.0.0.1:0` once it prints its address; killed when dropped.
+struct Serving(RunningAirgap, String);
+
+impl Serving {
+    fn start(path: &Path, extra: &[&str]) -> Serving {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let host = format!("127.0.0.1:{port}");
+        let mut a = args!["serve", path, "--listen", &host];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let mut proc = AirgapCmd::new(&a).spawn();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if proc.child.try_wait().unwrap().is_some() {
+                panic!("serve exited: {}", text_of(&proc.wait()));
+            }
+            if std::net::TcpStream::connect(&host).is_ok() {
+                return Serving(proc, host);
+            }
+            assert!(std::time::Instant::now() < deadline, "serve did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.kill();
+    }
+}
+
+/// skopeo pulls every image of a layout directory and of an uncompressed oci-archive straight
+/// from `airgap serve`, digests kept (skopeo verifies each blob as it copies).
+#[test]
+fn serve_answers_from_a_layout_directory_and_an_oci_archive() {
+    let s = shared();
+    let served = Serving::start(&s.layout, &[]);
+    let dir = tempdir();
+    for (i, img) in [&s.fx.single, &s.fx.oci_index].into_iter().enumerate() {
+        let name = img.reference(&s.src.host());
+        // Served as `load --mode replace` names it: the source host dropped.
+        let at = img.reference(&served.1);
+        let out = dir.path().join(format!("copy{i}"));
+        skopeo_copy(
+            &args!["--all", "--preserve-digests", "--src-tls-verify=false"],
+            &format!("docker://{at}"),
+            &format!("oci:{}:x", out.display()),
+        )
+        .unwrap_or_else(|e| panic!("{name} from serve: {e}"));
+        let idx: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+        assert_eq!(idx["manifests"][0]["digest"], img.digest.as_str(), "{name}");
+    }
+    drop(served);
+
+    let archive = dir.path().join("single.tar");
+    let img = &s.fx.single;
+    skopeo_copy(
+        &args!["--preserve-digests", skopeo_flags(&s.src, "src-")],
+        &format!("docker://{}", img.reference(&s.src.host())),
+        &format!("oci-archive:{}:1.0", archive.display()),
+    )
+    .unwrap();
+    let repo = format!("{}/{}", s.src.host(), img.repo);
+    let served = Serving::start(&archive, &["--repository", &repo]);
+    let out = dir.path().join("copy-tar");
+    skopeo_copy(
+        &args!["--preserve-digests", "--src-tls-verify=false"],
+        &format!("docker://{}/{}:1.0", served.1, img.repo),
+        &format!("oci:{}:x", out.display()),
+    )
+    .unwrap();
+    let idx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    assert_eq!(idx["manifests"][0]["digest"], img.digest.as_str());
+}
+
+/// A foreign archive has no airgap signature: `serve --key` and `load --key` refuse it.
+#[test]
+fn serve_key_refuses_an_unsigned_foreign_archive() {
+    let s = shared();
+    let dir = tempdir();
+    let key = dir.path().join("k.pem");
+    let public = dir.path().join("k.pub");
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+        ])
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success()
+        && std::process::Command::new("openssl")
+            .args(["ec", "-pubout", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&public)
+            .status()
+            .unwrap()
+            .success();
+    assert!(ok, "openssl made the key pair");
+    let out = airgap(
+        args![
+            "serve",
+            &s.layout,
+            "--listen",
+            "127.0.0.1:0",
+            "--key",
+            &public
+        ],
+        &[],
+    );
+    assert_failure_contains(&out, &["carries no airgap signature", "layout"]);
+    // The same for load: nothing is pushed.
+    let tgt = Registry::start(RegistryOpts::plain());
+    let out = load(&s.layout, &tgt, &["--key", &public.display().to_string()]);
+    assert_failure_contains(&out, &["carries no airgap signature"]);
+    assert_skopeo_absent(&s.fx.single.reference(&tgt.host()), &tgt);
+}

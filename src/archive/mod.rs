@@ -112,6 +112,23 @@ impl Foreign {
     ) -> Result<(), BundleError> {
         stream::read_blob(self, digest, sink)
     }
+    /// Hands a reader at byte `start` of blob `digest` to `reader` (for a range request).
+    /// Unverified: the caller hashes a whole-blob read.
+    pub fn with_range(
+        &self,
+        digest: &Digest,
+        start: u64,
+        reader: &mut dyn FnMut(&mut dyn Read) -> Result<(), BundleError>,
+    ) -> Result<(), BundleError> {
+        stream::with_range(self, digest, start, reader)
+    }
+    /// Whether a blob can be read without decompressing the archive up to it.
+    pub fn random_access(&self) -> bool {
+        matches!(
+            self.container,
+            Container::Dir(_) | Container::Tar(_, Compression::None)
+        )
+    }
 }
 
 /// An airgap bundle, or a foreign archive read as one.
@@ -146,16 +163,30 @@ impl Source {
 /// Opens `path`: a bundle (or split set) as it is; a foreign archive after its first pass.
 /// `repository` names images that the archive names only by a bare tag.
 pub fn open(path: &Path, repository: Option<&str>) -> Result<Source, BundleError> {
+    match detect(path)? {
+        None => Ok(Source::Bundle(path.to_path_buf())),
+        Some(c) => Ok(Source::Foreign(Arc::new(layout::scan(c, repository)?))),
+    }
+}
+
+/// Whether `path` is an archive from another tool rather than an airgap bundle (reads a few
+/// bytes, or for a zstd tar its first entry's name).
+pub fn is_foreign(path: &Path) -> bool {
+    matches!(detect(path), Ok(Some(_)))
+}
+
+/// Where a foreign archive's layout is, or None for a bundle (or something the bundle reader
+/// will explain is neither).
+fn detect(path: &Path) -> Result<Option<Container>, BundleError> {
     let io = |source| BundleError::Io {
         path: path.to_path_buf(),
         source,
     };
     if path.is_dir() {
-        let c = Container::Dir(path.to_path_buf());
-        return Ok(Source::Foreign(Arc::new(layout::scan(c, repository)?)));
+        return Ok(Some(Container::Dir(path.to_path_buf())));
     }
     if crate::bundle::volume::is_split(path) {
-        return Ok(Source::Bundle(path.to_path_buf()));
+        return Ok(None);
     }
     let mut magic = [0u8; 4];
     let n = read_up_to(&mut std::fs::File::open(path).map_err(io)?, &mut magic).map_err(io)?;
@@ -164,13 +195,12 @@ pub fn open(path: &Path, repository: Option<&str>) -> Result<Source, BundleError
         [0x1f, 0x8b, ..] => Compression::Gzip,
         _ if is_tar(path).map_err(io)? => Compression::None,
         // Not an archive we know: the bundle reader says why.
-        _ => return Ok(Source::Bundle(path.to_path_buf())),
+        _ => return Ok(None),
     };
     if compression == Compression::Zstd && first_entry(path)?.as_deref() == Some("airgap.json") {
-        return Ok(Source::Bundle(path.to_path_buf()));
+        return Ok(None);
     }
-    let c = Container::Tar(path.to_path_buf(), compression);
-    Ok(Source::Foreign(Arc::new(layout::scan(c, repository)?)))
+    Ok(Some(Container::Tar(path.to_path_buf(), compression)))
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {

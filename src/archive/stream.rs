@@ -192,3 +192,67 @@ fn pump(
     }
     content.finish()
 }
+
+/// Hands `reader` positioned at byte `start` of blob `digest` to `f`, for serving a range.
+pub fn with_range(
+    f: &Foreign,
+    digest: &Digest,
+    start: u64,
+    reader: &mut dyn FnMut(&mut dyn std::io::Read) -> Result<(), BundleError>,
+) -> Result<(), BundleError> {
+    use std::io::{Read, Seek};
+    if let Some(b) = f.early.get(digest) {
+        let mut c = Cursor::new(&b[..]);
+        c.set_position(start);
+        return reader(&mut c);
+    }
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| BundleError::Io { path, source }
+    };
+    let at = |path: &std::path::Path, offset: u64| -> Result<std::fs::File, BundleError> {
+        let mut file = std::fs::File::open(path).map_err(io(path))?;
+        file.seek(std::io::SeekFrom::Start(offset))
+            .map_err(io(path))?;
+        Ok(file)
+    };
+    match &f.container {
+        Container::Dir(dir) => {
+            let path = dir.join(format!("{}blobs/sha256/{}", f.prefix, digest.hex()));
+            reader(&mut at(&path, start)?)
+        }
+        Container::Tar(path, _) if f.offsets.contains_key(digest) => {
+            reader(&mut at(path, f.offsets[digest] + start)?)
+        }
+        Container::Tar(..) => {
+            let name = format!("{}blobs/sha256/{}", f.prefix, digest.hex());
+            let mut archive = tar::Archive::new(open_tar(&f.container)?);
+            let corrupt = |e: std::io::Error| BundleError::Corrupt {
+                entry: name.clone(),
+                reason: e.to_string(),
+            };
+            for entry in archive.entries().map_err(corrupt)? {
+                let mut entry = entry.map_err(corrupt)?;
+                let found = entry.header().entry_type().is_file()
+                    && entry
+                        .path()
+                        .is_ok_and(|p| normal(&p.to_string_lossy()) == name);
+                if found {
+                    let skipped =
+                        std::io::copy(&mut (&mut entry).take(start), &mut std::io::sink())
+                            .map_err(corrupt)?;
+                    if skipped != start {
+                        return Err(BundleError::Corrupt {
+                            entry: name.clone(),
+                            reason: format!("ends before byte {start}"),
+                        });
+                    }
+                    return reader(&mut entry);
+                }
+            }
+            Err(BundleError::MissingBlob {
+                digest: digest.clone(),
+            })
+        }
+    }
+}

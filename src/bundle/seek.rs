@@ -385,13 +385,30 @@ pub fn send_chunks(
     digest: &crate::digest::Digest,
     verify: bool,
     chunk: usize,
+    send: impl FnMut(bytes::Bytes) -> bool,
+) -> Result<(), BundleError> {
+    let corrupt = |e: io::Error| BundleError::Corrupt {
+        entry: super::blob_entry_name(digest),
+        reason: e.to_string(),
+    };
+    let r = read_range(src, index, offset, len).map_err(corrupt)?;
+    send_from(r, len, digest, verify, chunk, send)
+}
+
+/// `send_chunks` from any reader positioned at the range's start (a foreign archive's file).
+pub fn send_from(
+    mut r: impl Read,
+    len: u64,
+    digest: &crate::digest::Digest,
+    verify: bool,
+    chunk: usize,
     mut send: impl FnMut(bytes::Bytes) -> bool,
 ) -> Result<(), BundleError> {
     let corrupt = |e: io::Error| BundleError::Corrupt {
         entry: super::blob_entry_name(digest),
         reason: e.to_string(),
     };
-    let mut r = read_range(src, index, offset, len).map_err(corrupt)?;
+    let mut r = (&mut r).take(len);
     let mut hasher = verify.then(crate::digest::Hasher::new);
     let mut read = 0u64;
     let mut held: Option<bytes::Bytes> = None;

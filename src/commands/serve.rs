@@ -57,7 +57,8 @@ impl Banner {
 pub fn expand_bundles(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CommandError> {
     let mut out = Vec::new();
     for p in paths {
-        if !p.is_dir() {
+        // A directory with an index.json is an OCI layout to serve, not a directory of bundles.
+        if !p.is_dir() || p.join("index.json").is_file() {
             out.push(p.clone());
             continue;
         }

@@ -90,6 +90,14 @@ pub fn establish(bundle_path: &Path, keys: &[PathBuf]) -> Result<Trust, CommandE
             checked: None,
         });
     }
+    if crate::archive::is_foreign(bundle_path) {
+        return Err(CommandError::invalid(format!(
+            "{}: an OCI layout or archive from another tool carries no airgap signature; \
+             --key accepts signed airgap bundles only (pack it with an `archive:` spec entry \
+             and sign the bundle)",
+            bundle_path.display()
+        )));
+    }
     let keys = read_public_keys(keys)?;
     let head = bundle::inspect(
         bundle::open_input(bundle_path).map_err(CommandError::bundle(bundle_path))?,

@@ -18,7 +18,6 @@ use hyper_util::rt::TokioIo;
 
 use super::ops::{Htpasswd, Metrics};
 use super::{Blob, Catalog, ServeError, ServeOptions};
-use crate::bundle::seek::send_chunks;
 use crate::digest::Digest;
 use crate::progress::Progress;
 
@@ -59,6 +58,7 @@ pub async fn serve(opts: ServeOptions, progress: Arc<dyn Progress>) -> Result<Se
             &o.expected_ids,
             o.path.as_deref(),
             o.mode,
+            o.repository.as_deref(),
             p.as_ref(),
         )
     })
@@ -666,12 +666,11 @@ fn stream_blob(
         }
         let _ = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let result = send_chunks(
-                cat.bundles[blob.bundle].src.clone(),
-                &cat.bundles[blob.bundle].index,
-                blob.loc.offset + start,
+            let result = super::send_blob(
+                &cat.bundles[blob.bundle].data,
+                &blob,
+                start,
                 len,
-                &blob.record.digest,
                 verify,
                 CHUNK,
                 |b| send(&tx, Ok(b)),

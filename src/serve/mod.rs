@@ -11,14 +11,13 @@ mod http;
 pub mod ops;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::bundle::seek::{open_indexed, read_range, EntryLoc, ReadAt, SeekIndex};
+use crate::bundle::seek::{open_indexed, EntryLoc, ReadAt, SeekIndex};
 use crate::bundle::{blob_entry_name, BlobRecord, BundleError, Metadata};
 use crate::digest::Digest;
 use crate::load::graph::ImageGraph;
@@ -93,6 +92,8 @@ pub struct ServeOptions {
     /// `airgap.json`) whose signature was checked: a bundle with another head is refused at
     /// startup.
     pub expected_ids: Vec<Option<Digest>>,
+    /// Names the images of a foreign archive that names them only by a bare tag.
+    pub repository: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,12 +111,22 @@ pub struct Blob {
     pub bundle: usize,
 }
 
-/// One bundle served.
+/// One bundle (or foreign archive) served.
 pub struct Served {
     pub path: PathBuf,
-    pub src: Arc<dyn ReadAt>,
-    pub index: SeekIndex,
+    pub data: Data,
     pub metadata: Metadata,
+}
+
+/// Where a served bundle's blobs are read from.
+pub enum Data {
+    /// An airgap bundle, through its seek table.
+    Bundle {
+        src: Arc<dyn ReadAt>,
+        index: SeekIndex,
+    },
+    /// An OCI layout from another tool (a directory or tar: `crate::archive`).
+    Foreign(Arc<crate::archive::Foreign>),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -146,12 +157,13 @@ impl Catalog {
         expected_ids: &[Option<Digest>],
         path: Option<&str>,
         mode: Mode,
+        repository: Option<&str>,
         progress: &dyn Progress,
     ) -> Result<Catalog, ServeError> {
         let mut all: Option<Catalog> = None;
         for (i, b) in bundles.iter().enumerate() {
             let expected = expected_ids.get(i).and_then(|d| d.as_ref());
-            let next = Catalog::open(b, path, mode, expected, progress)?;
+            let next = Catalog::open(b, path, mode, expected, repository, progress)?;
             all = Some(match all {
                 None => next,
                 Some(mut cat) => {
@@ -219,6 +231,7 @@ impl Catalog {
         path: Option<&str>,
         mode: Mode,
         expected_id: Option<&Digest>,
+        repository: Option<&str>,
         progress: &dyn Progress,
     ) -> Result<Catalog, ServeError> {
         let bundle_err = |source| match source {
@@ -240,55 +253,15 @@ impl Catalog {
             },
             other => other.into(),
         })?;
-        // The head first: a file that is no bundle at all is told so before any indexing.
-        let head = crate::bundle::inspect(crate::bundle::open_input(bundle).map_err(bundle_err)?)
-            .map_err(bundle_err)?;
-        if let Some(want) = expected_id.filter(|w| **w != head.id) {
-            return Err(bundle_err(BundleError::Invalid {
-                entry: crate::bundle::METADATA_NAME.into(),
-                reason: format!(
-                    "it is {}, not the {want} whose signature was checked",
-                    head.id
-                ),
-            }));
-        }
-        let (src, index) = open_indexed(bundle).map_err(bundle_err)?;
-        if !index.seekable {
-            progress.warn(&format!(
-                "{} has no seek table (packed by an older airgap, or recompressed): every read \
-                 decompresses from the start. Re-pack it with this airgap to serve it fast.",
-                bundle.display()
-            ));
-        }
-        let metadata = head.metadata;
-        let mut blobs = HashMap::new();
-        for record in &metadata.blobs {
-            let name = blob_entry_name(&record.digest);
-            let loc = index.entry(&name).cloned().ok_or_else(|| {
-                bundle_err(BundleError::MissingBlob {
-                    digest: record.digest.clone(),
-                })
-            })?;
-            if loc.size != record.size {
-                return Err(bundle_err(BundleError::SizeMismatch {
-                    digest: record.digest.clone(),
-                    expected: record.size,
-                    actual: loc.size,
-                }));
-            }
-            blobs.insert(
-                record.digest.clone(),
-                Blob {
-                    record: record.clone(),
-                    loc,
-                    bundle: 0,
-                },
-            );
-        }
+        let source = crate::archive::open(bundle, repository).map_err(bundle_err)?;
+        let (metadata, data, blobs) = match source {
+            crate::archive::Source::Bundle(_) => open_bundle(bundle, expected_id, progress)?,
+            crate::archive::Source::Foreign(f) => open_foreign(bundle, f, expected_id, progress)?,
+        };
         let mut graph = ImageGraph::default();
         let mut manifests = HashMap::new();
         for b in blobs.values().filter(|b| b.record.kind.is_manifest()) {
-            let bytes = read_manifest(&src, &index, b).map_err(|reason| ServeError::Manifest {
+            let bytes = read_manifest(&data, b).map_err(|reason| ServeError::Manifest {
                 path: bundle.to_path_buf(),
                 digest: b.record.digest.clone(),
                 reason,
@@ -337,8 +310,7 @@ impl Catalog {
         Ok(Catalog {
             bundles: vec![Served {
                 path: bundle.to_path_buf(),
-                src,
-                index,
+                data,
                 metadata,
             }],
             blobs,
@@ -370,14 +342,158 @@ impl Catalog {
     }
 }
 
-fn read_manifest(src: &Arc<dyn ReadAt>, index: &SeekIndex, b: &Blob) -> Result<Bytes, String> {
+type Opened = (Metadata, Data, HashMap<Digest, Blob>);
+
+fn bundle_error(bundle: &Path) -> impl Fn(BundleError) -> ServeError + '_ {
+    move |source| match source {
+        // It names the file already.
+        BundleError::Io { path, source } => ServeError::Open { path, source },
+        source => ServeError::Bundle {
+            path: bundle.to_path_buf(),
+            source,
+        },
+    }
+}
+
+/// An airgap bundle: its head, then every blob's place through the seek table.
+fn open_bundle(
+    bundle: &Path,
+    expected_id: Option<&Digest>,
+    progress: &dyn Progress,
+) -> Result<Opened, ServeError> {
+    let bundle_err = bundle_error(bundle);
+    // The head first: a file that is no bundle at all is told so before any indexing.
+    let head = crate::bundle::inspect(crate::bundle::open_input(bundle).map_err(&bundle_err)?)
+        .map_err(&bundle_err)?;
+    if let Some(want) = expected_id.filter(|w| **w != head.id) {
+        return Err(bundle_err(BundleError::Invalid {
+            entry: crate::bundle::METADATA_NAME.into(),
+            reason: format!(
+                "it is {}, not the {want} whose signature was checked",
+                head.id
+            ),
+        }));
+    }
+    let (src, index) = open_indexed(bundle).map_err(&bundle_err)?;
+    if !index.seekable {
+        progress.warn(&format!(
+            "{} has no seek table (packed by an older airgap, or recompressed): every read \
+             decompresses from the start. Re-pack it with this airgap to serve it fast.",
+            bundle.display()
+        ));
+    }
+    let metadata = head.metadata;
+    let mut blobs = HashMap::new();
+    for record in &metadata.blobs {
+        let name = blob_entry_name(&record.digest);
+        let loc = index.entry(&name).cloned().ok_or_else(|| {
+            bundle_err(BundleError::MissingBlob {
+                digest: record.digest.clone(),
+            })
+        })?;
+        if loc.size != record.size {
+            return Err(bundle_err(BundleError::SizeMismatch {
+                digest: record.digest.clone(),
+                expected: record.size,
+                actual: loc.size,
+            }));
+        }
+        blobs.insert(
+            record.digest.clone(),
+            Blob {
+                record: record.clone(),
+                loc,
+                bundle: 0,
+            },
+        );
+    }
+    Ok((metadata, Data::Bundle { src, index }, blobs))
+}
+
+/// An OCI layout from another tool, after its first pass (which checked every blob is there
+/// with its size). It carries no signature, so `--key` refuses it.
+fn open_foreign(
+    bundle: &Path,
+    f: Arc<crate::archive::Foreign>,
+    expected_id: Option<&Digest>,
+    progress: &dyn Progress,
+) -> Result<Opened, ServeError> {
+    if expected_id.is_some() {
+        return Err(bundle_error(bundle)(BundleError::Invalid {
+            entry: "index.json".into(),
+            reason: format!(
+                "it is a {}, which carries no airgap signature; --key serves signed bundles only",
+                f.describe()
+            ),
+        }));
+    }
+    if !f.random_access() {
+        progress.warn(&format!(
+            "{} is a compressed {}: every blob read decompresses the archive up to the blob. \
+             Decompress it (zstd -d, gunzip) to serve it fast.",
+            bundle.display(),
+            f.describe()
+        ));
+    }
+    let metadata = f.head.metadata.clone();
+    let blobs = metadata
+        .blobs
+        .iter()
+        .map(|r| {
+            let blob = Blob {
+                record: r.clone(),
+                loc: EntryLoc {
+                    name: blob_entry_name(&r.digest),
+                    offset: 0,
+                    size: r.size,
+                },
+                bundle: 0,
+            };
+            (r.digest.clone(), blob)
+        })
+        .collect();
+    Ok((metadata, Data::Foreign(f), blobs))
+}
+
+/// Reads `len` bytes of `blob` from `start` in chunks, as `send_chunks` does for a bundle
+/// (verified when whole, the last chunk held back until it is).
+pub fn send_blob(
+    data: &Data,
+    blob: &Blob,
+    start: u64,
+    len: u64,
+    verify: bool,
+    chunk: usize,
+    mut send: impl FnMut(Bytes) -> bool,
+) -> Result<(), BundleError> {
+    let digest = &blob.record.digest;
+    match data {
+        Data::Bundle { src, index } => crate::bundle::seek::send_chunks(
+            src.clone(),
+            index,
+            blob.loc.offset + start,
+            len,
+            digest,
+            verify,
+            chunk,
+            send,
+        ),
+        Data::Foreign(f) => f.with_range(digest, start, &mut |r| {
+            crate::bundle::seek::send_from(r, len, digest, verify, chunk, &mut send)
+        }),
+    }
+}
+
+fn read_manifest(data: &Data, b: &Blob) -> Result<Bytes, String> {
     if b.loc.size > MAX_MANIFEST_SIZE {
         return Err(format!("larger than {MAX_MANIFEST_SIZE} bytes"));
     }
     let mut bytes = Vec::with_capacity(b.loc.size as usize);
-    read_range(src.clone(), index, b.loc.offset, b.loc.size)
-        .and_then(|mut r| r.read_to_end(&mut bytes))
-        .map_err(|e| e.to_string())?;
+    send_blob(data, b, 0, b.loc.size, false, 1 << 20, |c| {
+        bytes.extend_from_slice(&c);
+        true
+    })
+    .map_err(|e| e.to_string())?;
     let actual = Digest::of(&bytes);
     if actual != b.record.digest || bytes.len() as u64 != b.loc.size {
         return Err(format!("the bundle's bytes hash to {actual}"));
