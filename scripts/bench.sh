@@ -7,6 +7,8 @@
 #   scripts/bench.sh interop   # issue 13's acceptance: load of a 100 MiB layer direct, through
 #                              # nginx, nginx refusing monolithic PUTs, nginx capping bodies at
 #                              # 16 MiB (scripts/bench-interop.sh; its own header and report)
+#   scripts/bench.sh fleet-large # issue 20's acceptance: 64 and 256 clients pulling at once
+#   scripts/bench.sh fleet-many  # from `airgap serve` and from distribution (scripts/bench-fleet.sh)
 #
 # Environment:
 #   BENCH_RUNS=3       runs; every figure printed is the median over them (default 1)
@@ -62,6 +64,7 @@ SET=${1:-}
 case "$SET" in
   large | many) ;;
   interop) exec bash scripts/bench-interop.sh ;;
+  fleet-large | fleet-many) exec bash scripts/bench-fleet.sh "${SET#fleet-}" ;;
   -h | --help)
     usage
     exit 0
