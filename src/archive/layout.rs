@@ -203,6 +203,7 @@ pub fn scan(c: Container, repository: Option<&str>) -> Result<Foreign, BundleErr
             size: d.size,
             platforms,
             total_size: mine.iter().map(|x| g.records[x].0.size).sum(),
+            referrers: Vec::new(),
         });
     }
     if images.is_empty() {

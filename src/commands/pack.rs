@@ -31,6 +31,8 @@ pub struct PackCommand {
     /// Compression threads; `None`: one per CPU.
     pub threads: Option<u32>,
     pub allow_missing: bool,
+    /// `--no-referrers`: leave out signatures, attestations, SBOMs and other referrers.
+    pub no_referrers: bool,
     /// Part size for a split bundle.
     pub split: Option<u64>,
     /// A bundle or saved `airgap.json` to make a delta against.
@@ -155,6 +157,7 @@ pub async fn pack(
                 .unwrap_or(2)
         }),
         allow_missing_images: cmd.allow_missing,
+        referrers: !cmd.no_referrers,
         rules: spec.rules.clone(),
         split: cmd.split,
         base,

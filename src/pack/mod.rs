@@ -2,6 +2,7 @@
 //! as it streams) and write the bundle to a temporary name that is renamed only on success.
 
 mod direct;
+mod referrers;
 mod resolve;
 
 use std::collections::{BTreeMap, HashMap};
@@ -63,6 +64,9 @@ pub struct PackOptions {
     pub split: Option<u64>,
     /// Where the manifests hold images besides pod specs; recorded in the bundle.
     pub rules: ImageRules,
+    /// Carry what refers to each image (cosign signatures, attestations, SBOMs, OCI 1.1
+    /// referrers); false with `--no-referrers`.
+    pub referrers: bool,
 }
 
 pub use crate::bundle::BaseBundle;
@@ -212,9 +216,13 @@ pub async fn pack(
         )]
             .clone();
         let filter = opts.platforms.clone();
+        let with_referrers = opts.referrers;
         let progress = progress.clone();
         async move {
-            let r = resolve::resolve(&client, req, &filter).await?;
+            let mut r = resolve::resolve(&client, req, &filter).await?;
+            if with_referrers {
+                referrers::discover(&client, &mut r, progress.as_ref()).await?;
+            }
             progress.item(&format!(
                 "resolved {} -> {}",
                 r.request.reference, r.top.digest
@@ -429,6 +437,7 @@ fn metadata(
             size: img.top.bytes.len() as u64,
             platforms,
             total_size,
+            referrers: img.referrers.clone(),
         });
     }
     let blobs: Vec<BlobRecord> = plan

@@ -12,6 +12,7 @@ mod client;
 pub mod credentials;
 mod error;
 mod manifests;
+mod referrers;
 pub(crate) mod retry;
 mod upload;
 

@@ -1,0 +1,180 @@
+//! Finding what refers to a resolved image and its child manifests (signatures, attestations,
+//! SBOMs): cosign's tags `sha256-<hex>.sig`/`.att`/`.sbom`, and OCI 1.1 referrers from the
+//! referrers API or, where the registry has none, the referrers tag schema (`sha256-<hex>`).
+//! Their manifests and blobs join the image's, so they are stored (and deduplicated,
+//! omitted by a delta's base) like any other.
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::resolve::{add_fetched, fetch_child, ResolvedImage};
+use super::PackError;
+use crate::bundle::ReferrerRecord;
+use crate::digest::Digest;
+use crate::manifest::{is_index, Descriptor};
+use crate::progress::Progress;
+use crate::referrers::{cosign_tag, facts, schema_tag, COSIGN_SUFFIXES};
+use crate::registry::{Client, FetchedManifest, RegistryError};
+
+/// Subjects asked about at once per image (each costs four requests, sent together).
+const SUBJECTS_AT_ONCE: usize = 4;
+
+/// One thing found referring to a subject.
+struct Found {
+    subject: Digest,
+    tag: Option<String>,
+    /// Fetched already (a tag's GET), or only described (a referrers index entry).
+    manifest: Result<FetchedManifest, Descriptor>,
+}
+
+/// Adds everything that refers to `img`'s manifests to it. A platform-filtered index is new,
+/// so nothing refers to it: what referred to the served index is left out, with a warning.
+pub async fn discover(
+    client: &Client,
+    img: &mut ResolvedImage,
+    progress: &dyn Progress,
+) -> Result<(), PackError> {
+    let image = img.request.reference.to_string();
+    let repo = img.request.reference.repository().to_string();
+    let mut subjects: Vec<Digest> = Vec::new();
+    if img.source_digest.is_none() {
+        subjects.push(img.top.digest.clone());
+    }
+    subjects.extend(img.children.iter().map(|c| c.digest.clone()));
+    let found: Vec<Vec<Found>> = futures::stream::iter(
+        subjects
+            .iter()
+            .map(|s| find(client, &repo, s.clone(), &image)),
+    )
+    .buffered(SUBJECTS_AT_ONCE)
+    .try_collect()
+    .await?;
+    if let Some(served) = &img.source_digest {
+        let lost = find(client, &repo, served.clone(), &image).await?;
+        if !lost.is_empty() {
+            progress.warn(&format!(
+                "{image}: --platform made a new index ({}); the {} signature(s)/referrer(s) of the \
+                 served index {served} are left out, as they cannot match it; the kept \
+                 platforms' manifests keep theirs",
+                img.top.digest.short(),
+                lost.len()
+            ));
+        }
+    }
+    for f in found.into_iter().flatten() {
+        let digest = match &f.manifest {
+            Ok(m) => m.digest.clone(),
+            Err(d) => d.digest.clone(),
+        };
+        if img
+            .referrers
+            .iter()
+            .any(|r| r.digest == digest && r.subject == f.subject && r.tag == f.tag)
+        {
+            continue;
+        }
+        let (media_type, size) = match f.manifest {
+            Ok(m) => {
+                let mt = m.media_type.clone();
+                let size = m.bytes.len() as u64;
+                add_fetched(client, &image, &repo, m, &mt, img, 0).await?;
+                (mt, size)
+            }
+            Err(d) => {
+                fetch_child(client, &image, &repo, &d, img, 0).await?;
+                (d.media_type.clone(), d.size)
+            }
+        };
+        let stored = img
+            .children
+            .iter()
+            .find(|c| c.digest == digest)
+            .expect("the referrer was just added");
+        let media_type = if media_type.is_empty() {
+            stored.media_type.clone()
+        } else {
+            media_type
+        };
+        let artifact_type = facts(&stored.bytes).artifact_type;
+        progress.item(&format!(
+            "{image}: carrying {} {} of {}",
+            f.tag.as_deref().unwrap_or("referrer"),
+            digest.short(),
+            f.subject.short()
+        ));
+        img.referrers.push(ReferrerRecord {
+            subject: f.subject,
+            digest,
+            media_type,
+            size,
+            artifact_type,
+            tag: f.tag,
+        });
+    }
+    Ok(())
+}
+
+/// Asks, all at once, for `subject`'s cosign tags and its referrers (the API, else the tag
+/// schema). A missing tag is a 404 (MANIFEST_UNKNOWN or NAME_UNKNOWN): nothing there.
+async fn find(
+    client: &Client,
+    repo: &str,
+    subject: Digest,
+    image: &str,
+) -> Result<Vec<Found>, PackError> {
+    let err = |source: RegistryError| PackError::Registry {
+        image: image.to_string(),
+        source: Box::new(source),
+    };
+    let tag = |suffix: &'static str| {
+        let t = cosign_tag(&subject, suffix);
+        async move {
+            match client.get_manifest(repo, &t).await {
+                Ok(m) => Ok(Some((t, m))),
+                Err(RegistryError::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let (sig, att, sbom, api) = futures::join!(
+        tag(COSIGN_SUFFIXES[0]),
+        tag(COSIGN_SUFFIXES[1]),
+        tag(COSIGN_SUFFIXES[2]),
+        client.referrers(repo, &subject)
+    );
+    let mut out = Vec::new();
+    for t in [sig, att, sbom] {
+        if let Some((t, m)) = t.map_err(err)? {
+            out.push(Found {
+                subject: subject.clone(),
+                tag: Some(t),
+                manifest: Ok(m),
+            });
+        }
+    }
+    let listed = match api.map_err(err)? {
+        Some(list) => list,
+        None => match client.get_manifest(repo, &schema_tag(&subject)).await {
+            Ok(m) if is_index(&m.media_type) => crate::referrers::index_descriptors(&m.bytes),
+            Ok(_) | Err(RegistryError::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(err(e)),
+        },
+    };
+    for v in listed {
+        let d: Descriptor = serde_json::from_value(v).map_err(|e| PackError::Invalid {
+            image: image.to_string(),
+            reason: format!("the referrers index of {subject} has a bad descriptor: {e}"),
+        })?;
+        if out
+            .iter()
+            .any(|f| matches!(&f.manifest, Ok(m) if m.digest == d.digest))
+        {
+            continue;
+        }
+        out.push(Found {
+            subject: subject.clone(),
+            tag: None,
+            manifest: Err(d),
+        });
+    }
+    Ok(out)
+}
