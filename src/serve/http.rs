@@ -392,7 +392,6 @@ fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-/// A distribution-spec error response.
 /// `GET /v2/<name>/referrers/<digest>[?artifactType=…]`: an OCI index of the manifests
 /// whose `subject` is the digest (empty when none), filtered when asked.
 fn referrers(cat: &super::Catalog, name: &str, digest: &str, query: &str) -> Response<Body> {
@@ -418,6 +417,7 @@ fn referrers(cat: &super::Catalog, name: &str, digest: &str, query: &str) -> Res
     b.body(full(Bytes::from(bytes))).expect("valid headers")
 }
 
+/// A distribution-spec error response.
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({"errors": [{"code": code, "message": message}]});
     let bytes = serde_json::to_vec(&body).unwrap_or_default();

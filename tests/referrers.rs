@@ -1,0 +1,792 @@
+//! Signatures, attestations, SBOMs and OCI 1.1 referrers travel with their images: pack finds
+//! them (cosign's `sha256-<hex>.sig`/`.att`/`.sbom` tags; the referrers API or its tag
+//! schema), load pushes them after their subject and writes the tag-schema index where the
+//! target has no referrers API, serve answers them. Fixtures are signed the way cosign signs
+//! (Debian's skopeo has sigstore compiled out): a simple-signing payload as the layer, its
+//! ECDSA P-256 signature (openssl) in the layer's annotation; verified again with openssl
+//! from what the TARGET registry serves.
+//!
+//! distribution 2.8 has no referrers API (its referrers come from the tag schema);
+//! ferro-oci-server has one (`GET /v2/<name>/referrers/<digest>`), so both paths run against
+//! real servers.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use support::*;
+
+const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const SBOM_TYPE: &str = "application/vnd.example.sbom.v1+json";
+const EMPTY: &str = "application/vnd.oci.empty.v1+json";
+
+fn tag_of(digest: &str, suffix: &str) -> String {
+    format!("sha256-{}.{suffix}", digest_hex(digest))
+}
+
+fn schema_tag(digest: &str) -> String {
+    format!("sha256-{}", digest_hex(digest))
+}
+
+/// An ECDSA P-256 key pair made by openssl.
+struct Key {
+    private: PathBuf,
+    public: PathBuf,
+}
+
+fn openssl(args: &[&str]) -> std::process::Output {
+    Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl")
+}
+
+fn keypair(dir: &Path) -> Key {
+    let private = dir.join("cosign.key.pem");
+    let public = dir.join("cosign.pub");
+    let p = private.to_str().unwrap();
+    let o = openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        p,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = openssl(&["ec", "-in", p, "-pubout", "-out", public.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Key { private, public }
+}
+
+/// The DER ECDSA signature of `payload` (what cosign stores, base64, in the annotation).
+fn sign(key: &Key, payload: &[u8], dir: &Path) -> Vec<u8> {
+    let file = write_bytes(dir, "payload.json", payload);
+    let sig = dir.join("payload.sig");
+    let o = openssl(&[
+        "dgst",
+        "-sha256",
+        "-sign",
+        key.private.to_str().unwrap(),
+        "-out",
+        sig.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read(sig).unwrap()
+}
+
+/// `openssl dgst -sha256 -verify PUB -signature SIG PAYLOAD` succeeds.
+fn verifies(key: &Key, payload: &[u8], sig: &[u8], dir: &Path) -> bool {
+    let p = write_bytes(dir, "check.json", payload);
+    let s = write_bytes(dir, "check.sig", sig);
+    openssl(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        key.public.to_str().unwrap(),
+        "-signature",
+        s.to_str().unwrap(),
+        p.to_str().unwrap(),
+    ])
+    .status
+    .success()
+}
+
+fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// A one-layer OCI manifest pushed to `repo` under `reference`; returns its digest.
+#[allow(clippy::too_many_arguments)]
+fn push_artifact(
+    c: &RegistryClient,
+    repo: &str,
+    reference: Option<&str>,
+    config: (&str, &[u8]),
+    layer: (&str, &[u8]),
+    layer_annotations: Value,
+    extra: Value,
+) -> (String, Vec<u8>) {
+    let cfg = c.push_blob(repo, config.1);
+    let lay = c.push_blob(repo, layer.1);
+    let mut m = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": config.0, "digest": cfg, "size": config.1.len()},
+        "layers": [{"mediaType": layer.0, "digest": lay, "size": layer.1.len(),
+                    "annotations": layer_annotations}],
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        m[k] = v.clone();
+    }
+    let bytes = serde_json::to_vec(&m).unwrap();
+    let digest = sha256_digest(&bytes);
+    c.push_manifest(repo, reference.unwrap_or(&digest), OCI_MANIFEST, &bytes);
+    (digest, bytes)
+}
+
+/// What was attached to one subject at the source.
+struct Attached {
+    sig: String,
+    att: String,
+    sbom: String,
+    /// The OCI 1.1 referrer (a manifest whose `subject` is the image), by digest.
+    referrer: String,
+}
+
+/// Signs `subject` (in `repo` of `src`) as cosign would, adds an attestation and an SBOM
+/// under cosign's tags, and an OCI 1.1 referrer; where the source has no referrers API, the
+/// referrer is also listed in the tag-schema index, as OCI 1.1 clients (oras) write it.
+fn attach(
+    src: &Registry,
+    repo: &str,
+    subject: &str,
+    subject_size: u64,
+    key: &Key,
+    dir: &Path,
+    seed: u64,
+) -> Attached {
+    let c = src.client();
+    let payload = json!({
+        "critical": {
+            "identity": {"docker-reference": format!("{}/{repo}", src.host())},
+            "image": {"docker-manifest-digest": subject},
+            "type": "cosign container image signature"
+        },
+        "optional": null
+    });
+    let payload = serde_json::to_vec(&payload).unwrap();
+    let sig = sign(key, &payload, dir);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&sig);
+    let config = format!(
+        r#"{{"architecture":"","created":"0001-01-01T00:00:00Z","history":[{{"created":"0001-01-01T00:00:00Z"}}],"os":"","rootfs":{{"type":"layers","diff_ids":["{}"]}},"config":{{}}}}"#,
+        sha256_digest(&payload)
+    );
+    let cfg = (
+        "application/vnd.oci.image.config.v1+json",
+        config.as_bytes(),
+    );
+    let (sig_d, _) = push_artifact(
+        &c,
+        repo,
+        Some(&tag_of(subject, "sig")),
+        cfg,
+        (SIMPLESIGNING, &payload),
+        json!({ SIG_ANNOTATION: b64 }),
+        json!({}),
+    );
+    let dsse = json!({"payloadType": "application/vnd.in-toto+json", "payload":
+        base64::engine::general_purpose::STANDARD.encode(format!("{{\"subject\":\"{subject}\",\"seed\":{seed}}}")),
+        "signatures": [{"sig": b64}]});
+    let (att_d, _) = push_artifact(
+        &c,
+        repo,
+        Some(&tag_of(subject, "att")),
+        cfg,
+        (
+            "application/vnd.dsse.envelope.v1+json",
+            &serde_json::to_vec(&dsse).unwrap(),
+        ),
+        json!({"predicateType": "https://slsa.dev/provenance/v0.2"}),
+        json!({}),
+    );
+    let spdx = format!(r#"{{"spdxVersion":"SPDX-2.3","name":"{repo}","seed":{seed}}}"#);
+    let (sbom_d, _) = push_artifact(
+        &c,
+        repo,
+        Some(&tag_of(subject, "sbom")),
+        cfg,
+        ("text/spdx+json", spdx.as_bytes()),
+        json!({}),
+        json!({}),
+    );
+    let (ref_d, ref_bytes) = push_artifact(
+        &c,
+        repo,
+        None,
+        (EMPTY, b"{}"),
+        (SBOM_TYPE, format!("{{\"sbom\":{seed}}}").as_bytes()),
+        json!({}),
+        json!({
+            "artifactType": SBOM_TYPE,
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": subject_size},
+            "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"}
+        }),
+    );
+    if src.opts().kind == Kind::Distribution {
+        let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{
+            "mediaType": OCI_MANIFEST, "digest": ref_d, "size": ref_bytes.len(),
+            "artifactType": SBOM_TYPE}]});
+        c.push_manifest(
+            repo,
+            &schema_tag(subject),
+            OCI_INDEX,
+            &serde_json::to_vec(&index).unwrap(),
+        );
+    }
+    Attached {
+        sig: sig_d,
+        att: att_d,
+        sbom: sbom_d,
+        referrer: ref_d,
+    }
+}
+
+/// A source registry with `app/signed:1`, signed, attested, with an SBOM and a referrer.
+struct Signed {
+    src: Registry,
+    dir: tempfile::TempDir,
+    key: Key,
+    image: Image,
+    att: Attached,
+    spec: PathBuf,
+}
+
+fn signed(kind: Kind) -> Signed {
+    let src = Registry::start(RegistryOpts::of(kind));
+    let dir = tempdir();
+    let key = keypair(dir.path());
+    let fx = Fixtures::new(&src);
+    let image = fx.image(
+        "app/signed",
+        Some("1"),
+        &ImageOpts::oci(7101).layers(1, 64 * 1024),
+    );
+    let att = attach(
+        &src,
+        "app/signed",
+        &image.digest,
+        image.manifest_size(),
+        &key,
+        dir.path(),
+        1,
+    );
+    let spec = Spec::new()
+        .image(&format!("{}/app/signed:1", src.host()))
+        .to_yaml();
+    let spec = write_file(dir.path(), "airgap.yaml", &spec);
+    Signed {
+        src,
+        dir,
+        key,
+        image,
+        att,
+        spec,
+    }
+}
+
+fn inspect_json(bundle: &Path) -> Value {
+    let out = airgap(args!["inspect", bundle, "--json"], &[]);
+    assert_success(&out);
+    serde_json::from_str(&stdout_of(&out)).expect("inspect --json")
+}
+
+fn load_json(bundle: &Path, tgt: &Registry) -> Value {
+    let out = airgap(
+        args![
+            "load",
+            bundle,
+            "--registry",
+            tgt.host(),
+            tgt.target_flags(),
+            "--json"
+        ],
+        &[],
+    );
+    assert_success(&out);
+    serde_json::from_str(&stdout_of(&out)).expect("load --json")
+}
+
+/// Reads the `.sig` of `subject` from `reg` through the registry API, checks its signature
+/// with openssl against the public key, and returns the digest its payload names.
+fn verified_signature(s: &Signed, reg: &Registry, repo: &str, subject: &str) -> String {
+    let raw = skopeo_raw_of(
+        &format!("{}/{repo}:{}", reg.host(), tag_of(subject, "sig")),
+        reg,
+    );
+    let m: Value = serde_json::from_slice(&raw).unwrap();
+    let layer = &m["layers"][0];
+    assert_eq!(layer["mediaType"], SIMPLESIGNING);
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(layer["annotations"][SIG_ANNOTATION].as_str().unwrap())
+        .unwrap();
+    let digest = layer["digest"].as_str().unwrap();
+    let resp = reg
+        .client()
+        .request(reqwest::Method::GET, &format!("/v2/{repo}/blobs/{digest}"))
+        .send()
+        .unwrap();
+    assert!(resp.status().is_success(), "GET payload: {}", resp.status());
+    let payload = resp.bytes().unwrap().to_vec();
+    assert_eq!(sha256_digest(&payload), digest);
+    assert!(
+        verifies(&s.key, &payload, &sig, s.dir.path()),
+        "the signature read from {} does not verify",
+        reg.host()
+    );
+    // The negative: one byte changed in the payload and openssl refuses it.
+    let mut tampered = payload.clone();
+    let at = tampered.iter().position(|b| *b == b'c').unwrap();
+    tampered[at] = b'C';
+    assert!(
+        !verifies(&s.key, &tampered, &sig, s.dir.path()),
+        "a tampered payload verified"
+    );
+    let p: Value = serde_json::from_slice(&payload).unwrap();
+    p["critical"]["image"]["docker-manifest-digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn skopeo_raw_of(reference: &str, reg: &Registry) -> Vec<u8> {
+    try_skopeo_raw(reference, reg).unwrap_or_else(|e| panic!("skopeo inspect {reference}: {e}"))
+}
+
+/// The referrers tag-schema index of `subject` at `reg`, if any.
+fn schema_index(reg: &Registry, repo: &str, subject: &str) -> Option<Value> {
+    reg.client()
+        .get_manifest(repo, &schema_tag(subject))
+        .map(|m| serde_json::from_slice(&m.bytes).unwrap())
+}
+
+fn listed(index: &Value) -> Vec<String> {
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn signatures_and_referrers_travel_to_a_registry_without_the_referrers_api() {
+    let s = signed(Kind::Distribution);
+    let bundle = s.dir.path().join("b.tar.zst");
+    pack_ok(&s.spec, &bundle, s.src.source_flags());
+
+    // inspect names every referrer against its image, text and JSON.
+    let j = inspect_json(&bundle);
+    let refs = j["images"][0]["referrers"].as_array().expect("referrers");
+    let mut by_tag: Vec<(Option<String>, String)> = refs
+        .iter()
+        .map(|r| {
+            assert_eq!(r["subject"], s.image.digest.as_str());
+            (
+                r["tag"].as_str().map(str::to_string),
+                r["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    by_tag.sort();
+    let img = &s.image.digest;
+    let mut want = vec![
+        (None, s.att.referrer.clone()),
+        (Some(tag_of(img, "att")), s.att.att.clone()),
+        (Some(tag_of(img, "sbom")), s.att.sbom.clone()),
+        (Some(tag_of(img, "sig")), s.att.sig.clone()),
+    ];
+    want.sort();
+    assert_eq!(by_tag, want);
+    let r = refs.iter().find(|r| r["tag"].is_null()).unwrap();
+    assert_eq!(r["artifactType"], SBOM_TYPE);
+    let text = stdout_of(&airgap(args!["inspect", &bundle], &[]));
+    assert!(
+        text.contains(&format!("referrer  {} {}", tag_of(img, "sig"), s.att.sig)),
+        "{text}"
+    );
+
+    // The target already has a referrers index for this digest, from some other tool: it
+    // must be merged into, not replaced.
+    let tgt = Registry::start(RegistryOpts::plain());
+    let tc = tgt.client();
+    let (other_d, other_bytes) = push_artifact(
+        &tc,
+        "app/signed",
+        None,
+        (EMPTY, b"{}"),
+        ("application/vnd.other", b"other"),
+        json!({}),
+        json!({"artifactType": "application/vnd.other",
+               "subject": {"mediaType": OCI_MANIFEST, "digest": img, "size": s.image.manifest_size()}}),
+    );
+    let other = json!({"mediaType": OCI_MANIFEST, "digest": other_d, "size": other_bytes.len(),
+                       "artifactType": "application/vnd.other"});
+    let theirs = serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [other]}),
+    )
+    .unwrap();
+    tc.push_manifest("app/signed", &schema_tag(img), OCI_INDEX, &theirs);
+
+    let first = load_json(&bundle, &tgt);
+    assert!(first["manifestsPushed"].as_u64().unwrap() >= 5, "{first}");
+
+    // Every tag and the referrer are at the target with their digests (skopeo judges).
+    let th = tgt.host();
+    assert_skopeo_digest(&format!("{th}/app/signed:1"), &tgt, img);
+    for (suffix, d) in [
+        ("sig", &s.att.sig),
+        ("att", &s.att.att),
+        ("sbom", &s.att.sbom),
+    ] {
+        assert_skopeo_digest(&format!("{th}/app/signed:{}", tag_of(img, suffix)), &tgt, d);
+    }
+    assert_skopeo_digest(
+        &format!("{th}/app/signed@{}", s.att.referrer),
+        &tgt,
+        &s.att.referrer,
+    );
+
+    // The signature read back from the target verifies and names the target image's digest.
+    let named = verified_signature(&s, &tgt, "app/signed", img);
+    assert_eq!(named, skopeo_digest(&format!("{th}/app/signed:1"), &tgt));
+
+    // The tag-schema index keeps the other tool's entry and adds ours with its artifactType.
+    let index = schema_index(&tgt, "app/signed", img).expect("a referrers index at the target");
+    assert_eq!(
+        listed(&index),
+        vec![other_d.clone(), s.att.referrer.clone()]
+    );
+    let ours = &index["manifests"][1];
+    assert_eq!(ours["artifactType"], SBOM_TYPE);
+    assert_eq!(
+        ours["annotations"]["org.opencontainers.image.created"],
+        "2026-01-01T00:00:00Z"
+    );
+    assert_eq!(ours["mediaType"], OCI_MANIFEST);
+
+    // Loading again pushes nothing.
+    let again = load_json(&bundle, &tgt);
+    assert_eq!(again["manifestsPushed"], 0, "{again}");
+    assert_eq!(again["blobsUploaded"], 0, "{again}");
+    assert_eq!(schema_index(&tgt, "app/signed", img), Some(index));
+}
+
+#[test]
+fn no_referrers_leaves_signatures_out() {
+    let s = signed(Kind::Distribution);
+    let bundle = s.dir.path().join("plain.tar.zst");
+    let mut flags = s.src.source_flags();
+    flags.push("--no-referrers".into());
+    pack_ok(&s.spec, &bundle, flags);
+    let j = inspect_json(&bundle);
+    assert!(j["images"][0].get("referrers").is_none(), "{j}");
+    let tgt = Registry::start(RegistryOpts::plain());
+    load_json(&bundle, &tgt);
+    let th = tgt.host();
+    let img = &s.image.digest;
+    assert_skopeo_digest(&format!("{th}/app/signed:1"), &tgt, img);
+    for suffix in ["sig", "att", "sbom"] {
+        assert_skopeo_absent(&format!("{th}/app/signed:{}", tag_of(img, suffix)), &tgt);
+    }
+    assert_skopeo_absent(&format!("{th}/app/signed@{}", s.att.referrer), &tgt);
+    assert!(schema_index(&tgt, "app/signed", img).is_none());
+}
+
+#[test]
+fn referrers_api_source_and_target_ferro() {
+    let s = signed(Kind::Ferro);
+    let bundle = s.dir.path().join("b.tar.zst");
+    pack_ok(&s.spec, &bundle, s.src.source_flags());
+    let j = inspect_json(&bundle);
+    let refs = j["images"][0]["referrers"].as_array().expect("referrers");
+    assert_eq!(refs.len(), 4, "{j}");
+    let img = &s.image.digest;
+
+    let tgt = Registry::start(RegistryOpts::of(Kind::Ferro));
+    load_json(&bundle, &tgt);
+    let th = tgt.host();
+    assert_skopeo_digest(
+        &format!("{th}/app/signed:{}", tag_of(img, "sig")),
+        &tgt,
+        &s.att.sig,
+    );
+    let named = verified_signature(&s, &tgt, "app/signed", img);
+    assert_eq!(named, *img);
+    // The target's own referrers API lists the referrer; no tag-schema index was written.
+    let resp = tgt
+        .client()
+        .request(
+            reqwest::Method::GET,
+            &format!("/v2/app/signed/referrers/{img}"),
+        )
+        .send()
+        .unwrap();
+    let index: Value = resp.json().unwrap();
+    assert_eq!(listed(&index), vec![s.att.referrer.clone()]);
+    assert!(schema_index(&tgt, "app/signed", img).is_none());
+    let again = load_json(&bundle, &tgt);
+    assert_eq!(again["manifestsPushed"], 0, "{again}");
+}
+
+/// `airgap serve` on a free port, killed when dropped.
+struct Served {
+    proc: Option<RunningAirgap>,
+    port: u16,
+}
+
+impl Served {
+    fn start(bundle: &Path) -> Served {
+        for _ in 0..8 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut proc = AirgapCmd::new(args![
+                "serve",
+                bundle,
+                "--listen",
+                format!("127.0.0.1:{port}")
+            ])
+            .spawn();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                if proc.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if reqwest::blocking::get(format!("http://127.0.0.1:{port}/v2/"))
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    return Served {
+                        proc: Some(proc),
+                        port,
+                    };
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            proc.kill();
+        }
+        panic!("airgap serve did not start");
+    }
+    fn get(&self, path: &str) -> reqwest::blocking::Response {
+        reqwest::blocking::get(format!("http://127.0.0.1:{}{path}", self.port)).unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+#[test]
+fn serve_answers_the_referrers_api_and_cosign_tags() {
+    let s = signed(Kind::Distribution);
+    let bundle = s.dir.path().join("b.tar.zst");
+    pack_ok(&s.spec, &bundle, s.src.source_flags());
+    let sv = Served::start(&bundle);
+    let img = &s.image.digest;
+    // The .sig tag, through skopeo (the server is plain HTTP; skopeo falls back to it).
+    let out = skopeo(&args![
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        format!(
+            "docker://127.0.0.1:{}/app/signed:{}",
+            sv.port,
+            tag_of(img, "sig")
+        )
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha256_digest(&out.stdout), s.att.sig);
+
+    let r = sv.get(&format!("/v2/app/signed/referrers/{img}"));
+    assert!(r.status().is_success());
+    assert_eq!(r.headers()["content-type"], OCI_INDEX);
+    let index: Value = r.json().unwrap();
+    assert_eq!(listed(&index), vec![s.att.referrer.clone()]);
+    assert_eq!(index["manifests"][0]["artifactType"], SBOM_TYPE);
+
+    let r = sv.get(&format!(
+        "/v2/app/signed/referrers/{img}?artifactType={}",
+        SBOM_TYPE.replace('+', "%2B")
+    ));
+    assert_eq!(r.headers()["oci-filters-applied"], "artifactType");
+    assert_eq!(listed(&r.json().unwrap()), vec![s.att.referrer.clone()]);
+    let r = sv.get(&format!(
+        "/v2/app/signed/referrers/{img}?artifactType=application/vnd.other"
+    ));
+    assert!(listed(&r.json().unwrap()).is_empty());
+    // A subject nothing refers to: an empty index, not an error.
+    let r = sv.get(&format!("/v2/app/signed/referrers/{}", s.att.sig));
+    assert!(r.status().is_success());
+    assert!(listed(&r.json().unwrap()).is_empty());
+}
+
+#[test]
+fn platform_filter_keeps_the_kept_childs_signature_and_warns() {
+    let src = Registry::start(RegistryOpts::plain());
+    let dir = tempdir();
+    let key = keypair(dir.path());
+    let fx = Fixtures::new(&src);
+    let index = fx.index_with(
+        "multi/app",
+        Some("1"),
+        7301,
+        false,
+        &["linux/amd64", "linux/arm64"],
+    );
+    let amd = index.child("linux/amd64");
+    let arm = index.child("linux/arm64");
+    let on_index = attach(
+        &src,
+        "multi/app",
+        &index.digest,
+        index.manifest_size(),
+        &key,
+        dir.path(),
+        2,
+    );
+    let on_amd = attach(
+        &src,
+        "multi/app",
+        &amd.digest,
+        amd.manifest_size(),
+        &key,
+        dir.path(),
+        3,
+    );
+    let on_arm = attach(
+        &src,
+        "multi/app",
+        &arm.digest,
+        arm.manifest_size(),
+        &key,
+        dir.path(),
+        4,
+    );
+    let spec = Spec::new()
+        .image(&format!("{}/multi/app:1", src.host()))
+        .to_yaml();
+    let spec = write_file(dir.path(), "airgap.yaml", &spec);
+    let bundle = dir.path().join("amd.tar.zst");
+    let mut flags = src.source_flags();
+    flags.extend(["--platform".to_string(), "linux/amd64".to_string()]);
+    let out = pack_ok(&spec, &bundle, flags);
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("--platform made a new index") && err.contains(&index.digest),
+        "{err}"
+    );
+    let j = inspect_json(&bundle);
+    let refs = j["images"][0]["referrers"].as_array().unwrap();
+    assert_eq!(refs.len(), 4, "{j}");
+    assert!(
+        refs.iter().all(|r| r["subject"] == amd.digest.as_str()),
+        "{j}"
+    );
+
+    let tgt = Registry::start(RegistryOpts::plain());
+    load_json(&bundle, &tgt);
+    let th = tgt.host();
+    assert_skopeo_digest(
+        &format!("{th}/multi/app:{}", tag_of(&amd.digest, "sig")),
+        &tgt,
+        &on_amd.sig,
+    );
+    assert_skopeo_absent(
+        &format!("{th}/multi/app:{}", tag_of(&arm.digest, "sig")),
+        &tgt,
+    );
+    assert_skopeo_absent(
+        &format!("{th}/multi/app:{}", tag_of(&index.digest, "sig")),
+        &tgt,
+    );
+    assert_skopeo_absent(&format!("{th}/multi/app@{}", on_arm.referrer), &tgt);
+    assert_skopeo_absent(&format!("{th}/multi/app@{}", on_index.sig), &tgt);
+    let idx = schema_index(&tgt, "multi/app", &amd.digest).expect("index for the kept child");
+    assert_eq!(listed(&idx), vec![on_amd.referrer.clone()]);
+
+    // Unfiltered, the index keeps its own signature and both children theirs.
+    let all = dir.path().join("all.tar.zst");
+    let out = pack_ok(&spec, &all, src.source_flags());
+    assert!(!stderr_of(&out).contains("--platform made a new index"));
+    let j = inspect_json(&all);
+    assert_eq!(
+        j["images"][0]["referrers"].as_array().unwrap().len(),
+        12,
+        "{j}"
+    );
+}
+
+#[test]
+fn a_delta_carries_a_new_signature_of_an_unchanged_image() {
+    let src = Registry::start(RegistryOpts::plain());
+    let dir = tempdir();
+    let key = keypair(dir.path());
+    let fx = Fixtures::new(&src);
+    let image = fx.image(
+        "app/same",
+        Some("1"),
+        &ImageOpts::oci(7401).layers(1, 256 * 1024),
+    );
+    let spec = Spec::new()
+        .image(&format!("{}/app/same:1", src.host()))
+        .to_yaml();
+    let spec = write_file(dir.path(), "airgap.yaml", &spec);
+    let v1 = dir.path().join("v1.tar.zst");
+    pack_ok(&spec, &v1, src.source_flags());
+    assert!(inspect_json(&v1)["images"][0].get("referrers").is_none());
+
+    // Signed after release 1 went out: the delta carries the signature, not the layers.
+    let att = attach(
+        &src,
+        "app/same",
+        &image.digest,
+        image.manifest_size(),
+        &key,
+        dir.path(),
+        5,
+    );
+    let v2 = dir.path().join("v2.tar.zst");
+    let mut flags = src.source_flags();
+    flags.extend(["--base".to_string(), v1.display().to_string()]);
+    pack_ok(&spec, &v2, flags);
+    let j = inspect_json(&v2);
+    assert_eq!(
+        j["images"][0]["referrers"].as_array().unwrap().len(),
+        4,
+        "{j}"
+    );
+    let layer = &image.layers()[0].digest;
+    let carried = Bundle::open(&v2).blob_digests();
+    assert!(
+        !carried.contains(layer),
+        "the delta carries the unchanged layer"
+    );
+    assert!(carried.contains(&att.sig));
+
+    let tgt = Registry::start(RegistryOpts::plain());
+    load_json(&v1, &tgt);
+    let second = load_json(&v2, &tgt);
+    assert_eq!(second["imagesUnchanged"], 1, "{second}");
+    let th = tgt.host();
+    assert_skopeo_digest(
+        &format!("{th}/app/same:{}", tag_of(&image.digest, "sig")),
+        &tgt,
+        &att.sig,
+    );
+    assert_skopeo_digest(
+        &format!("{th}/app/same@{}", att.referrer),
+        &tgt,
+        &att.referrer,
+    );
+}
