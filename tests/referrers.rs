@@ -790,3 +790,53 @@ fn a_delta_carries_a_new_signature_of_an_unchanged_image() {
         &att.referrer,
     );
 }
+
+#[test]
+fn a_foreign_non_index_under_the_referrers_tag_is_refused_and_left_alone() {
+    let s = signed(Kind::Distribution);
+    let bundle = s.dir.path().join("b.tar.zst");
+    pack_ok(&s.spec, &bundle, s.src.source_flags());
+    let img = &s.image.digest;
+    // Something that is no index already holds the tag the referrers index would take.
+    let tgt = Registry::start(RegistryOpts::plain());
+    let (squatter, _) = push_artifact(
+        &tgt.client(),
+        "app/signed",
+        Some(&schema_tag(img)),
+        (EMPTY, b"{}"),
+        ("application/vnd.other", b"squatter"),
+        json!({}),
+        json!({}),
+    );
+    let out = airgap(
+        args![
+            "load",
+            &bundle,
+            "--registry",
+            tgt.host(),
+            tgt.target_flags()
+        ],
+        &[],
+    );
+    assert_failure_contains(
+        &out,
+        &[
+            &format!("app/signed:{}", schema_tag(img)),
+            "not the referrers index of",
+            "left as it is",
+        ],
+    );
+    let th = tgt.host();
+    assert_skopeo_digest(
+        &format!("{th}/app/signed:{}", schema_tag(img)),
+        &tgt,
+        &squatter,
+    );
+    // What could be pushed was: the image and its signature are there.
+    assert_skopeo_digest(&format!("{th}/app/signed:1"), &tgt, img);
+    assert_skopeo_digest(
+        &format!("{th}/app/signed:{}", tag_of(img, "sig")),
+        &tgt,
+        &s.att.sig,
+    );
+}
