@@ -6,14 +6,14 @@
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::resolve::{add_fetched, fetch_child, ResolvedImage};
+use super::resolve::{fetch_child, ResolvedImage};
 use super::PackError;
 use crate::bundle::ReferrerRecord;
 use crate::digest::Digest;
 use crate::manifest::{is_index, Descriptor};
 use crate::progress::Progress;
 use crate::referrers::{cosign_tag, facts, schema_tag, COSIGN_SUFFIXES};
-use crate::registry::{Client, FetchedManifest, RegistryError};
+use crate::registry::{Client, RegistryError};
 
 /// Subjects asked about at once per image (each costs four requests, sent together).
 const SUBJECTS_AT_ONCE: usize = 4;
@@ -22,8 +22,8 @@ const SUBJECTS_AT_ONCE: usize = 4;
 struct Found {
     subject: Digest,
     tag: Option<String>,
-    /// Fetched already (a tag's GET), or only described (a referrers index entry).
-    manifest: Result<FetchedManifest, Descriptor>,
+    /// From a tag's HEAD or a referrers index; fetched by digest and checked against it.
+    manifest: Descriptor,
 }
 
 /// Adds everything that refers to `img`'s manifests to it. A platform-filtered index is new,
@@ -61,39 +61,23 @@ pub async fn discover(
         }
     }
     for f in found.into_iter().flatten() {
-        let digest = match &f.manifest {
-            Ok(m) => m.digest.clone(),
-            Err(d) => d.digest.clone(),
-        };
+        let d = f.manifest;
         if img
             .referrers
             .iter()
-            .any(|r| r.digest == digest && r.subject == f.subject && r.tag == f.tag)
+            .any(|r| r.digest == d.digest && r.subject == f.subject && r.tag == f.tag)
         {
             continue;
         }
-        let (media_type, size) = match f.manifest {
-            Ok(m) => {
-                let mt = m.media_type.clone();
-                let size = m.bytes.len() as u64;
-                add_fetched(client, &image, &repo, m, &mt, img, 0).await?;
-                (mt, size)
-            }
-            Err(d) => {
-                fetch_child(client, &image, &repo, &d, img, 0).await?;
-                (d.media_type.clone(), d.size)
-            }
-        };
+        fetch_child(client, &image, &repo, &d, img, 0).await?;
+        let (digest, size) = (d.digest, d.size);
         let stored = img
             .children
             .iter()
             .find(|c| c.digest == digest)
             .expect("the referrer was just added");
-        let media_type = if media_type.is_empty() {
-            stored.media_type.clone()
-        } else {
-            media_type
-        };
+        // As stored in the bundle (and recorded in its blob list).
+        let media_type = stored.media_type.clone();
         let artifact_type = facts(&stored.bytes).artifact_type;
         progress.item(&format!(
             "{image}: carrying {} {} of {}",
@@ -125,14 +109,14 @@ async fn find(
         image: image.to_string(),
         source: Box::new(source),
     };
+    // HEADs: most images have no signature tags, and a HEAD is no metered pull.
     let tag = |suffix: &'static str| {
         let t = cosign_tag(&subject, suffix);
         async move {
-            match client.get_manifest(repo, &t).await {
-                Ok(m) => Ok(Some((t, m))),
-                Err(RegistryError::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
-            }
+            client
+                .head_manifest(repo, &t)
+                .await
+                .map(|h| h.map(|h| (t, h)))
         }
     };
     let (sig, att, sbom, api) = futures::join!(
@@ -143,11 +127,19 @@ async fn find(
     );
     let mut out = Vec::new();
     for t in [sig, att, sbom] {
-        if let Some((t, m)) = t.map_err(err)? {
+        if let Some((t, h)) = t.map_err(err)? {
+            // Fetched by digest (and checked against it and the size) like an index child.
             out.push(Found {
                 subject: subject.clone(),
                 tag: Some(t),
-                manifest: Ok(m),
+                manifest: Descriptor {
+                    media_type: h.media_type,
+                    digest: h.digest,
+                    size: h.size,
+                    platform: None,
+                    annotations: None,
+                    urls: None,
+                },
             });
         }
     }
@@ -164,16 +156,13 @@ async fn find(
             image: image.to_string(),
             reason: format!("the referrers index of {subject} has a bad descriptor: {e}"),
         })?;
-        if out
-            .iter()
-            .any(|f| matches!(&f.manifest, Ok(m) if m.digest == d.digest))
-        {
+        if out.iter().any(|f| f.manifest.digest == d.digest) {
             continue;
         }
         out.push(Found {
             subject: subject.clone(),
             tag: None,
-            manifest: Err(d),
+            manifest: d,
         });
     }
     Ok(out)

@@ -20,6 +20,7 @@ pub use blobs::{BlobBody, Pushed};
 pub use client::Client;
 pub use error::RegistryError;
 pub use manifests::FetchedManifest;
+pub use referrers::ManifestHead;
 pub use upload::{Reread, DEFAULT_CHUNK};
 
 use std::collections::BTreeMap;

@@ -70,3 +70,85 @@ impl Client {
         Ok(Some(out))
     }
 }
+
+/// What a manifest HEAD told: enough to GET the manifest by digest and check it.
+#[derive(Debug, Clone)]
+pub struct ManifestHead {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+}
+
+impl Client {
+    /// HEAD on a manifest by tag, with pull rights only (`manifest_digest` asks for push):
+    /// `None` on 404. A HEAD does not count as a pull where registries meter pulls (Docker
+    /// Hub counts manifest GETs), and most images have no signature tags to GET. Answers
+    /// without digest or length, and registries whose HEAD is known to differ from their
+    /// GET, are asked with GET instead (`Ok(None)` from the HEAD then means GET said 404).
+    pub async fn head_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<ManifestHead>, RegistryError> {
+        let by_get = || async {
+            match self.get_manifest(repo, reference).await {
+                Ok(m) => Ok(Some(ManifestHead {
+                    size: m.bytes.len() as u64,
+                    digest: m.digest,
+                    media_type: m.media_type,
+                })),
+                Err(RegistryError::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        if self
+            .inner
+            .head_404
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == super::client::HEAD_UNTRUSTED
+        {
+            return by_get().await;
+        }
+        let scopes = [pull_scope(repo)];
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let resp = self
+            .send(&scopes, repo, |h| {
+                h.head(&url).header(header::ACCEPT, crate::manifest::ACCEPT)
+            })
+            .await?;
+        match resp.status() {
+            s if s.is_success() => {
+                let h = |n: header::HeaderName| {
+                    resp.headers()
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                let digest = h(header::HeaderName::from_static("docker-content-digest"))
+                    .and_then(|s| Digest::parse(s.trim()).ok());
+                let size = h(header::CONTENT_LENGTH).and_then(|s| s.trim().parse().ok());
+                let media_type = h(header::CONTENT_TYPE)
+                    .map(|s| s.split(';').next().unwrap_or("").trim().to_string())
+                    .unwrap_or_default();
+                match (digest, size) {
+                    (Some(digest), Some(size)) if size > 0 => Ok(Some(ManifestHead {
+                        digest,
+                        size,
+                        media_type,
+                    })),
+                    _ => by_get().await,
+                }
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => by_get().await,
+            _ => Err(self
+                .fail(
+                    resp,
+                    repo,
+                    "HEAD manifest",
+                    &format!("manifest {reference}"),
+                )
+                .await),
+        }
+    }
+}
