@@ -374,6 +374,23 @@ fn signatures_and_referrers_travel_to_a_registry_without_the_referrers_api() {
     let s = signed(Kind::Distribution);
     let bundle = s.dir.path().join("b.tar.zst");
     pack_ok(&s.spec, &bundle, s.src.source_flags());
+    assert_success(&airgap(args!["verify", &bundle], &[]));
+    // Every blob once (the signatures share their config), referrers listed in index.json.
+    let b = Bundle::open(&bundle);
+    let entries: Vec<&str> = b
+        .entries
+        .iter()
+        .filter(|e| e.path.starts_with("blobs/"))
+        .map(|e| e.path.as_str())
+        .collect();
+    let unique: std::collections::BTreeSet<&str> = entries.iter().copied().collect();
+    assert_eq!(entries.len(), unique.len(), "a blob stored twice");
+    for d in [&s.att.sig, &s.att.att, &s.att.sbom, &s.att.referrer] {
+        assert!(
+            b.blob_digests().contains(d.as_str()),
+            "{d} not in the bundle"
+        );
+    }
 
     // inspect names every referrer against its image, text and JSON.
     let j = inspect_json(&bundle);
@@ -838,5 +855,31 @@ fn a_foreign_non_index_under_the_referrers_tag_is_refused_and_left_alone() {
         &format!("{th}/app/signed:{}", tag_of(img, "sig")),
         &tgt,
         &s.att.sig,
+    );
+}
+
+#[test]
+fn a_split_set_carries_the_signatures_too() {
+    let s = signed(Kind::Distribution);
+    let out_dir = s.dir.path().join("usb");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let bundle = out_dir.join("b.tar.zst");
+    let mut flags = s.src.source_flags();
+    flags.extend(["--split".to_string(), "32KiB".to_string()]);
+    let out = airgap(args!["pack", &s.spec, "-o", &bundle, flags], &[]);
+    assert_success(&out);
+    let parts = dir_names(&out_dir);
+    assert!(parts.len() >= 3, "expected parts and a sidecar: {parts:?}");
+    let out = airgap(args!["verify", &bundle], &[]);
+    assert_success(&out);
+    let tgt = Registry::start(RegistryOpts::plain());
+    load_json(&bundle, &tgt);
+    let img = &s.image.digest;
+    let named = verified_signature(&s, &tgt, "app/signed", img);
+    assert_eq!(named, *img);
+    assert_skopeo_digest(
+        &format!("{}/app/signed@{}", tgt.host(), s.att.referrer),
+        &tgt,
+        &s.att.referrer,
     );
 }

@@ -479,7 +479,7 @@ fn metadata(
 }
 
 fn index_json(resolved: &[ResolvedImage]) -> Vec<u8> {
-    let manifests: Vec<serde_json::Value> = resolved
+    let mut manifests: Vec<serde_json::Value> = resolved
         .iter()
         .map(|img| {
             serde_json::json!({
@@ -490,6 +490,27 @@ fn index_json(resolved: &[ResolvedImage]) -> Vec<u8> {
             })
         })
         .collect();
+    // Referrers after the images (FORMAT.md): roots of the layout like them, so every reader
+    // finds each blob referred to; a cosign attachment named by its tag.
+    for img in resolved {
+        for r in &img.referrers {
+            let mut d = serde_json::json!({
+                "mediaType": r.media_type,
+                "digest": r.digest,
+                "size": r.size,
+            });
+            if let Some(t) = &r.artifact_type {
+                d["artifactType"] = t.clone().into();
+            }
+            if let Some(tag) = &r.tag {
+                let name = img.request.reference.with_digest(None).with_tag(Some(tag));
+                d["annotations"] = serde_json::json!({ REF_NAME_ANNOTATION: name.to_string() });
+            }
+            if !manifests.contains(&d) {
+                manifests.push(d);
+            }
+        }
+    }
     let v = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
