@@ -285,10 +285,18 @@ fn signed(kind: Kind) -> Signed {
     }
 }
 
+/// `inspect --json`, checked against bundle-spec/schemas/inspect.schema.json.
 fn inspect_json(bundle: &Path) -> Value {
     let out = airgap(args!["inspect", bundle, "--json"], &[]);
     assert_success(&out);
-    serde_json::from_str(&stdout_of(&out)).expect("inspect --json")
+    let doc: Value = serde_json::from_str(&stdout_of(&out)).expect("inspect --json");
+    let schema = read_json(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-spec/schemas/inspect.schema.json"),
+    );
+    let v = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errs: Vec<String> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
+    assert!(errs.is_empty(), "inspect --json: {errs:?}\n{doc}");
+    doc
 }
 
 fn load_json(bundle: &Path, tgt: &Registry) -> Value {
