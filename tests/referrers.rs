@@ -455,6 +455,20 @@ fn signatures_and_referrers_travel_to_a_registry_without_the_referrers_api() {
 
     let first = load_json(&bundle, &tgt);
     assert!(first["manifestsPushed"].as_u64().unwrap() >= 5, "{first}");
+    // The subject landed before anything referring to it (the registry's own log).
+    let log = tgt.log();
+    let put = |uri: &str| {
+        log.lines()
+            .position(|l| {
+                l.contains("http.request.method=PUT") && l.contains(&format!("uri={uri} "))
+            })
+            .unwrap_or_else(|| panic!("no PUT of {uri} in the target's log"))
+    };
+    let subject_at = put("/v2/app/signed/manifests/1");
+    for t in ["sig", "att", "sbom"] {
+        assert!(subject_at < put(&format!("/v2/app/signed/manifests/{}", tag_of(img, t))));
+    }
+    assert!(subject_at < put(&format!("\"/v2/app/signed/manifests/{}\"", s.att.referrer)));
 
     // Every tag and the referrer are at the target with their digests (skopeo judges).
     let th = tgt.host();
