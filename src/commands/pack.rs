@@ -68,9 +68,14 @@ pub struct PackReport {
 
 impl PackReport {
     pub fn render(&self) -> String {
+        let referrers: usize = self.image_list.iter().map(|i| i.referrers.len()).sum();
         let packed = format!(
-            "packed {} image(s), {} blob(s), {} into {} ({} compressed) in {:.1}s",
+            "packed {} image(s){}, {} blob(s), {} into {} ({} compressed) in {:.1}s",
             self.images,
+            match referrers {
+                0 => String::new(),
+                n => format!(" with {n} signature(s)/referrer(s)"),
+            },
             self.blobs,
             human_bytes(self.bytes),
             self.output.display(),

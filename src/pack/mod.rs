@@ -209,6 +209,7 @@ pub async fn pack(
     let clients = clients(&images, opts)?;
     progress.stage(&format!("resolving {} image(s)", images.len()));
     let concurrency = opts.concurrency.max(1);
+    let no_api = referrers::NoApi::default();
     let resolved: Vec<ResolvedImage> = futures::stream::iter(images.into_iter().map(|req| {
         let client = clients[&(
             req.reference.registry().to_string(),
@@ -217,11 +218,12 @@ pub async fn pack(
             .clone();
         let filter = opts.platforms.clone();
         let with_referrers = opts.referrers;
+        let no_api = no_api.clone();
         let progress = progress.clone();
         async move {
             let mut r = resolve::resolve(&client, req, &filter).await?;
             if with_referrers {
-                referrers::discover(&client, &mut r, progress.as_ref()).await?;
+                referrers::discover(&client, &no_api, &mut r, progress.as_ref()).await?;
             }
             progress.item(&format!(
                 "resolved {} -> {}",

@@ -30,6 +30,7 @@ struct Found {
 /// so nothing refers to it: what referred to the served index is left out, with a warning.
 pub async fn discover(
     client: &Client,
+    no_api: &NoApi,
     img: &mut ResolvedImage,
     progress: &dyn Progress,
 ) -> Result<(), PackError> {
@@ -43,13 +44,13 @@ pub async fn discover(
     let found: Vec<Vec<Found>> = futures::stream::iter(
         subjects
             .iter()
-            .map(|s| find(client, &repo, s.clone(), &image)),
+            .map(|s| find(client, no_api, &repo, s.clone(), &image)),
     )
     .buffered(SUBJECTS_AT_ONCE)
     .try_collect()
     .await?;
     if let Some(served) = &img.source_digest {
-        let lost = find(client, &repo, served.clone(), &image).await?;
+        let lost = find(client, no_api, &repo, served.clone(), &image).await?;
         if !lost.is_empty() {
             progress.warn(&format!(
                 "{image}: --platform made a new index ({}); the {} signature(s)/referrer(s) of the \
@@ -97,10 +98,34 @@ pub async fn discover(
     Ok(())
 }
 
+/// The referrers tag schema's index of `subject`: a HEAD (most subjects have none), then the
+/// index by digest. Anything but an index under that tag lists nothing.
+async fn schema_index(
+    client: &Client,
+    repo: &str,
+    subject: &Digest,
+) -> Result<Vec<serde_json::Value>, RegistryError> {
+    let Some(h) = client.head_manifest(repo, &schema_tag(subject)).await? else {
+        return Ok(Vec::new());
+    };
+    if !h.media_type.is_empty() && !is_index(&h.media_type) {
+        return Ok(Vec::new());
+    }
+    match client.get_manifest(repo, h.digest.as_str()).await {
+        Ok(m) if is_index(&m.media_type) => Ok(crate::referrers::index_descriptors(&m.bytes)),
+        Ok(_) | Err(RegistryError::NotFound { .. }) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Registries whose referrers API answered "no such API" during this pack (by name).
+pub type NoApi = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+
 /// Asks, all at once, for `subject`'s cosign tags and its referrers (the API, else the tag
 /// schema). A missing tag is a 404 (MANIFEST_UNKNOWN or NAME_UNKNOWN): nothing there.
 async fn find(
     client: &Client,
+    no_api: &NoApi,
     repo: &str,
     subject: Digest,
     image: &str,
@@ -119,11 +144,38 @@ async fn find(
                 .map(|h| h.map(|h| (t, h)))
         }
     };
-    let (sig, att, sbom, api) = futures::join!(
+    // The referrers API, or (on a registry known to lack it) the tag schema, asked at once
+    // with the tags: one round trip per subject once the registry's answer is known.
+    let known_without = no_api
+        .lock()
+        .expect("no_api lock")
+        .contains(client.registry());
+    let listing = async {
+        if known_without {
+            return Ok(None);
+        }
+        let r = client.referrers(repo, &subject).await;
+        if let Ok(None) = r {
+            no_api
+                .lock()
+                .expect("no_api lock")
+                .insert(client.registry().to_string());
+        }
+        r
+    };
+    let schema = async {
+        if known_without {
+            schema_index(client, repo, &subject).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (sig, att, sbom, api, early_schema) = futures::join!(
         tag(COSIGN_SUFFIXES[0]),
         tag(COSIGN_SUFFIXES[1]),
         tag(COSIGN_SUFFIXES[2]),
-        client.referrers(repo, &subject)
+        listing,
+        schema
     );
     let mut out = Vec::new();
     for t in [sig, att, sbom] {
@@ -143,13 +195,10 @@ async fn find(
             });
         }
     }
-    let listed = match api.map_err(err)? {
-        Some(list) => list,
-        None => match client.get_manifest(repo, &schema_tag(&subject)).await {
-            Ok(m) if is_index(&m.media_type) => crate::referrers::index_descriptors(&m.bytes),
-            Ok(_) | Err(RegistryError::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(err(e)),
-        },
+    let listed = match (api.map_err(err)?, early_schema.map_err(err)?) {
+        (Some(list), _) => list,
+        (None, Some(list)) => list,
+        (None, None) => schema_index(client, repo, &subject).await.map_err(err)?,
     };
     for v in listed {
         let d: Descriptor = serde_json::from_value(v).map_err(|e| PackError::Invalid {
