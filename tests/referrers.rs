@@ -905,3 +905,30 @@ fn a_split_set_carries_the_signatures_too() {
         &s.att.referrer,
     );
 }
+
+#[test]
+fn an_exported_oci_layout_loads_with_its_cosign_tags() {
+    let s = signed(Kind::Distribution);
+    let bundle = s.dir.path().join("b.tar.zst");
+    pack_ok(&s.spec, &bundle, s.src.source_flags());
+    let oci = s.dir.path().join("oci");
+    assert_success(&airgap(args!["export", &bundle, "--oci", &oci], &[]));
+    let index = read_json(&oci.join("index.json"));
+    assert!(listed(&index).contains(&s.att.referrer), "{index}");
+    assert_success(&airgap(args!["verify", &oci], &[]));
+    let tgt = Registry::start(RegistryOpts::plain());
+    let out = airgap(
+        args!["load", &oci, "--registry", tgt.host(), tgt.target_flags()],
+        &[],
+    );
+    assert_success(&out);
+    let img = &s.image.digest;
+    let th = tgt.host();
+    assert_skopeo_digest(&format!("{th}/app/signed:1"), &tgt, img);
+    // A cosign attachment is named by its tag in the layout, so it loads as one.
+    assert_skopeo_digest(
+        &format!("{th}/app/signed:{}", tag_of(img, "sig")),
+        &tgt,
+        &s.att.sig,
+    );
+}
