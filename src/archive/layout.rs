@@ -187,8 +187,7 @@ pub fn scan(c: Container, repository: Option<&str>) -> Result<Foreign, BundleErr
         // referrers, oras): no image of its own; its blobs stay in the layout.
         if ann(REF_NAME_ANNOTATION).is_none()
             && ann(CONTAINERD_NAME).is_none()
-            && g
-                .small(&d.digest)?
+            && g.small(&d.digest)?
                 .is_some_and(|b| crate::referrers::facts(&b).subject.is_some())
         {
             continue;

@@ -3,7 +3,8 @@
 //!
 //! `client` (the [`Client`], sending with auth and retries) · `auth` (challenges, tokens) ·
 //! `credentials` (config.json, helpers) · `retry` (what is transient, backoff, the one loop) ·
-//! `blobs`, `upload` (monolithic and chunked), `manifests`, `catalog` (what is asked) · `error` ([`RegistryError`] and its hints).
+//! `blobs`, `upload` (monolithic and chunked), `manifests`, `catalog`, `referrers` (the OCI 1.1
+//! referrers API, pull-scoped manifest HEADs) (what is asked) · `error` ([`RegistryError`] and its hints).
 
 mod auth;
 mod blobs;
