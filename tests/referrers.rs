@@ -709,3 +709,108 @@ fn an_exported_oci_layout_loads_with_its_cosign_tags() {
         &s.att.sig,
     );
 }
+
+/// A source behind the fault proxy: spec naming the source's images, and the mirror flag
+/// sending the requests through the proxy.
+fn through(
+    proxy: &support::proxy::FaultProxy,
+    src: &Registry,
+    images: &[&str],
+    dir: &Path,
+) -> (PathBuf, Vec<String>) {
+    let mut spec = Spec::new();
+    for i in images {
+        spec = spec.image(&format!("{}/{i}", src.host()));
+    }
+    let spec = write_file(dir, "proxied.yaml", &spec.to_yaml());
+    (
+        spec,
+        vec!["--mirror".into(), format!("{}={}", src.host(), proxy.url())],
+    )
+}
+
+#[test]
+fn discovery_costs_at_most_five_requests_per_unsigned_image() {
+    use support::proxy::{Fault, FaultProxy};
+    let src = Registry::start(RegistryOpts::plain());
+    let fx = Fixtures::new(&src);
+    let names: Vec<String> = (0..6).map(|i| format!("plain/app{i}:1")).collect();
+    for (i, n) in names.iter().enumerate() {
+        let (repo, tag) = n.split_once(':').unwrap();
+        fx.image(
+            repo,
+            Some(tag),
+            &ImageOpts::oci(7500 + i as u64).layers(1, 4096),
+        );
+    }
+    let dir = tempdir();
+    let proxy = FaultProxy::start(&src.host(), Fault::None);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (spec, flags) = through(&proxy, &src, &refs, dir.path());
+    let bundle = dir.path().join("b.tar.zst");
+    pack_ok(&spec, &bundle, flags.clone());
+    let asked = |seen: &[support::proxy::Seen]| {
+        seen.iter()
+            .filter(|s| s.path.contains("/manifests/sha256-") || s.path.contains("/referrers/"))
+            .count()
+    };
+    let with = asked(&proxy.seen());
+    // Three tag HEADs and the referrers API (or, once it is known missing, the tag schema's
+    // HEAD) per image; the first images also ask the tag schema after the API's 404.
+    assert!(
+        with >= 4 * names.len() && with <= 5 * names.len(),
+        "{with} requests:\n{}",
+        proxy.describe()
+    );
+    proxy.reset_counts();
+    let plain = dir.path().join("plain.tar.zst");
+    let mut no = flags;
+    no.push("--no-referrers".into());
+    pack_ok(&spec, &plain, no);
+    assert_eq!(asked(&proxy.seen()), 0, "{}", proxy.describe());
+}
+
+#[test]
+fn a_referrers_api_refusing_access_fails_the_pack_naming_the_image() {
+    use support::proxy::{Fault, FaultProxy};
+    let s = signed(Kind::Distribution);
+    let proxy = FaultProxy::start(
+        &s.src.host(),
+        Fault::Canned {
+            method: Some("GET".into()),
+            path_contains: "/referrers/".into(),
+            status: 403,
+            content_type: "application/json".into(),
+            headers: vec![],
+            body: std::sync::Arc::new(
+                br#"{"errors":[{"code":"DENIED","message":"referrers are for admins"}]}"#.to_vec(),
+            ),
+        },
+    );
+    let (spec, flags) = through(&proxy, &s.src, &["app/signed:1"], s.dir.path());
+    let bundle = s.dir.path().join("refused.tar.zst");
+    let out = airgap(args!["pack", &spec, "-o", &bundle, flags.clone()], &[]);
+    assert_failure_contains(
+        &out,
+        &[
+            &format!("{}/app/signed:1", s.src.host()),
+            "GET referrers",
+            "403",
+            "referrers are for admins",
+            "signatures and other referrers",
+            "hint: pack with --no-referrers",
+        ],
+    );
+    assert!(!bundle.exists(), "a failed pack left a bundle");
+    assert!(
+        dir_names(s.dir.path())
+            .iter()
+            .all(|n| !n.starts_with("refused")),
+        "a failed pack left a temporary file: {:?}",
+        dir_names(s.dir.path())
+    );
+    // The way out the hint names works.
+    let mut no = flags;
+    no.push("--no-referrers".into());
+    pack_ok(&spec, &bundle, no);
+}

@@ -102,6 +102,12 @@ pub enum PackError {
         wanted: Vec<String>,
         available: Vec<String>,
     },
+    #[error("image {image}: finding its signatures and other referrers")]
+    Referrers {
+        image: String,
+        #[source]
+        source: Box<RegistryError>,
+    },
     #[error("image {image}: {reason}")]
     Invalid { image: String, reason: String },
     #[error("blob {digest} (needed by {image})")]
@@ -139,6 +145,7 @@ impl PackError {
             | PackError::Manifest { image, .. }
             | PackError::NoPlatform { image, .. }
             | PackError::Invalid { image, .. }
+            | PackError::Referrers { image, .. }
             | PackError::Blob { image, .. } => Some(image),
             _ => None,
         }
@@ -150,6 +157,9 @@ impl PackError {
             PackError::Manifests(e) => e.hint(),
             PackError::Volume(e) => e.hint(),
             PackError::Bundle { source, .. } => source.hint(),
+            PackError::Referrers { source, .. } => source.hint().or_else(|| {
+                Some("pack with --no-referrers to leave signatures and other referrers out".into())
+            }),
             _ => None,
         }
     }

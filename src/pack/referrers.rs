@@ -130,7 +130,7 @@ async fn find(
     subject: Digest,
     image: &str,
 ) -> Result<Vec<Found>, PackError> {
-    let err = |source: RegistryError| PackError::Registry {
+    let err = |source: RegistryError| PackError::Referrers {
         image: image.to_string(),
         source: Box::new(source),
     };
