@@ -285,7 +285,18 @@ fn signatures_and_referrers_travel_to_a_registry_without_the_referrers_api() {
     let again = load_json(&bundle, &tgt);
     assert_eq!(again["manifestsPushed"], 0, "{again}");
     assert_eq!(again["blobsUploaded"], 0, "{again}");
-    assert_eq!(schema_index(&tgt, "app/signed", img), Some(index));
+    assert_eq!(schema_index(&tgt, "app/signed", img), Some(index.clone()));
+
+    // Another tool rewrote the index without our entry (or a load stopped before writing
+    // it): the referrer is there, but OCI 1.1 clients would not find it, so a load puts it
+    // back, and only the index is written.
+    tc.push_manifest("app/signed", &schema_tag(img), OCI_INDEX, &theirs);
+    let repaired = load_json(&bundle, &tgt);
+    assert_eq!(repaired["blobsUploaded"], 0, "{repaired}");
+    assert_eq!(
+        schema_index(&tgt, "app/signed", img).map(|i| listed(&i)),
+        Some(vec![other_d.clone(), s.att.referrer.clone()])
+    );
 }
 
 #[test]
