@@ -6,14 +6,14 @@
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::resolve::{fetch_child, ResolvedImage};
+use super::resolve::{add_fetched, ResolvedImage};
 use super::PackError;
 use crate::bundle::ReferrerRecord;
 use crate::digest::Digest;
 use crate::manifest::{is_index, Descriptor};
 use crate::progress::Progress;
 use crate::referrers::{cosign_tag, facts, schema_tag, COSIGN_SUFFIXES};
-use crate::registry::{Client, RegistryError};
+use crate::registry::{Client, FetchedManifest, RegistryError};
 
 /// Subjects asked about at once per image (each costs four requests, sent together).
 const SUBJECTS_AT_ONCE: usize = 4;
@@ -61,16 +61,45 @@ pub async fn discover(
             ));
         }
     }
-    for f in found.into_iter().flatten() {
+    let mut seen = std::collections::HashSet::new();
+    let found: Vec<Found> = found
+        .into_iter()
+        .flatten()
+        .filter(|f| seen.insert((f.subject.clone(), f.manifest.digest.clone(), f.tag.clone())))
+        .collect();
+    // Every referrer manifest at once (an index's platforms may each have several).
+    let fetched: Vec<FetchedManifest> = futures::stream::iter(found.iter().map(|f| async {
+        client
+            .get_manifest(&repo, f.manifest.digest.as_str())
+            .await
+            .map_err(|source| PackError::Referrers {
+                image: image.clone(),
+                source: Box::new(source),
+            })
+    }))
+    .buffered(SUBJECTS_AT_ONCE * 4)
+    .try_collect()
+    .await?;
+    for (f, m) in found.into_iter().zip(fetched) {
         let d = f.manifest;
-        if img
-            .referrers
-            .iter()
-            .any(|r| r.digest == d.digest && r.subject == f.subject && r.tag == f.tag)
-        {
-            continue;
+        if m.bytes.len() as u64 != d.size {
+            return Err(PackError::Invalid {
+                image: image.clone(),
+                reason: format!(
+                    "referrer {} of {} is {} bytes but was described with {}",
+                    d.digest,
+                    f.subject,
+                    m.bytes.len(),
+                    d.size
+                ),
+            });
         }
-        fetch_child(client, &image, &repo, &d, img, 0).await?;
+        let served = if d.media_type.is_empty() {
+            m.media_type.clone()
+        } else {
+            d.media_type.clone()
+        };
+        add_fetched(client, &image, &repo, m, &served, img, 0).await?;
         let (digest, size) = (d.digest, d.size);
         let stored = img
             .children

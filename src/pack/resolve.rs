@@ -191,7 +191,7 @@ pub(super) async fn fetch_child(
 
 /// Adds a fetched manifest to `out.children` (its blobs to `out.blobs`); an index's children
 /// are fetched and walked whole.
-async fn add_fetched(
+pub(super) async fn add_fetched(
     client: &Client,
     image: &str,
     repo: &str,
