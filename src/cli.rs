@@ -192,6 +192,10 @@ pub struct PackArgs {
     /// Ship the spec's manifests even if they use images the bundle lacks (a warning each)
     #[arg(long)]
     pub allow_missing: bool,
+    /// Leave out what refers to the images: cosign signatures, attestations and SBOMs
+    /// (tags sha256-<hex>.sig/.att/.sbom) and OCI 1.1 referrers, carried by default
+    #[arg(long)]
+    pub no_referrers: bool,
     /// Write the bundle in parts of at most SIZE (BUNDLE.001, .002, … plus BUNDLE.parts.json
     /// with each part's checksum), e.g. 4G, 700MB, or fat32 (4 GiB - 1) for USB sticks
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -507,6 +511,7 @@ impl PackArgs {
             level: self.level,
             threads: self.threads,
             allow_missing: self.allow_missing,
+            no_referrers: self.no_referrers,
             split: self.split,
             base: self.base.clone(),
             sign_keys: self.sign_key.clone(),

@@ -22,6 +22,7 @@ pub mod pack;
 pub mod platform;
 pub mod progress;
 pub mod reference;
+pub mod referrers;
 pub mod registry;
 pub mod rewrite;
 pub mod serve;

@@ -48,6 +48,7 @@ fn pack_then_load_with_every_output_through_the_library() {
             level: 3,
             threads: Some(1),
             allow_missing: false,
+            no_referrers: false,
             split: None,
             base: None,
             sign_keys: vec![],

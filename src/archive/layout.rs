@@ -190,6 +190,15 @@ pub fn scan(c: Container, repository: Option<&str>) -> Result<Foreign, BundleErr
                 continue;
             }
         }
+        // An OCI 1.1 referrer listed without a name (`airgap export` of a bundle with
+        // referrers, oras): no image of its own; its blobs stay in the layout.
+        if ann(REF_NAME_ANNOTATION).is_none()
+            && ann(CONTAINERD_NAME).is_none()
+            && g.small(&d.digest)?
+                .is_some_and(|b| crate::referrers::facts(&b).subject.is_some())
+        {
+            continue;
+        }
         let reference = name(d, &index_entry, prefix == "images/", repository)?;
         if !seen.insert(reference.clone()) {
             return Err(BundleError::Invalid {
@@ -210,6 +219,7 @@ pub fn scan(c: Container, repository: Option<&str>) -> Result<Foreign, BundleErr
             size: d.size,
             platforms,
             total_size: mine.iter().map(|x| g.records[x].0.size).sum(),
+            referrers: Vec::new(),
         });
     }
     if images.is_empty() {

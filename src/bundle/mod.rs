@@ -111,8 +111,32 @@ pub struct ImageRecord {
     /// Size of the top manifest.
     pub size: u64,
     pub platforms: Vec<Platform>,
-    /// Bytes of every blob this image needs (manifests, configs, layers; each once).
+    /// Bytes of every blob this image needs (manifests, configs, layers; each once), its
+    /// referrers' included.
     pub total_size: u64,
+    /// What refers to the image or one of its child manifests (signatures, attestations,
+    /// SBOMs), carried like images. Absent in bundles before it existed, and when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<ReferrerRecord>,
+}
+
+/// A manifest that refers to an image: a cosign tag-scheme attachment (`tag` set) or an
+/// OCI 1.1 referrer (a manifest whose `subject` is the image; pushed by digest).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferrerRecord {
+    /// The manifest referred to: the image's top manifest or one of its children.
+    pub subject: Digest,
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// `artifactType`, else the config's media type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The cosign tag it was found under (`sha256-<hex>.sig`, `.att`, `.sbom`), kept at the
+    /// target; absent for an OCI 1.1 referrer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -120,6 +120,7 @@ impl Fixture {
                 size: manifest.len() as u64,
                 platforms: vec![platform],
                 total_size: total,
+                referrers: Vec::new(),
             }],
             blobs,
             manifests: vec![FileRecord {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::CommandError;
-use crate::bundle::{self, BaseRef, ImageRecord, Metadata};
+use crate::bundle::{self, BaseRef, ImageRecord, Metadata, ReferrerRecord};
 use crate::digest::Digest;
 use crate::progress::human_bytes;
 
@@ -53,6 +53,9 @@ pub struct ImageInfo {
     pub source: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_digest: Option<Digest>,
+    /// Signatures, attestations, SBOMs and OCI 1.1 referrers carried with it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<ReferrerRecord>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -138,6 +141,7 @@ pub(super) fn image_info(img: &ImageRecord) -> ImageInfo {
         size: img.total_size,
         source: img.source.clone(),
         source_digest: img.source_digest.clone(),
+        referrers: img.referrers.clone(),
     }
 }
 
@@ -183,6 +187,19 @@ impl InspectReport {
             out.push(format!("    type      {}", img.media_type));
             out.push(format!("    platforms {plats}"));
             out.push(format!("    size      {}", human_bytes(img.size)));
+            for r in &img.referrers {
+                let of = if r.subject == img.digest {
+                    String::new()
+                } else {
+                    format!(" of {}", r.subject.short())
+                };
+                out.push(format!(
+                    "    referrer  {} {}{of} ({})",
+                    r.tag.as_deref().unwrap_or("by digest"),
+                    r.digest,
+                    r.artifact_type.as_deref().unwrap_or(&r.media_type)
+                ));
+            }
         }
         for f in &self.manifests {
             out.push(format!("  manifest {f}"));

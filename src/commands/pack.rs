@@ -31,6 +31,8 @@ pub struct PackCommand {
     /// Compression threads; `None`: one per CPU.
     pub threads: Option<u32>,
     pub allow_missing: bool,
+    /// `--no-referrers`: leave out signatures, attestations, SBOMs and other referrers.
+    pub no_referrers: bool,
     /// Part size for a split bundle.
     pub split: Option<u64>,
     /// A bundle or saved `airgap.json` to make a delta against.
@@ -66,9 +68,14 @@ pub struct PackReport {
 
 impl PackReport {
     pub fn render(&self) -> String {
+        let referrers: usize = self.image_list.iter().map(|i| i.referrers.len()).sum();
         let packed = format!(
-            "packed {} image(s), {} blob(s), {} into {} ({} compressed) in {:.1}s",
+            "packed {} image(s){}, {} blob(s), {} into {} ({} compressed) in {:.1}s",
             self.images,
+            match referrers {
+                0 => String::new(),
+                n => format!(" with {n} signature(s)/referrer(s)"),
+            },
             self.blobs,
             human_bytes(self.bytes),
             self.output.display(),
@@ -159,6 +166,7 @@ pub async fn pack(
                 .unwrap_or(2)
         }),
         allow_missing_images: cmd.allow_missing,
+        referrers: !cmd.no_referrers,
         rules: spec.rules.clone(),
         split: cmd.split,
         base,

@@ -52,57 +52,67 @@ impl LoadVisitor {
         let pusher = &pusher;
         let pushed = &self.pushed;
         let progress = &self.progress;
-        let results = futures::stream::iter(jobs.into_iter().map(|(i, p, walk)| async move {
-            let image = p.target.to_string();
-            for d in &walk.manifests {
-                // A tagged top manifest is stored by the tag PUT below; pushing it by
-                // digest first would only repeat the request.
-                if d == &p.digest && p.target.tag().is_some() {
-                    continue;
-                }
-                let key = (p.repo().to_string(), d.clone());
-                if pushed.lock().expect("pushed lock").contains(&key) {
-                    continue;
-                }
-                let m = pusher
-                    .graph
-                    .get(d)
-                    .expect("walked manifests are in the graph");
-                match pusher.put(&image, p.repo(), d.as_str(), m).await? {
-                    Put::Landed => {}
-                    lost => return Ok((i, p, Some(lost))),
-                }
-                pusher.counters.manifests.fetch_add(1, Ordering::Relaxed);
-                pushed.lock().expect("pushed lock").insert(key);
+        // Images first, then their referrers: a referrer lands after its subject.
+        let images = self.images;
+        let (first, then): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(i, _, _)| *i < images);
+        let mut results = Vec::new();
+        for phase in [first, then] {
+            if results.iter().any(|r: &Result<_, _>| r.is_err()) {
+                break;
             }
-            if let Some(tag) = p.target.tag() {
-                let m = pusher
-                    .graph
-                    .get(&p.digest)
-                    .expect("top manifest is in the graph");
-                match pusher.put(&image, p.repo(), tag, m).await? {
-                    // The tag PUT is what stores a tagged top manifest (see above): count it
-                    // once per repository, however many tags or placements it has.
-                    Put::Landed => {
-                        let key = (p.repo().to_string(), p.digest.clone());
-                        if pushed.lock().expect("pushed lock").insert(key) {
-                            pusher.counters.manifests.fetch_add(1, Ordering::Relaxed);
-                        }
+            let done = futures::stream::iter(phase.into_iter().map(|(i, p, walk)| async move {
+                let image = p.target.to_string();
+                for d in &walk.manifests {
+                    // A tagged top manifest is stored by the tag PUT below; pushing it by
+                    // digest first would only repeat the request.
+                    if d == &p.digest && p.target.tag().is_some() {
+                        continue;
                     }
-                    lost => return Ok((i, p, Some(lost))),
+                    let key = (p.repo().to_string(), d.clone());
+                    if pushed.lock().expect("pushed lock").contains(&key) {
+                        continue;
+                    }
+                    let m = pusher
+                        .graph
+                        .get(d)
+                        .expect("walked manifests are in the graph");
+                    match pusher.put(&image, p.repo(), d.as_str(), m).await? {
+                        Put::Landed => {}
+                        lost => return Ok((i, p, Some(lost))),
+                    }
+                    pusher.counters.manifests.fetch_add(1, Ordering::Relaxed);
+                    pushed.lock().expect("pushed lock").insert(key);
                 }
-            }
-            progress.item(&format!(
-                "pushed {} -> {} ({})",
-                p.source,
-                p.target,
-                p.digest.short()
-            ));
-            Ok::<_, LoadError>((i, p, None))
-        }))
-        .buffer_unordered(self.opts.concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await;
+                if let Some(tag) = p.target.tag() {
+                    let m = pusher
+                        .graph
+                        .get(&p.digest)
+                        .expect("top manifest is in the graph");
+                    match pusher.put(&image, p.repo(), tag, m).await? {
+                        // The tag PUT is what stores a tagged top manifest (see above): count it
+                        // once per repository, however many tags or placements it has.
+                        Put::Landed => {
+                            let key = (p.repo().to_string(), p.digest.clone());
+                            if pushed.lock().expect("pushed lock").insert(key) {
+                                pusher.counters.manifests.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        lost => return Ok((i, p, Some(lost))),
+                    }
+                }
+                progress.item(&format!(
+                    "pushed {} -> {} ({})",
+                    p.source,
+                    p.target,
+                    p.digest.short()
+                ));
+                Ok::<_, LoadError>((i, p, None))
+            }))
+            .buffer_unordered(self.opts.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
+            results.extend(done);
+        }
         let results = results.into_iter().collect::<Result<Vec<_>, _>>()?;
         let mut queued: RepoSet = HashMap::new();
         for (i, p, lost) in results {

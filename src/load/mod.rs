@@ -5,6 +5,7 @@
 pub(crate) mod graph;
 mod manifests;
 mod plan;
+mod referrers;
 mod reread;
 mod visitor;
 
@@ -234,6 +235,7 @@ pub async fn load(
         progress.finish_bytes();
         state.push_manifests(false).await?;
     }
+    state.write_referrer_indexes().await?;
     let placements = state.placements().to_vec();
     let unchanged = state.unchanged_images();
     let per_image = (0..placements.len())

@@ -81,7 +81,7 @@ impl LoadVisitor {
         .collect::<Vec<_>>()
         .await;
         self.complete = checks.into_iter().collect::<Result<_, _>>()?;
-        Ok(())
+        self.check_referrers_listed().await
     }
 
     /// HEADs every (blob, repository) pair of `set`: which repositories have each blob, and

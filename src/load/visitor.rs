@@ -30,7 +30,12 @@ pub struct LoadVisitor {
     pub(super) rt: Handle,
     pub(super) progress: Arc<dyn Progress>,
     pub(super) counters: Arc<Counters>,
+    /// The images' placements, then their referrers' (`referrers`).
     pub(super) placements: Vec<Placement>,
+    /// How many of `placements` are images.
+    pub(super) images: usize,
+    /// What each referrer placement (`placements[images..]`) refers to.
+    pub(super) referrer_of: Vec<super::referrers::ReferrerOf>,
     pub(super) complete: Vec<bool>,
     pub(super) walks: Vec<Option<Walk>>,
     pub(super) graph: ImageGraph,
@@ -83,6 +88,8 @@ impl LoadVisitor {
             progress,
             counters,
             placements: Vec::new(),
+            images: 0,
+            referrer_of: Vec::new(),
             complete: Vec::new(),
             walks: Vec::new(),
             graph: ImageGraph::default(),
@@ -121,12 +128,17 @@ impl LoadVisitor {
         }
     }
 
+    /// The images' placements (their referrers' are not outputs).
     pub fn placements(&self) -> &[Placement] {
-        &self.placements
+        &self.placements[..self.images]
     }
 
     pub fn unchanged_images(&self) -> usize {
-        self.complete.iter().filter(|c| **c).count()
+        self.complete
+            .iter()
+            .take(self.images)
+            .filter(|c| **c)
+            .count()
     }
 
     pub fn take_failure(&mut self) -> Option<LoadError> {
@@ -451,9 +463,20 @@ impl Visitor for LoadVisitor {
             Ok(p) => p,
             Err(e) => return Err(self.fail(e.into())),
         };
+        self.images = self.placements.len();
+        let (refs, of): (Vec<_>, Vec<_>) =
+            super::referrers::placements(&head.metadata, &self.placements)
+                .into_iter()
+                .unzip();
+        self.placements.extend(refs);
+        self.referrer_of = of;
         self.progress.stage(&format!(
-            "loading {} image(s) into {} ({} mode)",
-            self.placements.len(),
+            "loading {} image(s){} into {} ({} mode)",
+            self.images,
+            match self.referrer_of.len() {
+                0 => String::new(),
+                n => format!(" and {n} signature(s)/referrer(s)"),
+            },
             self.opts.target.host,
             self.opts.mode
         ));

@@ -3,6 +3,7 @@
 
 mod direct;
 mod origin;
+mod referrers;
 mod resolve;
 
 use std::collections::{BTreeMap, HashMap};
@@ -68,6 +69,9 @@ pub struct PackOptions {
     pub split: Option<u64>,
     /// Where the manifests hold images besides pod specs; recorded in the bundle.
     pub rules: ImageRules,
+    /// Carry what refers to each image (cosign signatures, attestations, SBOMs, OCI 1.1
+    /// referrers); false with `--no-referrers`.
+    pub referrers: bool,
 }
 
 pub use crate::bundle::BaseBundle;
@@ -102,6 +106,12 @@ pub enum PackError {
         image: String,
         wanted: Vec<String>,
         available: Vec<String>,
+    },
+    #[error("image {image}: finding its signatures and other referrers")]
+    Referrers {
+        image: String,
+        #[source]
+        source: Box<RegistryError>,
     },
     #[error("image {image}: {reason}")]
     Invalid { image: String, reason: String },
@@ -153,6 +163,7 @@ impl PackError {
             | PackError::Manifest { image, .. }
             | PackError::NoPlatform { image, .. }
             | PackError::Invalid { image, .. }
+            | PackError::Referrers { image, .. }
             | PackError::Blob { image, .. }
             | PackError::Archive { image, .. }
             | PackError::ArchiveBlob { image, .. } => Some(image),
@@ -167,6 +178,9 @@ impl PackError {
             PackError::Volume(e) => e.hint(),
             PackError::Bundle { source, .. } => source.hint(),
             PackError::ArchiveBlob { source, .. } => source.hint(),
+            PackError::Referrers { source, .. } => source.hint().or_else(|| {
+                Some("pack with --no-referrers to leave signatures and other referrers out".into())
+            }),
             _ => None,
         }
     }
@@ -237,12 +251,19 @@ pub async fn pack(
     };
     progress.stage(&format!("resolving {} image(s)", images.len()));
     let concurrency = opts.concurrency.max(1);
+    let no_api = referrers::NoApi::default();
     let resolved: Vec<ResolvedImage> = futures::stream::iter(images.into_iter().map(|req| {
         let client = origin_of(&req);
         let filter = opts.platforms.clone();
+        let with_referrers = opts.referrers;
+        let no_api = no_api.clone();
         let progress = progress.clone();
         async move {
-            let r = resolve::resolve(&client, req, &filter).await?;
+            let mut r = resolve::resolve(&client, req, &filter).await?;
+            // An archive's image has no registry to ask; its referrers are not carried.
+            if let (true, Origin::Registry(c)) = (with_referrers, &client) {
+                referrers::discover(c, &no_api, &mut r, progress.as_ref()).await?;
+            }
             progress.item(&format!(
                 "resolved {} -> {}",
                 r.request.reference, r.top.digest
@@ -454,6 +475,7 @@ fn metadata(
             size: img.top.bytes.len() as u64,
             platforms,
             total_size,
+            referrers: img.referrers.clone(),
         });
     }
     let blobs: Vec<BlobRecord> = plan
@@ -495,7 +517,7 @@ fn metadata(
 }
 
 fn index_json(resolved: &[ResolvedImage]) -> Vec<u8> {
-    let manifests: Vec<serde_json::Value> = resolved
+    let mut manifests: Vec<serde_json::Value> = resolved
         .iter()
         .map(|img| {
             serde_json::json!({
@@ -506,6 +528,27 @@ fn index_json(resolved: &[ResolvedImage]) -> Vec<u8> {
             })
         })
         .collect();
+    // Referrers after the images (FORMAT.md): roots of the layout like them, so every reader
+    // finds each blob referred to; a cosign attachment named by its tag.
+    for img in resolved {
+        for r in &img.referrers {
+            let mut d = serde_json::json!({
+                "mediaType": r.media_type,
+                "digest": r.digest,
+                "size": r.size,
+            });
+            if let Some(t) = &r.artifact_type {
+                d["artifactType"] = t.clone().into();
+            }
+            if let Some(tag) = &r.tag {
+                let name = img.request.reference.with_digest(None).with_tag(Some(tag));
+                d["annotations"] = serde_json::json!({ REF_NAME_ANNOTATION: name.to_string() });
+            }
+            if !manifests.contains(&d) {
+                manifests.push(d);
+            }
+        }
+    }
     let v = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::{ImageRequest, Origin, PackError};
+use crate::bundle::ReferrerRecord;
 use crate::digest::Digest;
 use crate::manifest::{is_index, Descriptor, ManifestView};
 use crate::platform::Platform;
@@ -24,6 +25,9 @@ pub struct ResolvedImage {
     /// Configs already downloaded (and verified) while resolving, so they are not fetched
     /// twice.
     pub fetched: Vec<(Digest, Bytes)>,
+    /// What refers to the image or its children (`referrers::discover`); their manifests
+    /// are in `children`, their blobs in `blobs`.
+    pub referrers: Vec<ReferrerRecord>,
 }
 
 pub async fn resolve(
@@ -49,6 +53,7 @@ pub async fn resolve(
         blobs: Vec::new(),
         platforms: Vec::new(),
         fetched: Vec::new(),
+        referrers: Vec::new(),
     };
     if !is_index(&out.top.media_type) {
         out.blobs.extend(view.blobs().cloned());
@@ -136,7 +141,7 @@ async fn config_platform(
 }
 
 /// Fetches a child manifest by digest; nested indexes are walked whole.
-async fn fetch_child(
+pub(super) async fn fetch_child(
     client: &Origin,
     image: &str,
     repo: &str,
@@ -170,12 +175,27 @@ async fn fetch_child(
     } else {
         d.media_type.clone()
     };
+    add_fetched(client, image, repo, m, &served, out, depth).await
+}
+
+/// Adds a fetched manifest to `out.children` (its blobs to `out.blobs`); an index's children
+/// are fetched and walked whole.
+pub(super) async fn add_fetched(
+    client: &Origin,
+    image: &str,
+    repo: &str,
+    m: FetchedManifest,
+    served: &str,
+    out: &mut ResolvedImage,
+    depth: usize,
+) -> Result<(), PackError> {
+    if out.children.iter().any(|c| c.digest == m.digest) {
+        return Ok(());
+    }
     let (view, media_type) =
-        ManifestView::parse(&m.bytes, &served, &m.digest).map_err(|source| {
-            PackError::Manifest {
-                image: image.to_string(),
-                source,
-            }
+        ManifestView::parse(&m.bytes, served, &m.digest).map_err(|source| PackError::Manifest {
+            image: image.to_string(),
+            source,
         })?;
     out.children.push(FetchedManifest {
         media_type: media_type.clone(),

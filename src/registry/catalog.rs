@@ -62,7 +62,7 @@ impl Client {
 
 /// The target of the `rel="next"` entry of a Link header (RFC 8288), as the catalog and tag
 /// list pages name their successor: `</v2/_catalog?last=b&n=2>; rel="next"`.
-fn next_link(v: &str) -> Option<String> {
+pub(super) fn next_link(v: &str) -> Option<String> {
     v.split(',').find_map(|entry| {
         let (target, params) = entry.trim().split_once(';')?;
         let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;

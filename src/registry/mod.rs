@@ -3,7 +3,8 @@
 //!
 //! `client` (the [`Client`], sending with auth and retries) · `auth` (challenges, tokens) ·
 //! `credentials` (config.json, helpers) · `retry` (what is transient, backoff, the one loop) ·
-//! `blobs`, `upload` (monolithic and chunked), `manifests`, `catalog` (what is asked) · `error` ([`RegistryError`] and its hints).
+//! `blobs`, `upload` (monolithic and chunked), `manifests`, `catalog`, `referrers` (the OCI 1.1
+//! referrers API, pull-scoped manifest HEADs) (what is asked) · `error` ([`RegistryError`] and its hints).
 
 mod auth;
 mod blobs;
@@ -12,6 +13,7 @@ mod client;
 pub mod credentials;
 mod error;
 mod manifests;
+mod referrers;
 pub(crate) mod retry;
 mod upload;
 
@@ -19,6 +21,7 @@ pub use blobs::{BlobBody, Pushed};
 pub use client::Client;
 pub use error::RegistryError;
 pub use manifests::FetchedManifest;
+pub use referrers::ManifestHead;
 pub use upload::{Reread, DEFAULT_CHUNK};
 
 use std::collections::BTreeMap;

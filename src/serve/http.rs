@@ -392,6 +392,31 @@ fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
+/// `GET /v2/<name>/referrers/<digest>[?artifactType=…]`: an OCI index of the manifests
+/// whose `subject` is the digest (empty when none), filtered when asked.
+fn referrers(cat: &super::Catalog, name: &str, digest: &str, query: &str) -> Response<Body> {
+    let Ok(subject) = Digest::parse(digest) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            &format!("{digest:?} is not a sha256 digest"),
+        );
+    };
+    let filter: Option<String> = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "artifactType")
+        .map(|(_, v)| v.into_owned());
+    let Some(bytes) = cat.referrers(name, &subject, filter.as_deref()) else {
+        return name_unknown(name);
+    };
+    let mut b = Response::builder()
+        .header(CONTENT_TYPE, crate::manifest::OCI_INDEX)
+        .header(CONTENT_LENGTH, bytes.len());
+    if filter.is_some() {
+        b = b.header("OCI-Filters-Applied", "artifactType");
+    }
+    b.body(full(Bytes::from(bytes))).expect("valid headers")
+}
+
 /// A distribution-spec error response.
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({"errors": [{"code": code, "message": message}]});
@@ -486,6 +511,9 @@ fn route(shared: &Shared, req: &Request<hyper::body::Incoming>, head: bool) -> R
             .header("ETag", format!("\"{digest}\""))
             .body(full(bytes.clone()))
             .expect("valid headers");
+    }
+    if let Some((name, "referrers", digest)) = parts {
+        return referrers(cat, name, digest, query);
     }
     if let Some((name, "blobs", digest)) = parts {
         if !cat.repos.contains_key(name) {

@@ -10,7 +10,7 @@
 mod http;
 pub mod ops;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -135,6 +135,8 @@ pub struct Repo {
     /// Manifests (by digest) and blobs this repository may serve.
     pub manifests: HashSet<Digest>,
     pub blobs: HashSet<Digest>,
+    /// Subject → the manifests naming it as their `subject` (the referrers API's answer).
+    pub referrers: BTreeMap<Digest, BTreeSet<Digest>>,
 }
 
 /// Everything `serve` answers from, built once at startup.
@@ -202,6 +204,9 @@ impl Catalog {
             }
             mine.manifests.extend(repo.manifests);
             mine.blobs.extend(repo.blobs);
+            for (subject, list) in repo.referrers {
+                mine.referrers.entry(subject).or_default().extend(list);
+            }
         }
         for (digest, mut blob) in other.blobs {
             blob.bundle += shift;
@@ -299,6 +304,30 @@ impl Catalog {
                 None => names.push(format!("{}@{}", p.repo(), p.digest)),
             }
         }
+        for (rec, p) in metadata.images.iter().zip(&placements) {
+            let repo = repos.entry(p.repo().to_string()).or_default();
+            for r in &rec.referrers {
+                let walk = graph.walk(&r.digest).map_err(|d| ServeError::Manifest {
+                    path: bundle.to_path_buf(),
+                    digest: d,
+                    reason: format!("needed by a referrer of {} but not in the bundle", p.source),
+                })?;
+                repo.manifests.extend(walk.manifests);
+                repo.blobs.extend(walk.blobs);
+                if let Some(tag) = &r.tag {
+                    repo.tags.insert(tag.clone(), r.digest.clone());
+                }
+                let names_subject = graph.get(&r.digest).is_some_and(|m| {
+                    crate::referrers::facts(&m.bytes).subject.as_ref() == Some(&r.subject)
+                });
+                if names_subject {
+                    repo.referrers
+                        .entry(r.subject.clone())
+                        .or_default()
+                        .insert(r.digest.clone());
+                }
+            }
+        }
         if let Some(base) = &metadata.base {
             progress.warn(&format!(
                 "this is a delta bundle: {} blob(s) are only in its base ({}) and will be \
@@ -329,6 +358,32 @@ impl Catalog {
         };
         let (mt, bytes) = self.manifests.get(digest)?;
         Some((digest, mt.as_str(), bytes))
+    }
+
+    /// The referrers index of `subject` in `repo` (OCI 1.1), only those of `artifact_type`
+    /// when given; `None` when the repository is unknown.
+    pub fn referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Option<Vec<u8>> {
+        let r = self.repos.get(repo)?;
+        let list = r
+            .referrers
+            .get(subject)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| {
+                let (mt, bytes) = self.manifests.get(d)?;
+                Some(crate::referrers::descriptor(mt, d, bytes))
+            })
+            .filter(|d| {
+                artifact_type
+                    .is_none_or(|t| d.get("artifactType").and_then(|a| a.as_str()) == Some(t))
+            })
+            .collect();
+        Some(crate::referrers::index(list))
     }
 
     /// A blob `repo` may serve: `Ok(None)` when it belongs to the repository but only the

@@ -10,6 +10,7 @@
 pub mod bundle;
 pub mod cli;
 pub mod containerd;
+pub mod cosign;
 pub mod fixtures;
 pub mod proxy;
 pub mod registry;
