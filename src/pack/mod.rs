@@ -2,6 +2,7 @@
 //! as it streams) and write the bundle to a temporary name that is renamed only on success.
 
 mod direct;
+mod fetch;
 mod resolve;
 
 use std::collections::{BTreeMap, HashMap};
@@ -63,6 +64,8 @@ pub struct PackOptions {
     pub split: Option<u64>,
     /// Where the manifests hold images besides pod specs; recorded in the bundle.
     pub rules: ImageRules,
+    /// `--cache`: blobs are taken from it when there (verified again) and kept in it.
+    pub cache: Option<crate::cache::Cache>,
 }
 
 pub use crate::bundle::BaseBundle;
@@ -125,6 +128,8 @@ pub enum PackError {
     Volume(#[from] crate::bundle::volume::VolumeError),
     #[error("pack stopped before the bundle was complete")]
     Aborted,
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
 }
 
 impl PackError {
@@ -146,6 +151,7 @@ impl PackError {
             PackError::Manifests(e) => e.hint(),
             PackError::Volume(e) => e.hint(),
             PackError::Bundle { source, .. } => source.hint(),
+            PackError::Cache(e) => e.hint(),
             _ => None,
         }
     }
@@ -703,32 +709,14 @@ async fn write_bundle(
     let mut writer_gone = false;
 
     // Small blobs (and configs fetched while resolving): many at once, into memory.
+    let cache = opts.cache.as_ref();
     let smalls = futures::stream::iter(small.into_iter().map(|b| {
         let progress = progress.clone();
         async move {
-            if let Some(bytes) = b.cached {
-                progress.add_bytes(b.record.size);
-                return Ok(ToWriter::Memory {
-                    record: b.record,
-                    bytes,
-                });
-            }
-            let mut buf = Vec::with_capacity(b.record.size as usize);
-            b.client
-                .stream_blob(&b.repo, &b.record.digest, b.record.size, |chunk| {
-                    progress.add_bytes(chunk.len() as u64);
-                    buf.extend_from_slice(chunk);
-                    Ok(())
-                })
-                .await
-                .map_err(|source| PackError::Blob {
-                    digest: b.record.digest.clone(),
-                    image: b.image.clone(),
-                    source: Box::new(source),
-                })?;
+            let bytes = fetch::small(&b, cache, progress.as_ref()).await?;
             Ok::<_, PackError>(ToWriter::Memory {
                 record: b.record,
-                bytes: bytes::Bytes::from(buf),
+                bytes,
             })
         }
     }))
@@ -779,33 +767,14 @@ async fn write_bundle(
                 break;
             }
             let progress = progress.clone();
+            let cache = opts.cache.clone();
             inflight.push_back(tokio::spawn(async move {
-                let result = b
-                    .client
-                    .stream_blob_async(&b.repo, &b.record.digest, b.record.size, |chunk| {
-                        progress.add_bytes(chunk.len() as u64);
-                        let ctx = ctx.clone();
-                        async move {
-                            let mut chunk = chunk;
-                            while !chunk.is_empty() {
-                                let piece = chunk.split_to(chunk.len().min(STREAM_PIECE));
-                                ctx.send(Ok(piece)).await.map_err(|_| {
-                                    std::io::Error::other("the bundle writer stopped")
-                                })?;
-                            }
-                            Ok(())
-                        }
-                    })
-                    .await;
+                let result = fetch::large(&b, cache.as_ref(), progress, &ctx).await;
                 if result.is_err() {
                     // Make the writer fail this entry rather than wait for more bytes.
                     let _ = ctx.send(Err(std::io::Error::other(DownloadFailed))).await;
                 }
-                result.map_err(|source| PackError::Blob {
-                    digest: b.record.digest.clone(),
-                    image: b.image.clone(),
-                    source: Box::new(source),
-                })
+                result
             }));
         }
     }
