@@ -288,14 +288,11 @@ fn a_flipped_byte_in_a_cache_entry_is_detected_and_downloaded_again() {
     std::fs::create_dir_all(&again).unwrap();
     let (bundle, out) = pack_via(&proxy, &s.app, &again, &args!["--cache", &cache]);
     assert_success(&out);
-    let warnings: Vec<&str> = stderr_of(&out)
-        .lines()
-        .filter(|l| l.contains("corrupt"))
-        .map(|l| l.to_owned().leak() as &str)
-        .collect();
-    assert_eq!(warnings.len(), 1, "{}", stderr_of(&out));
+    let stderr = stderr_of(&out);
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("corrupt")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
     assert!(
-        warnings[0].contains(&digest_hex(&layer.digest)),
+        warnings[0].contains(digest_hex(&layer.digest)),
         "{}",
         warnings[0]
     );

@@ -211,12 +211,10 @@ impl Cache {
             .append(true)
             .open(&path)
             .map_err(FileError::with("opening", &path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(FileError::new("locking", &path, e).into())
-            }
+        match try_lock(&file) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => return Err(FileError::new("locking", &path, e).into()),
         }
         let len = file
             .metadata()
@@ -347,6 +345,28 @@ fn touch(path: &Path) {
                 .set_accessed(now),
         );
     }
+}
+
+/// An exclusive advisory lock on `f`, held until it is closed (or the process dies);
+/// false when another process holds it. (`File::try_lock` is newer than our MSRV.)
+#[cfg(unix)]
+fn try_lock(f: &File) -> std::io::Result<bool> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a descriptor we own, no memory involved.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+#[cfg(not(unix))]
+fn try_lock(_: &File) -> std::io::Result<bool> {
+    Ok(true)
 }
 
 fn sync_dir(dir: &Path) {
