@@ -410,3 +410,45 @@ fn a_bad_max_size_is_refused_and_nothing_is_removed() {
     assert_eq!(dir_names(&cache.join("blobs/sha256")), before);
     assert!(!before.is_empty());
 }
+
+#[test]
+fn a_partial_file_holding_wrong_bytes_is_dropped_with_a_warning_and_the_blob_downloaded_again() {
+    let s = shared();
+    let layer = s.app.layers()[1].clone();
+    let proxy = FaultProxy::start(&s.src.host(), Fault::None);
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(cache.join("partial")).unwrap();
+    let half = (layer.size / 2) as usize;
+    std::fs::write(
+        cache.join("partial").join(digest_hex(&layer.digest)),
+        vec![0x5a; half],
+    )
+    .unwrap();
+    let (bundle, out) = pack_via(&proxy, &s.app, dir.path(), &args!["--cache", &cache]);
+    assert_success(&out);
+    let stderr = stderr_of(&out);
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.contains("partial download"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    let gets: Vec<_> = proxy
+        .transfers()
+        .into_iter()
+        .filter(|t| t.path.contains(&layer.digest))
+        .collect();
+    // The rest after the wrong bytes, then the whole blob from the start.
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert_eq!(gets[0].range.as_deref(), Some(&*format!("bytes={half}-")));
+    assert_eq!(
+        (gets[1].range.as_deref(), gets[1].body_bytes),
+        (None, layer.size)
+    );
+    assert_bundle_matches_source(&bundle, &s.app);
+    let entry = std::fs::read(cache_entry(&cache, &layer.digest)).unwrap();
+    assert_eq!(sha256_digest(&entry), layer.digest);
+}

@@ -25,6 +25,10 @@ pub const MAX_RESUMES_PER_RETRY: u32 = 16;
 /// agree with a blob of `size` bytes (TOTAL may be `*`).
 fn content_range_start(resp: &Response, size: u64) -> Option<u64> {
     let v = resp.headers().get(header::CONTENT_RANGE)?.to_str().ok()?;
+    parse_content_range(v, size)
+}
+
+fn parse_content_range(v: &str, size: u64) -> Option<u64> {
     let (range, total) = v.trim().strip_prefix("bytes ")?.split_once('/')?;
     let (start, end) = range.split_once('-')?;
     let (start, end): (u64, u64) = (start.trim().parse().ok()?, end.trim().parse().ok()?);
@@ -294,5 +298,22 @@ impl Client {
                 .fail(resp, repo, "mount blob", &format!("blob {digest}"))
                 .await),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_content_range as p;
+
+    #[test]
+    fn content_range_must_fit_the_blob() {
+        assert_eq!(p("bytes 10-99/100", 100), Some(10));
+        assert_eq!(p("bytes 10-99/*", 100), Some(10));
+        assert_eq!(p("bytes 10-49/100", 100), Some(10)); // shorter: the rest is asked again
+        assert_eq!(p("bytes 10-99/200", 100), None); // another blob's size
+        assert_eq!(p("bytes 10-100/101", 100), None);
+        assert_eq!(p("bytes 50-10/100", 100), None);
+        assert_eq!(p("items 10-99/100", 100), None);
+        assert_eq!(p("bytes */100", 100), None);
     }
 }
