@@ -39,7 +39,7 @@ pub(super) async fn small(
     let (d, size) = (&b.record.digest, b.record.size);
     if let Some(bytes) = &b.cached {
         if let Some(c) = cache {
-            c.put_bytes(d, bytes).map_err(cache_error)?;
+            store(c, d, bytes.clone()).await?;
         }
         progress.add_bytes(size);
         return Ok(bytes.clone());
@@ -63,10 +63,20 @@ pub(super) async fn small(
         })
         .await
         .map_err(|e| blob_error(b, e))?;
+    let buf = Bytes::from(buf);
     if let Some(c) = cache {
-        c.put_bytes(d, &buf).map_err(cache_error)?;
+        store(c, d, buf.clone()).await?;
     }
-    Ok(Bytes::from(buf))
+    Ok(buf)
+}
+
+/// Puts a verified small blob into the cache, off the async workers (it syncs).
+async fn store(c: &Cache, d: &crate::digest::Digest, bytes: Bytes) -> Result<(), PackError> {
+    let (c, d) = (c.clone(), d.clone());
+    tokio::task::spawn_blocking(move || c.put_bytes(&d, &bytes))
+        .await
+        .map_err(|e| PackError::Task(e.to_string()))?
+        .map_err(cache_error)
 }
 
 /// Hands `chunk` to the writer in pieces of at most STREAM_PIECE bytes.
