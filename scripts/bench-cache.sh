@@ -33,7 +33,14 @@ RUNS=${BENCH_RUNS:-3}
 unset HTTP_PROXY HTTPS_PROXY ALL_PROXY http_proxy https_proxy all_proxy
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 
-command -v nginx >/dev/null || { echo "bench-cache: needs nginx (scripts/install-deps.sh)" >&2; exit 1; }
+bash scripts/install-deps.sh
+# nginx counts the bytes (as in scripts/bench-interop.sh, the benchmark's own need).
+if ! command -v nginx >/dev/null 2>&1; then
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light
+fi
 cargo build --profile profiling --bin airgap --example bench_seed
 AIRGAP=$ROOT/target/profiling/airgap
 SEED_BIN=$ROOT/target/profiling/examples/bench_seed
