@@ -187,6 +187,41 @@ fn a_registry_ignoring_range_still_packs_correctly() {
     // The whole body came again (200), its first `after` bytes skipped.
     assert_eq!(gets[1].body_bytes, layer.size);
     assert_bundle_matches_source(&bundle, &s.app);
+
+    // A cache's partial file continued from such a registry: the same.
+    let real = Bundle::open(&bundle).blob_bytes(&layer.digest).to_vec();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(cache.join("partial")).unwrap();
+    std::fs::write(
+        cache.join("partial").join(digest_hex(&layer.digest)),
+        &real[..after as usize],
+    )
+    .unwrap();
+    proxy.reset_counts();
+    proxy.set_fault(Fault::CutFirst {
+        path_contains: format!("/blobs/{}", layer.digest),
+        after: 0,
+        n: 0,
+        stall: None,
+        ignore_range: true,
+    });
+    let again = dir.path().join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    let (bundle, out) = pack_via(&proxy, &s.app, &again, &args!["--cache", &cache]);
+    assert_success(&out);
+    let gets: Vec<_> = proxy
+        .transfers()
+        .into_iter()
+        .filter(|t| t.path.contains(&layer.digest))
+        .collect();
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert_eq!(gets[0].range.as_deref(), Some(&*format!("bytes={after}-")));
+    assert_eq!(gets[0].body_bytes, layer.size);
+    assert_bundle_matches_source(&bundle, &s.app);
+    assert_eq!(
+        sha256_digest(&std::fs::read(cache_entry(&cache, &layer.digest)).unwrap()),
+        layer.digest
+    );
 }
 
 #[test]
