@@ -62,6 +62,12 @@ HTTP, and clients must be told the registry is insecure (containerd: a hosts.tom
 `[host.\"http://HOST:PORT\"]`; docker: \"insecure-registries\")."
     )]
     Serve(ServeArgs),
+    /// Show or prune the connected side's blob cache (pack --cache DIR)
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  airgap cache info --cache ~/.cache/airgap\n  AIRGAP_CACHE=/var/cache/airgap airgap cache prune --max-size 50G"
+    )]
+    Cache(CacheCommand),
     /// Print a shell completion script to standard output
     #[command(
         after_help = "Install:\n  bash: airgap completions bash > ~/.local/share/bash-completion/completions/airgap\n  zsh:  airgap completions zsh > ~/.zfunc/_airgap   (with fpath+=(~/.zfunc) before compinit)\n  fish: airgap completions fish > ~/.config/fish/completions/airgap.fish"
@@ -72,6 +78,33 @@ HTTP, and clients must be told the registry is insecure (containerd: a hosts.tom
         after_help = "Examples:\n  airgap man | man -l -\n  airgap man load | man -l -\n  airgap man --dir /usr/local/share/man/man1"
     )]
     Man(ManArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheCommand {
+    /// Count the cache's blobs and partial downloads, and their bytes
+    Info(CacheDirArgs),
+    /// Remove the least recently used blobs until the cache holds at most --max-size
+    Prune(CachePruneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CacheDirArgs {
+    /// The cache directory (as given to pack --cache)
+    #[arg(long, env = "AIRGAP_CACHE", value_name = "DIR")]
+    pub cache: PathBuf,
+    /// Print the summary as one JSON document on standard output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CachePruneArgs {
+    #[command(flatten)]
+    pub dir: CacheDirArgs,
+    /// The most the cache may hold afterwards, e.g. 50G, 500M
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: u64,
 }
 
 #[derive(Args, Debug)]
@@ -208,6 +241,11 @@ pub struct PackArgs {
     /// Ed25519, or a cosign key with its password in $COSIGN_PASSWORD); repeatable
     #[arg(long, value_name = "KEY")]
     pub sign_key: Vec<PathBuf>,
+    /// Keep every downloaded blob in this content-addressed cache and take blobs from it
+    /// when they are there (verified again): a re-run after an interruption, or the next
+    /// release, downloads only what the cache lacks. Prune with `airgap cache prune`
+    #[arg(long, env = "AIRGAP_CACHE", value_name = "DIR")]
+    pub cache: Option<PathBuf>,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Print the summary as one JSON document on standard output (progress stays on standard
@@ -515,6 +553,7 @@ impl PackArgs {
             split: self.split,
             base: self.base.clone(),
             sign_keys: self.sign_key.clone(),
+            cache: self.cache.clone(),
         }
     }
 }

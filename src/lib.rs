@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod bundle;
+pub mod cache;
 pub mod commands;
 pub mod digest;
 pub mod error;

@@ -164,6 +164,22 @@ async fn run(cli: Cli) -> Result<()> {
                 eprintln!("{line}");
             }
         }
+        Command::Cache(cli::CacheCommand::Info(a)) => {
+            let r = commands::cache::info(&a.cache)?;
+            if a.json {
+                print_json(&r)?;
+            } else {
+                say(false, &commands::cache::render_info(&r));
+            }
+        }
+        Command::Cache(cli::CacheCommand::Prune(a)) => {
+            let r = commands::cache::prune(&a.dir.cache, a.max_size)?;
+            if a.dir.json {
+                print_json(&r)?;
+            } else {
+                say(false, &commands::cache::render_prune(&r));
+            }
+        }
         Command::Completions(_) | Command::Man(_) => unreachable!("handled before the runtime"),
         Command::Serve(a) => {
             let started = commands::serve::start(a.options(), &a.key, reporter(a.quiet)).await?;

@@ -450,7 +450,7 @@ fn a_blob_upload_answered_503_is_retried_and_counted_once() {
 // A source failing mid-pack; a target refusing pushes
 
 #[test]
-fn source_cutting_a_blob_mid_body_fails_pack_and_leaves_nothing() {
+fn source_cutting_every_download_of_a_blob_fails_pack_after_bounded_resumes_and_leaves_nothing() {
     let src = Registry::start(RegistryOpts::plain());
     let img = Fixtures::new(&src).image(
         "app/cut",
@@ -460,9 +460,11 @@ fn source_cutting_a_blob_mid_body_fails_pack_and_leaves_nothing() {
     let layer = img.layers()[1].clone();
     let proxy = FaultProxy::start(
         &src.host(),
+        // Every GET of the layer (the resumes too) ends after the head: a cut that keeps
+        // bringing bytes would be resumed to the end (tests/cache_resume.rs).
         Fault::CutResponse {
             path_contains: format!("/blobs/{}", layer.digest),
-            after: 1 << 20,
+            after: 0,
         },
     );
     let dir = tempdir();
@@ -487,7 +489,8 @@ fn source_cutting_a_blob_mid_body_fails_pack_and_leaves_nothing() {
         &out,
         &[&layer.digest, &img.reference(&src.host()), &src.host()],
     );
-    assert!(proxy.count(&Action::Cut) >= 1, "{}", proxy.describe());
+    // The first attempt and --retries (3) resumes without progress, then it gives up.
+    assert_eq!(proxy.count(&Action::Cut), 4, "{}", proxy.describe());
     assert_no_file(&bundle);
     assert_eq!(
         dir_names(&out_dir),

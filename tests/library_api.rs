@@ -52,6 +52,7 @@ fn pack_then_load_with_every_output_through_the_library() {
             split: None,
             base: None,
             sign_keys: vec![],
+            cache: None,
         };
         let packed = airgap::commands::pack::pack(&pack, Arc::new(Silent))
             .await

@@ -2,6 +2,7 @@
 //! so `--json` is a struct), progress through a [`Progress`](crate::progress::Progress). The
 //! binary only parses arguments, calls one of these and renders what it returns.
 
+pub mod cache;
 mod error;
 pub mod export;
 pub mod images;

@@ -39,6 +39,8 @@ pub struct PackCommand {
     pub base: Option<PathBuf>,
     /// `--sign-key`: private keys that sign the bundle's `airgap.json` once it is written.
     pub sign_keys: Vec<PathBuf>,
+    /// `--cache DIR`: the connected side's blob cache (bundle-spec/CACHE.md).
+    pub cache: Option<PathBuf>,
 }
 
 /// What a pack wrote.
@@ -153,7 +155,13 @@ pub async fn pack(
         ),
         None => None,
     };
+    // Opened before any download, so an unusable directory stops the pack at once.
+    let cache = match &cmd.cache {
+        Some(dir) => Some(crate::cache::Cache::open(dir).map_err(crate::pack::PackError::from)?),
+        None => None,
+    };
     let opts = PackOptions {
+        cache,
         output: cmd.output.clone(),
         platforms,
         mirrors,

@@ -2,6 +2,7 @@
 //! as it streams) and write the bundle to a temporary name that is renamed only on success.
 
 mod direct;
+mod fetch;
 mod origin;
 mod referrers;
 mod resolve;
@@ -72,6 +73,8 @@ pub struct PackOptions {
     /// Carry what refers to each image (cosign signatures, attestations, SBOMs, OCI 1.1
     /// referrers); false with `--no-referrers`.
     pub referrers: bool,
+    /// `--cache`: blobs are taken from it when there (verified again) and kept in it.
+    pub cache: Option<crate::cache::Cache>,
 }
 
 pub use crate::bundle::BaseBundle;
@@ -153,6 +156,8 @@ pub enum PackError {
     Volume(#[from] crate::bundle::volume::VolumeError),
     #[error("pack stopped before the bundle was complete")]
     Aborted,
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
 }
 
 impl PackError {
@@ -181,6 +186,7 @@ impl PackError {
             PackError::Referrers { source, .. } => source.hint().or_else(|| {
                 Some("pack with --no-referrers to leave signatures and other referrers out".into())
             }),
+            PackError::Cache(e) => e.hint(),
             _ => None,
         }
     }
@@ -771,33 +777,14 @@ async fn write_bundle(
     let mut writer_gone = false;
 
     // Small blobs (and configs fetched while resolving): many at once, into memory.
+    let cache = opts.cache.as_ref();
     let smalls = futures::stream::iter(small.into_iter().map(|b| {
         let progress = progress.clone();
         async move {
-            if let Some(bytes) = b.cached {
-                progress.add_bytes(b.record.size);
-                return Ok(ToWriter::Memory {
-                    record: b.record,
-                    bytes,
-                });
-            }
-            let mut buf = Vec::with_capacity(b.record.size as usize);
-            b.origin
-                .stream_blob(
-                    &b.image,
-                    &b.repo,
-                    &b.record.digest,
-                    b.record.size,
-                    |chunk| {
-                        progress.add_bytes(chunk.len() as u64);
-                        buf.extend_from_slice(chunk);
-                        Ok(())
-                    },
-                )
-                .await?;
+            let bytes = fetch::small(&b, cache, progress.as_ref()).await?;
             Ok::<_, PackError>(ToWriter::Memory {
                 record: b.record,
-                bytes: bytes::Bytes::from(buf),
+                bytes,
             })
         }
     }))
@@ -848,30 +835,9 @@ async fn write_bundle(
                 break;
             }
             let progress = progress.clone();
+            let cache = opts.cache.clone();
             inflight.push_back(tokio::spawn(async move {
-                let result = b
-                    .origin
-                    .stream_blob_async(
-                        &b.image,
-                        &b.repo,
-                        &b.record.digest,
-                        b.record.size,
-                        |chunk| {
-                            progress.add_bytes(chunk.len() as u64);
-                            let ctx = ctx.clone();
-                            async move {
-                                let mut chunk = chunk;
-                                while !chunk.is_empty() {
-                                    let piece = chunk.split_to(chunk.len().min(STREAM_PIECE));
-                                    ctx.send(Ok(piece)).await.map_err(|_| {
-                                        std::io::Error::other("the bundle writer stopped")
-                                    })?;
-                                }
-                                Ok(())
-                            }
-                        },
-                    )
-                    .await;
+                let result = fetch::large(&b, cache.as_ref(), progress, &ctx).await;
                 if result.is_err() {
                     // Make the writer fail this entry rather than wait for more bytes.
                     let _ = ctx.send(Err(std::io::Error::other(DownloadFailed))).await;

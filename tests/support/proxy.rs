@@ -102,6 +102,30 @@ pub enum Fault {
     /// forwarded, so the registry's session keeps what earlier PATCHes brought (as behind a
     /// load balancer that buffers request bodies).
     ResetPatchAt { after: u64 },
+    // ---- Added for tests/cache_resume.rs (resumable downloads) ----
+    /// Forward, but cut each of the first `n` `GET`s whose path contains `path_contains`
+    /// after the response head and `after` body bytes (holding the connection open for
+    /// `stall` first, when given, as a link that hangs); forward later ones whole. With
+    /// `ignore_range`, matching requests go upstream without their `Range` header: the
+    /// registry answers 200 with the whole body, as one that ignores `Range` does.
+    CutFirst {
+        path_contains: String,
+        after: u64,
+        n: usize,
+        stall: Option<Duration>,
+        ignore_range: bool,
+    },
+}
+
+/// One forwarded request and the response body bytes the client got (see
+/// [`FaultProxy::transfers`]).
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    pub method: String,
+    pub path: String,
+    /// The `Range` header the client sent.
+    pub range: Option<String>,
+    pub body_bytes: u64,
 }
 
 /// What happened to one request (or connection, for resets).
@@ -135,6 +159,8 @@ struct State {
     max_body: Mutex<std::collections::HashMap<String, u64>>,
     /// PATCH body bytes received so far, and whether `ResetPatchAt` fired.
     patched: Mutex<(u64, bool)>,
+    /// Every forwarded request with the response body bytes sent back.
+    transfers: Mutex<Vec<Transfer>>,
 }
 
 pub struct FaultProxy {
@@ -169,6 +195,7 @@ impl FaultProxy {
             body_bytes: Mutex::default(),
             max_body: Mutex::default(),
             patched: Mutex::new((0, false)),
+            transfers: Mutex::default(),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let accept = {
@@ -204,6 +231,19 @@ impl FaultProxy {
         self.state.body_bytes.lock().unwrap().clear();
         self.state.max_body.lock().unwrap().clear();
         *self.state.patched.lock().unwrap() = (0, false);
+        self.state.transfers.lock().unwrap().clear();
+    }
+    /// Every forwarded request so far, with its `Range` and the response body bytes sent.
+    pub fn transfers(&self) -> Vec<Transfer> {
+        self.state.transfers.lock().unwrap().clone()
+    }
+    /// Response body bytes sent for `GET`s whose path contains `path_contains`.
+    pub fn get_bytes(&self, path_contains: &str) -> u64 {
+        self.transfers()
+            .iter()
+            .filter(|t| t.method == "GET" && t.path.contains(path_contains))
+            .map(|t| t.body_bytes)
+            .sum()
     }
     /// Request body bytes received from clients with `method` (forwarded or not).
     pub fn body_bytes(&self, method: &str) -> u64 {
@@ -685,8 +725,40 @@ fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
             path_contains,
             after,
         } if head.method == "GET" && head.path.contains(path_contains.as_str()) => Some(*after),
+        Fault::CutFirst {
+            path_contains,
+            after,
+            n,
+            ..
+        } if head.method == "GET"
+            && head.path.contains(path_contains.as_str())
+            && state.matched.fetch_add(1, Ordering::SeqCst) < *n =>
+        {
+            Some(*after)
+        }
         _ => None,
     };
+    let (stall, head) = match &fault {
+        Fault::CutFirst {
+            path_contains,
+            stall,
+            ignore_range,
+            ..
+        } if head.method == "GET" && head.path.contains(path_contains.as_str()) => {
+            let mut head = head;
+            let range = head.header("range").map(str::to_string);
+            if *ignore_range {
+                head.headers
+                    .retain(|(n, _)| !n.eq_ignore_ascii_case("range"));
+            }
+            (cut.and(*stall), (head, range))
+        }
+        _ => {
+            let range = head.header("range").map(str::to_string);
+            (None, (head, range))
+        }
+    };
+    let (head, range) = head;
     log(
         state,
         &head.method,
@@ -734,6 +806,7 @@ fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut head_buf: Vec<u8> = Vec::new();
     let mut body_sent = 0u64;
+    let mut counter = BodyCounter::default();
     let mut head_done = cut.is_none();
     let deadline = Instant::now() + REQUEST_DEADLINE;
     while Instant::now() < deadline {
@@ -745,6 +818,7 @@ fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
             if client.write_all(&buf[..n]).is_err() {
                 break;
             }
+            counter.add(&buf[..n]);
             continue;
         };
         let mut data: &[u8] = &buf[..n];
@@ -766,14 +840,48 @@ fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
         let take = room.min(data.len());
         client.write_all(&data[..take])?;
         body_sent += take as u64;
+        counter.body += take as u64;
         if body_sent >= limit {
             break;
         }
     }
+    if let Some(d) = stall {
+        let _ = client.flush();
+        std::thread::sleep(d.min(REQUEST_DEADLINE));
+    }
+    state.transfers.lock().unwrap().push(Transfer {
+        method: head.method.clone(),
+        path: head.path.clone(),
+        range,
+        body_bytes: counter.body,
+    });
     let _ = client.flush();
     let _ = client.shutdown(Shutdown::Both);
     let _ = upstream.shutdown(Shutdown::Both);
     let _ = pump.join();
     add_body_bytes(state, &head.method, received.load(Ordering::SeqCst) as u64);
     Ok(())
+}
+
+/// Counts the body bytes of a response passing through whole (the head is not counted).
+#[derive(Default)]
+struct BodyCounter {
+    head: Vec<u8>,
+    head_done: bool,
+    body: u64,
+}
+
+impl BodyCounter {
+    fn add(&mut self, data: &[u8]) {
+        if self.head_done {
+            self.body += data.len() as u64;
+            return;
+        }
+        self.head.extend_from_slice(data);
+        if let Some(end) = find_end_of_head(&self.head) {
+            self.body += (self.head.len() - end) as u64;
+            self.head_done = true;
+            self.head = Vec::new();
+        }
+    }
 }
