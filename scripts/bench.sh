@@ -7,6 +7,9 @@
 #   scripts/bench.sh interop   # issue 13's acceptance: load of a 100 MiB layer direct, through
 #                              # nginx, nginx refusing monolithic PUTs, nginx capping bodies at
 #                              # 16 MiB (scripts/bench-interop.sh; its own header and report)
+#   scripts/bench.sh wan [SET]   # pack over a WAN link: the source behind the harness proxy
+#                              # shaped to 50 ms round trip, 200 Mbit/s; skopeo vs airgap vs
+#                              # the bandwidth limit, large and many (scripts/bench-wan.sh)
 #
 # Environment:
 #   BENCH_RUNS=3       runs; every figure printed is the median over them (default 1)
@@ -62,6 +65,10 @@ SET=${1:-}
 case "$SET" in
   large | many) ;;
   interop) exec bash scripts/bench-interop.sh ;;
+  wan)
+    shift
+    exec bash scripts/bench-wan.sh "$@"
+    ;;
   -h | --help)
     usage
     exit 0
