@@ -177,6 +177,13 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     if lower == "fat32" {
         return Err(format!("invalid rate {s:?}: expected bytes per second, e.g. 10M or 500K"));
     }
+    let num: String = t
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    if num.contains(|c: char| c.is_ascii_digit()) && num.chars().all(|c| c == '0' || c == '.') {
+        return Err(format!("invalid rate {s:?}: must be at least 1 byte per second"));
+    }
     match crate::bundle::volume::parse_size(t) {
         Ok(0) => Err(format!("invalid rate {s:?}: must be at least 1 byte per second")),
         Ok(n) => Ok(n),
