@@ -80,7 +80,7 @@ airgap_pack() {
 }
 
 limit_get() {
-  local f
+  local f pids=()
   rm -rf "$RUN_DIR/chunks"
   mkdir -p "$RUN_DIR/chunks"
   sort -t$'\t' -k3,3nr "$SEED_DIR/blobs.tsv" |
@@ -88,8 +88,9 @@ limit_get() {
   for f in "$RUN_DIR"/chunks/*.tsv; do
     awk -F'\t' -v h="$LINK" '{ printf "url = \"http://%s/v2/%s/blobs/%s\"\noutput = \"/dev/null\"\n", h, $1, $2 }' "$f" >"$f.get"
     curl -sS --noproxy '*' -K "$f.get" -w '%{http_code} %{size_download}\n' >"$f.got" &
+    pids+=($!)
   done
-  wait
+  wait "${pids[@]}" # not a bare wait: the seeding coprocess runs on
   cat "$RUN_DIR"/chunks/*.got | awk -v want="$SEED_BLOB_BYTES" '$1 != 200 { bad++ } { sum += $2 }
     END { if (bad || sum != want) { print "GET limit: " bad+0 " errors, " sum " bytes of " want > "/dev/stderr"; exit 1 } }'
 }

@@ -204,7 +204,9 @@ pub async fn pack(
         .collect();
     let clients = clients(&images, opts)?;
     progress.stage(&format!("resolving {} image(s)", images.len()));
-    let concurrency = opts.concurrency.max(1);
+    // Resolving is round trips for small manifests and configs, not bandwidth: over a WAN
+    // link (50 ms) 240 images at 8 at once cost 3 s of waiting; more at once hide it.
+    let concurrency = opts.concurrency.max(1) * RESOLVE_PER_DOWNLOAD;
     let resolved: Vec<ResolvedImage> = futures::stream::iter(images.into_iter().map(|req| {
         let client = clients[&(
             req.reference.registry().to_string(),
@@ -492,6 +494,9 @@ fn index_json(resolved: &[ResolvedImage]) -> Vec<u8> {
 /// Blobs up to this size are downloaded into memory, many at once; bigger ones stream into
 /// the bundle as they download.
 const IN_MEMORY_BLOB: u64 = 1 << 20;
+
+/// Images resolved at once per blob download allowed by `--concurrency` (8 × 4 = 32).
+const RESOLVE_PER_DOWNLOAD: usize = 4;
 /// Big blobs downloading at once: the one being written and the next.
 const STREAMS_IN_FLIGHT: usize = 2;
 /// Pieces a big blob's download may run ahead of the writer, each at most STREAM_PIECE
