@@ -43,17 +43,17 @@ use serde_json::json;
 #[path = "../tests/support/fixtures.rs"]
 mod fixtures;
 #[allow(dead_code)]
-#[path = "../tests/support/registry.rs"]
-mod registry;
-#[allow(dead_code)]
-#[path = "../tests/support/tls.rs"]
-mod tls;
-#[allow(dead_code)]
 #[path = "../tests/support/proxy.rs"]
 mod proxy;
 #[allow(dead_code)]
+#[path = "../tests/support/registry.rs"]
+mod registry;
+#[allow(dead_code)]
 #[path = "../tests/support/shaping.rs"]
 mod shaping;
+#[allow(dead_code)]
+#[path = "../tests/support/tls.rs"]
+mod tls;
 
 use fixtures::{gzip_stored, TarLayer, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
 use registry::{Registry, RegistryClient, RegistryOpts};

@@ -35,10 +35,14 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Resolve the images of a spec file and write a bundle (connected side)
-    #[command(after_help = "Proxies: HTTPS_PROXY (for https:// registries, a CONNECT tunnel), HTTP_PROXY (for http:// ones), ALL_PROXY (either, when the other is unset) and NO_PROXY (hosts, domains, IPs/CIDRs or *, comma-separated, that go direct) are honoured, uppercase or lowercase; credentials go in the URL (http://USER:PASSWORD@HOST:PORT) and are never printed.")]
+    #[command(
+        after_help = "Proxies: HTTPS_PROXY (for https:// registries, a CONNECT tunnel), HTTP_PROXY (for http:// ones), ALL_PROXY (either, when the other is unset) and NO_PROXY (hosts, domains, IPs/CIDRs or *, comma-separated, that go direct) are honoured, uppercase or lowercase; credentials go in the URL (http://USER:PASSWORD@HOST:PORT) and are never printed."
+    )]
     Pack(PackArgs),
     /// Push a bundle's images into a registry (isolated side)
-    #[command(after_help = "Proxies: HTTPS_PROXY (for https:// registries, a CONNECT tunnel), HTTP_PROXY (for http:// ones), ALL_PROXY (either, when the other is unset) and NO_PROXY (hosts, domains, IPs/CIDRs or *, comma-separated, that go direct) are honoured, uppercase or lowercase; credentials go in the URL (http://USER:PASSWORD@HOST:PORT) and are never printed.")]
+    #[command(
+        after_help = "Proxies: HTTPS_PROXY (for https:// registries, a CONNECT tunnel), HTTP_PROXY (for http:// ones), ALL_PROXY (either, when the other is unset) and NO_PROXY (hosts, domains, IPs/CIDRs or *, comma-separated, that go direct) are honoured, uppercase or lowercase; credentials go in the URL (http://USER:PASSWORD@HOST:PORT) and are never printed."
+    )]
     Load(LoadArgs),
     /// Show a bundle's images, digests, platforms and sizes (reads only its head)
     Inspect(InspectArgs),

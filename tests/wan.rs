@@ -75,7 +75,8 @@ fn shaped_link_delays_each_round_trip_pipelines_bytes_and_shares_its_bandwidth()
     // A new connection: the handshake's round trip, then the request's.
     let (_, first) = timed(|| get("/v2/"));
     assert!(
-        first >= 2 * rtt - Duration::from_millis(10) && first < 2 * rtt + Duration::from_millis(400),
+        first >= 2 * rtt - Duration::from_millis(10)
+            && first < 2 * rtt + Duration::from_millis(400),
         "first request on a new connection took {first:?}, expected about {:?}",
         2 * rtt
     );
@@ -85,7 +86,11 @@ fn shaped_link_delays_each_round_trip_pipelines_bytes_and_shares_its_bandwidth()
         again >= rtt - Duration::from_millis(10) && again < rtt + Duration::from_millis(300),
         "a request on a kept-alive connection took {again:?}, expected about {rtt:?}"
     );
-    assert_eq!(proxy.connections(), 1, "the relay kept the connection alive");
+    assert_eq!(
+        proxy.connections(),
+        1,
+        "the relay kept the connection alive"
+    );
     // 2 MiB at 4 MiB/s: half a second plus one round trip. Were the delay paid per chunk
     // (no pipelining), 32 chunks of 64 KiB would take over 3 s.
     let path = format!("/v2/{}/blobs/{}", img.repo, big.digest);
@@ -162,7 +167,15 @@ fn load_limit_rate_holds_within_ten_percent() {
     let th = tgt.host();
     let (out, elapsed) = timed(|| {
         airgap(
-            args!["load", &bundle, "--registry", &th, tgt.target_flags(), "--limit-rate", "2M"],
+            args![
+                "load",
+                &bundle,
+                "--registry",
+                &th,
+                tgt.target_flags(),
+                "--limit-rate",
+                "2M"
+            ],
             &[],
         )
     });
@@ -188,7 +201,15 @@ fn a_bad_limit_rate_is_refused_before_anything_is_written_or_pushed() {
         ("10Q", "unknown unit"),
     ] {
         let out = airgap(
-            args!["pack", &spec, "-o", &bundle, src.source_flags(), "--limit-rate", rate],
+            args![
+                "pack",
+                &spec,
+                "-o",
+                &bundle,
+                src.source_flags(),
+                "--limit-rate",
+                rate
+            ],
             &[],
         );
         assert_failure(&out);
@@ -197,13 +218,25 @@ fn a_bad_limit_rate_is_refused_before_anything_is_written_or_pushed() {
             err.contains("--limit-rate") && err.contains(says),
             "pack --limit-rate {rate}: {err}"
         );
-        assert!(!bundle.exists(), "a refused pack wrote {}", bundle.display());
+        assert!(
+            !bundle.exists(),
+            "a refused pack wrote {}",
+            bundle.display()
+        );
     }
     pack_ok(&spec, &bundle, args![src.source_flags(), "-q"]);
     let tgt = Registry::start(RegistryOpts::plain());
     let th = tgt.host();
     let out = airgap(
-        args!["load", &bundle, "--registry", &th, "--plain-http", "--limit-rate", "1.5Gbit"],
+        args![
+            "load",
+            &bundle,
+            "--registry",
+            &th,
+            "--plain-http",
+            "--limit-rate",
+            "1.5Gbit"
+        ],
         &[],
     );
     assert_failure(&out);
@@ -220,7 +253,11 @@ fn via<'a>(var: &'a str, proxy: &'a str) -> Vec<(&'a str, &'a str)> {
 #[test]
 fn pack_goes_through_http_proxy_and_no_proxy_bypasses_it() {
     let src = Registry::start(RegistryOpts::plain());
-    let img = Fixtures::new(&src).image("wan/proxied", Some("1"), &ImageOpts::oci(21).layers(2, 4096));
+    let img = Fixtures::new(&src).image(
+        "wan/proxied",
+        Some("1"),
+        &ImageOpts::oci(21).layers(2, 4096),
+    );
     let dir = tempdir();
     let spec = Spec::new()
         .image(&img.reference(&src.host()))
@@ -232,7 +269,10 @@ fn pack_goes_through_http_proxy_and_no_proxy_bypasses_it() {
     let out = airgap(&flags, &via("HTTP_PROXY", &purl));
     show("pack via HTTP_PROXY", &out);
     assert_success(&out);
-    assert_eq!(Bundle::open(&bundle).ref_digest(&img.reference(&src.host())), img.digest);
+    assert_eq!(
+        Bundle::open(&bundle).ref_digest(&img.reference(&src.host())),
+        img.digest
+    );
     // Every blob GET went through the proxy, as an absolute URI to the registry.
     let blob_gets = proxy
         .seen()
@@ -247,21 +287,34 @@ fn pack_goes_through_http_proxy_and_no_proxy_bypasses_it() {
     std::fs::remove_file(&bundle).unwrap();
     let out = airgap(&flags, &via("http_proxy", &purl));
     assert_success(&out);
-    assert!(proxy.count(None) > through, "http_proxy: {}", proxy.describe());
+    assert!(
+        proxy.count(None) > through,
+        "http_proxy: {}",
+        proxy.describe()
+    );
     let through = proxy.count(None);
 
     // NO_PROXY naming the registry's address: nothing goes through the proxy.
     std::fs::remove_file(&bundle).unwrap();
     let out = airgap(&flags, &[("HTTP_PROXY", &purl), ("NO_PROXY", "127.0.0.1")]);
     assert_success(&out);
-    assert_eq!(proxy.count(None), through, "NO_PROXY=127.0.0.1 was not bypassed: {}", proxy.describe());
-    assert_eq!(Bundle::open(&bundle).ref_digest(&img.reference(&src.host())), img.digest);
+    assert_eq!(
+        proxy.count(None),
+        through,
+        "NO_PROXY=127.0.0.1 was not bypassed: {}",
+        proxy.describe()
+    );
+    assert_eq!(
+        Bundle::open(&bundle).ref_digest(&img.reference(&src.host())),
+        img.digest
+    );
 }
 
 #[test]
 fn load_into_a_tls_registry_tunnels_through_https_proxy_with_its_credentials() {
     let src = Registry::start(RegistryOpts::plain());
-    let img = Fixtures::new(&src).image("wan/tunnel", Some("1"), &ImageOpts::oci(22).layers(2, 8192));
+    let img =
+        Fixtures::new(&src).image("wan/tunnel", Some("1"), &ImageOpts::oci(22).layers(2, 8192));
     let dir = tempdir();
     let spec = Spec::new()
         .image(&img.reference(&src.host()))
@@ -281,14 +334,23 @@ fn load_into_a_tls_registry_tunnels_through_https_proxy_with_its_credentials() {
     );
     show("load via HTTPS_PROXY", &out);
     assert_success(&out);
-    let connects: Vec<_> = proxy.seen().into_iter().filter(|r| r.method == "CONNECT").collect();
+    let connects: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|r| r.method == "CONNECT")
+        .collect();
     assert!(!connects.is_empty(), "no CONNECT: {}", proxy.describe());
     assert!(
         connects.iter().all(|r| r.target == th && r.answered == 200),
         "{}",
         proxy.describe()
     );
-    assert_eq!(proxy.count(None), connects.len(), "only tunnels: {}", proxy.describe());
+    assert_eq!(
+        proxy.count(None),
+        connects.len(),
+        "only tunnels: {}",
+        proxy.describe()
+    );
     assert_skopeo_digest(&format!("{th}/{}:1", img.repo), &tgt, &img.digest);
 }
 
@@ -297,13 +359,19 @@ fn load_into_a_tls_registry_tunnels_through_https_proxy_with_its_credentials() {
 fn assert_names_proxy(out: &std::process::Output, proxy_host: &str, says: &[&str]) {
     assert_failure(out);
     let text = text_of(out);
-    assert!(!text.contains("hunter2"), "the password was printed:\n{text}");
+    assert!(
+        !text.contains("hunter2"),
+        "the password was printed:\n{text}"
+    );
     assert!(
         text.contains(&format!("http://bob:***@{proxy_host}")),
         "the proxy is not named:\n{text}"
     );
     for s in says {
-        assert!(text.to_lowercase().contains(&s.to_lowercase()), "{s:?} missing:\n{text}");
+        assert!(
+            text.to_lowercase().contains(&s.to_lowercase()),
+            "{s:?} missing:\n{text}"
+        );
     }
 }
 
@@ -316,28 +384,50 @@ fn a_refusing_or_absent_proxy_is_named_with_its_password_masked() {
         .image(&img.reference(&src.host()))
         .write(dir.path());
     let bundle = dir.path().join("bundle.tar.zst");
-    let flags = args!["pack", &spec, "-o", &bundle, src.source_flags(), "--retries", "0"];
+    let flags = args![
+        "pack",
+        &spec,
+        "-o",
+        &bundle,
+        src.source_flags(),
+        "--retries",
+        "0"
+    ];
 
     // 407 to an absolute-URI request (a plain-HTTP registry).
     let refusing = ForwardProxy::start(ForwardMode::Refuse { status: 407 });
     let purl = refusing.url_with("bob", "hunter2");
     let out = airgap(&flags, &via("HTTP_PROXY", &purl));
     show("pack via a 407 proxy", &out);
-    assert_names_proxy(&out, &refusing.host(), &["407", "Proxy Authentication Required", "refused"]);
+    assert_names_proxy(
+        &out,
+        &refusing.host(),
+        &["407", "Proxy Authentication Required", "refused"],
+    );
     assert!(refusing.count(None) >= 1);
     assert!(!bundle.exists());
 
     // 407 to CONNECT (a TLS registry): wrong credentials in the URL.
     let tls = Registry::start(RegistryOpts::tls());
     let timg = Fixtures::new(&tls).image("wan/refused-tls", Some("1"), &ImageOpts::oci(24));
-    let tspec = Spec::new().image(&timg.reference(&tls.host())).write(&dir.path().join("t"));
+    let tspec = Spec::new()
+        .image(&timg.reference(&tls.host()))
+        .write(&dir.path().join("t"));
     let auth = ForwardProxy::start(ForwardMode::RequireAuth {
         user: "bob".into(),
         pass: "right".into(),
     });
     let purl = auth.url_with("bob", "hunter2");
     let out = airgap(
-        args!["pack", &tspec, "-o", &bundle, tls.source_flags(), "--retries", "0"],
+        args![
+            "pack",
+            &tspec,
+            "-o",
+            &bundle,
+            tls.source_flags(),
+            "--retries",
+            "0"
+        ],
         &via("HTTPS_PROXY", &purl),
     );
     show("pack via CONNECT refused", &out);
@@ -357,10 +447,16 @@ fn a_refusing_or_absent_proxy_is_named_with_its_password_masked() {
     assert!(!bundle.exists());
 
     // A proxy variable that is no proxy URL: named, password masked, nothing fetched.
-    let out = airgap(&flags, &via("HTTPS_PROXY", "socks5://bob:hunter2@127.0.0.1:1080"));
+    let out = airgap(
+        &flags,
+        &via("HTTPS_PROXY", "socks5://bob:hunter2@127.0.0.1:1080"),
+    );
     assert_failure(&out);
     let text = text_of(&out);
-    assert!(text.contains("HTTPS_PROXY") && text.contains("socks5"), "{text}");
+    assert!(
+        text.contains("HTTPS_PROXY") && text.contains("socks5"),
+        "{text}"
+    );
     assert!(!text.contains("hunter2"), "{text}");
     assert!(!bundle.exists());
 }

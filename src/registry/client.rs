@@ -10,9 +10,9 @@ use reqwest::{header, RequestBuilder, Response, StatusCode};
 
 use super::auth::AuthState;
 use super::credentials::Credentials;
+use super::error::{body_message, describe, is_tls, RegistryError};
 use super::proxy::{masked, Proxies};
 use super::rate::{limit_body, limit_response, RateLimit};
-use super::error::{body_message, describe, is_tls, RegistryError};
 use super::retry::{self, attempts_of, is_transient_status, retry_after, Attempts, Outcome};
 use super::{ConnectOptions, Endpoint};
 use crate::fsutil::FileError;

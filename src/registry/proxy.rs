@@ -86,9 +86,8 @@ impl Proxies {
     ) -> Result<reqwest::ClientBuilder, RegistryError> {
         b = b.no_proxy();
         let no = reqwest::NoProxy::from_string(&self.no_proxy);
-        let err = |u: &Url, e: reqwest::Error| {
-            RegistryError::Setup(format!("proxy {}: {e}", masked(u)))
-        };
+        let err =
+            |u: &Url, e: reqwest::Error| RegistryError::Setup(format!("proxy {}: {e}", masked(u)));
         if let Some(u) = &self.http {
             b = b.proxy(
                 reqwest::Proxy::http(u.as_str())

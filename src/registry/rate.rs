@@ -175,17 +175,23 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         ));
     }
     if lower == "fat32" {
-        return Err(format!("invalid rate {s:?}: expected bytes per second, e.g. 10M or 500K"));
+        return Err(format!(
+            "invalid rate {s:?}: expected bytes per second, e.g. 10M or 500K"
+        ));
     }
     let num: String = t
         .chars()
         .take_while(|c| c.is_ascii_digit() || *c == '.')
         .collect();
     if num.contains(|c: char| c.is_ascii_digit()) && num.chars().all(|c| c == '0' || c == '.') {
-        return Err(format!("invalid rate {s:?}: must be at least 1 byte per second"));
+        return Err(format!(
+            "invalid rate {s:?}: must be at least 1 byte per second"
+        ));
     }
     match crate::bundle::volume::parse_size(t) {
-        Ok(0) => Err(format!("invalid rate {s:?}: must be at least 1 byte per second")),
+        Ok(0) => Err(format!(
+            "invalid rate {s:?}: must be at least 1 byte per second"
+        )),
         Ok(n) => Ok(n),
         Err(e) => Err(format!(
             "invalid rate {s:?}: {e} (bytes per second, e.g. 10M, 500K, 1.5M, 2MB)"
@@ -204,11 +210,15 @@ mod tests {
         assert_eq!(parse_rate("1.5M"), Ok(3 << 19));
         assert_eq!(parse_rate("2MB/s"), Ok(2_000_000));
         assert_eq!(parse_rate("4096"), Ok(4096));
-        for bad in ["0", "", "fast", "10Q", "-1M", "100Mbit", "8mbps", "fat32", "0.1K"] {
+        for bad in [
+            "0", "", "fast", "10Q", "-1M", "100Mbit", "8mbps", "fat32", "0.1K",
+        ] {
             let e = parse_rate(bad).unwrap_err();
             assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
         }
-        assert!(parse_rate("100Mbit").unwrap_err().contains("bytes per second, not bits"));
+        assert!(parse_rate("100Mbit")
+            .unwrap_err()
+            .contains("bytes per second, not bits"));
     }
 
     #[test]
@@ -216,7 +226,10 @@ mod tests {
         let l = RateLimit::new(1 << 20);
         // The first 16 KiB-ish burst aside, 1 MiB costs a second.
         let w = l.charge(1 << 20);
-        assert!(w > Duration::from_millis(900) && w <= Duration::from_secs(1), "{w:?}");
+        assert!(
+            w > Duration::from_millis(900) && w <= Duration::from_secs(1),
+            "{w:?}"
+        );
         // Another caller waits behind the first one's debt.
         let w2 = l.charge(512 << 10);
         assert!(w2 > Duration::from_millis(1400), "{w2:?}");

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use super::shaping::{Dir, Shape};
 use super::shaping::{relay, Link};
+pub use super::shaping::{Dir, Shape};
 
 /// The longest a proxy accepts connections.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(300);
@@ -578,8 +578,7 @@ fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
     let conn = state.connections.fetch_add(1, Ordering::SeqCst);
     let fault = state.fault.lock().unwrap().clone();
     if let (Some(link), Fault::None) = (&state.link, &fault) {
-        if let Ok(upstream) = TcpStream::connect_timeout(&state.upstream, Duration::from_secs(5))
-        {
+        if let Ok(upstream) = TcpStream::connect_timeout(&state.upstream, Duration::from_secs(5)) {
             relay(client, upstream, link.clone(), state.idle);
         }
         return Ok(());
