@@ -404,6 +404,11 @@ fn a_refusing_or_absent_proxy_is_named_with_its_password_masked() {
         &refusing.host(),
         &["407", "Proxy Authentication Required", "refused"],
     );
+    assert!(
+        stderr_of(&out).contains("hint: give the proxy's credentials in the proxy URL"),
+        "{}",
+        text_of(&out)
+    );
     assert!(refusing.count(None) >= 1);
     assert!(!bundle.exists());
 

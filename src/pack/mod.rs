@@ -146,6 +146,8 @@ impl PackError {
             PackError::Manifests(e) => e.hint(),
             PackError::Volume(e) => e.hint(),
             PackError::Bundle { source, .. } => source.hint(),
+            // The chain walk in `error::hint` sees a `Box<RegistryError>`, not the error.
+            PackError::Registry { source, .. } | PackError::Blob { source, .. } => source.hint(),
             _ => None,
         }
     }
