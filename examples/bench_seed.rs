@@ -10,6 +10,10 @@
 //! <- started NAME HOST STORAGE
 //! -> stop NAME                          kills it and deletes its storage
 //! <- stopped NAME
+//! -> shape NAME RTT_MS BITS_PER_S       the source behind the harness proxy shaped as a WAN
+//!                                       link (tests/support/shaping.rs): RTT_MS round trip,
+//!                                       BITS_PER_S each way, shared by its connections
+//! <- shaped NAME HOST
 //! (stdin closed)                        every registry is stopped, storage deleted
 //! ```
 //!
@@ -39,8 +43,14 @@ use serde_json::json;
 #[path = "../tests/support/fixtures.rs"]
 mod fixtures;
 #[allow(dead_code)]
+#[path = "../tests/support/proxy.rs"]
+mod proxy;
+#[allow(dead_code)]
 #[path = "../tests/support/registry.rs"]
 mod registry;
+#[allow(dead_code)]
+#[path = "../tests/support/shaping.rs"]
+mod shaping;
 #[allow(dead_code)]
 #[path = "../tests/support/tls.rs"]
 mod tls;
@@ -503,10 +513,31 @@ fn main() {
     w.flush().unwrap();
 
     let mut targets: BTreeMap<String, Registry> = BTreeMap::new();
+    let mut proxies: BTreeMap<String, proxy::FaultProxy> = BTreeMap::new();
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let mut parts = line.split_whitespace();
         match (parts.next(), parts.next()) {
+            (Some("shape"), Some(name)) => {
+                let num = |p: Option<&str>| p.and_then(|v| v.parse::<u64>().ok());
+                let (Some(rtt), Some(bits)) = (num(parts.next()), num(parts.next())) else {
+                    writeln!(w, "error shape NAME RTT_MS BITS_PER_S: {line:?}").unwrap();
+                    w.flush().unwrap();
+                    continue;
+                };
+                let opts = proxy::ProxyOptions {
+                    shape: Some(shaping::Shape::wan(
+                        std::time::Duration::from_millis(rtt),
+                        bits,
+                    )),
+                    // A benchmark runs for many minutes; pooled connections idle for a while.
+                    lifetime: std::time::Duration::from_secs(6 * 3600),
+                    idle: std::time::Duration::from_secs(300),
+                };
+                let p = proxy::FaultProxy::start_with(&source.host(), proxy::Fault::None, opts);
+                writeln!(w, "shaped {name} {}", p.host()).unwrap();
+                proxies.insert(name.to_string(), p);
+            }
             (Some("start"), Some(name)) => {
                 if let Some(old) = targets.remove(name) {
                     drop(old);
@@ -529,6 +560,7 @@ fn main() {
         }
         w.flush().unwrap();
     }
+    drop(proxies);
     drop(targets);
     drop(source);
 }

@@ -9,6 +9,9 @@
 #                              # 16 MiB (scripts/bench-interop.sh; its own header and report)
 #   scripts/bench.sh fleet-large # issue 20's acceptance: 64 and 256 clients pulling at once
 #   scripts/bench.sh fleet-many  # from `airgap serve` and from distribution (scripts/bench-fleet.sh)
+#   scripts/bench.sh wan [SET]   # pack over a WAN link: the source behind the harness proxy
+#                              # shaped to 50 ms round trip, 200 Mbit/s; skopeo vs airgap vs
+#                              # the bandwidth limit, large and many (scripts/bench-wan.sh)
 #
 # Environment:
 #   BENCH_RUNS=3       runs; every figure printed is the median over them (default 1)
@@ -65,6 +68,10 @@ case "$SET" in
   large | many) ;;
   interop) exec bash scripts/bench-interop.sh ;;
   fleet-large | fleet-many) exec bash scripts/bench-fleet.sh "${SET#fleet-}" ;;
+  wan)
+    shift
+    exec bash scripts/bench-wan.sh "$@"
+    ;;
   -h | --help)
     usage
     exit 0

@@ -12,7 +12,7 @@ use airgap::image_rules::{ImageField, ImageRules};
 use airgap::naming::{Mode, Target};
 use airgap::outputs::{MirrorOptions, OutputOptions};
 use airgap::platform::Platform;
-use airgap::registry::{parse_mirror, ConnectOptions};
+use airgap::registry::{parse_mirror, parse_rate, ConnectOptions, RateLimit};
 use airgap::rewrite::{K8sOptions, RewriteOptions};
 
 #[derive(Parser, Debug)]
@@ -35,8 +35,14 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Resolve the images of a spec file and write a bundle (connected side)
+    #[command(
+        after_help = "Proxies: HTTPS_PROXY (for https:// registries, a CONNECT tunnel), HTTP_PROXY (for http:// ones), ALL_PROXY (either, when the other is unset) and NO_PROXY (hosts, domains, IPs/CIDRs or *, comma-separated, that go direct) are honoured, uppercase or lowercase; credentials go in the URL (http://USER:PASSWORD@HOST:PORT) and are never printed."
+    )]
     Pack(PackArgs),
     /// Push a bundle's images into a registry (isolated side)
+    #[command(
+        after_help = "Proxies: HTTPS_PROXY (for https:// registries, a CONNECT tunnel), HTTP_PROXY (for http:// ones), ALL_PROXY (either, when the other is unset) and NO_PROXY (hosts, domains, IPs/CIDRs or *, comma-separated, that go direct) are honoured, uppercase or lowercase; credentials go in the URL (http://USER:PASSWORD@HOST:PORT) and are never printed."
+    )]
     Load(LoadArgs),
     /// Show a bundle's images, digests, platforms and sizes (reads only its head)
     Inspect(InspectArgs),
@@ -216,6 +222,11 @@ pub struct PackArgs {
     /// Blobs downloaded at once
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub concurrency: usize,
+    /// Cap network traffic at RATE bytes (not bits) per second, all connections together
+    /// (as curl --limit-rate): e.g. 10M, 500K, 1.5M (K/M/G binary as for --split; KB/MB/GB
+    /// decimal)
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_rate: Option<u64>,
     /// zstd compression level (1-19); layers are usually compressed already, so low is fast
     #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
@@ -302,6 +313,11 @@ pub struct LoadArgs {
     /// Blobs uploaded at once
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub concurrency: usize,
+    /// Cap network traffic at RATE bytes (not bits) per second, all connections together
+    /// (as curl --limit-rate): e.g. 10M, 500K, 1.5M (K/M/G binary as for --split; KB/MB/GB
+    /// decimal)
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_rate: Option<u64>,
     /// Upload blobs in chunks of at most SIZE (e.g. 512M), for a registry or proxy that caps
     /// request bodies (nginx client_max_body_size). Default: one request per blob, falling
     /// back to 64 MiB chunks for a registry that refuses that
@@ -510,6 +526,14 @@ fn parse_chunk_size(s: &str) -> Result<u64, String> {
 }
 
 impl TlsArgs {
+    /// [`Self::connect`] with `--limit-rate`.
+    pub fn connect_limited(&self, limit_rate: Option<u64>) -> ConnectOptions {
+        ConnectOptions {
+            limit_rate: limit_rate.map(RateLimit::new),
+            ..self.connect()
+        }
+    }
+
     pub fn connect(&self) -> ConnectOptions {
         ConnectOptions {
             ca_file: self.ca_file.clone(),
@@ -544,7 +568,7 @@ impl PackArgs {
             output: self.output.clone().unwrap_or_default(),
             mirrors: self.mirrors.clone(),
             platforms: self.platforms.clone(),
-            connect: self.tls.connect(),
+            connect: self.tls.connect_limited(self.limit_rate),
             concurrency: self.concurrency,
             level: self.level,
             threads: self.threads,
@@ -565,7 +589,7 @@ impl LoadArgs {
             target: self.registry.clone(),
             mode: self.mode,
             plain_http: self.plain_http,
-            connect: self.tls.connect(),
+            connect: self.tls.connect_limited(self.limit_rate),
             login: match &self.username {
                 Some(u) => Login::PasswordStdin {
                     username: u.clone(),

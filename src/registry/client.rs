@@ -11,6 +11,8 @@ use reqwest::{header, RequestBuilder, Response, StatusCode};
 use super::auth::AuthState;
 use super::credentials::Credentials;
 use super::error::{body_message, describe, is_tls, RegistryError};
+use super::proxy::{masked, Proxies};
+use super::rate::{limit_body, limit_response, RateLimit};
 use super::retry::{self, attempts_of, is_transient_status, retry_after, Attempts, Outcome};
 use super::{ConnectOptions, Endpoint};
 use crate::fsutil::FileError;
@@ -40,6 +42,10 @@ pub(super) struct Inner {
     /// What a manifest HEAD answering 404 is worth: `HEAD_UNKNOWN` until a GET asked after
     /// one said the same (`HEAD_TRUSTED`) or found the manifest (`HEAD_UNTRUSTED`: GET only).
     pub(super) head_404: AtomicU8,
+    /// `--limit-rate`, shared with every other client of the run.
+    pub(super) rate: Option<Arc<RateLimit>>,
+    /// The proxies requests go through (see `proxy.rs`).
+    pub(super) proxies: Proxies,
 }
 
 pub(super) const HEAD_UNKNOWN: u8 = 0;
@@ -82,6 +88,11 @@ impl Client {
         if opts.insecure_skip_tls_verify {
             b = b.danger_accept_invalid_certs(true);
         }
+        let proxies = match &opts.proxies {
+            Some(p) => p.clone(),
+            None => Proxies::from_env()?,
+        };
+        let b = proxies.apply(b)?;
         let http = b
             .build()
             .map_err(|e| RegistryError::Setup(format!("cannot build HTTP client: {e}")))?;
@@ -97,6 +108,8 @@ impl Client {
                 chunked: AtomicBool::new(false),
                 chunk_size: AtomicU64::new(0),
                 notice: Mutex::new(None),
+                rate: opts.limit_rate.clone(),
+                proxies,
             }),
         })
     }
@@ -149,7 +162,7 @@ impl Client {
                 Err(e) if e.is_transient() => return Outcome::Retry(Err(e), None),
                 Err(e) => return Outcome::Done(Err(e)),
             };
-            let resp = match req.send().await {
+            let resp = match self.execute(req).await {
                 Ok(resp) => resp,
                 Err(e) => {
                     let err = self.connect_error(&e);
@@ -160,6 +173,9 @@ impl Client {
                     };
                 }
             };
+            if resp.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+                return Outcome::Done(Err(self.proxy_refused(resp).await));
+            }
             if resp.status() == StatusCode::UNAUTHORIZED && !reauthed.swap(true, Ordering::Relaxed)
             {
                 self.learn_challenge(&resp, scopes);
@@ -170,6 +186,47 @@ impl Client {
                 return Outcome::Retry(Ok(resp), after);
             }
             return Outcome::Done(Ok(resp));
+        }
+    }
+
+    /// Sends `req`, its body and its answer's paced by `--limit-rate` when one is set.
+    pub(super) async fn execute(&self, req: RequestBuilder) -> reqwest::Result<Response> {
+        let Some(limit) = &self.inner.rate else {
+            return req.send().await;
+        };
+        let (http, req) = req.build_split();
+        let mut req = req?;
+        if let Some(body) = req.body_mut().take() {
+            *req.body_mut() = Some(limit_body(body, limit));
+        }
+        Ok(limit_response(http.execute(req).await?, limit))
+    }
+
+    /// `body` paced by `--limit-rate` when one is set.
+    pub(super) fn paced(&self, body: reqwest::Body) -> reqwest::Body {
+        match &self.inner.rate {
+            Some(limit) => limit_body(body, limit),
+            None => body,
+        }
+    }
+
+    /// The proxy (password masked) requests to `url` go through, if any.
+    pub(super) fn proxy_for(&self, url: &str) -> Option<String> {
+        let url = url::Url::parse(url).ok()?;
+        self.inner.proxies.for_url(&url).map(masked)
+    }
+
+    /// A proxy answered 407 instead of forwarding (plain-HTTP registries: the proxy's own
+    /// answer; https ones fail in the tunnel, see `network_error`).
+    async fn proxy_refused(&self, resp: Response) -> RegistryError {
+        let base = self.inner.endpoint.base.to_string();
+        let proxy = self.proxy_for(&base).unwrap_or_else(|| "(unknown)".into());
+        let body = resp.text().await.unwrap_or_default();
+        RegistryError::ProxyRefused {
+            registry: self.registry().to_string(),
+            proxy,
+            status: 407,
+            message: format!("Proxy Authentication Required: {}", body_message(&body)),
         }
     }
 
@@ -187,6 +244,21 @@ impl Client {
         e: &reqwest::Error,
     ) -> RegistryError {
         let registry = self.registry().to_string();
+        let proxy = self.proxy_for(&url);
+        if let Some(proxy) = &proxy {
+            if reason.contains("proxy authorization required") {
+                return RegistryError::ProxyRefused {
+                    registry,
+                    proxy: proxy.clone(),
+                    status: 407,
+                    message: reason,
+                };
+            }
+        }
+        let url = match proxy {
+            Some(p) => format!("{url} through proxy {p}"),
+            None => url,
+        };
         if is_tls(e) {
             RegistryError::Tls {
                 registry,

@@ -57,6 +57,24 @@ pub enum RegistryError {
         /// Requests made, retries included.
         attempts: u32,
     },
+    /// A proxy between us and the registry refused to forward (407: it wants credentials,
+    /// or the ones in the proxy URL are wrong).
+    #[error("proxy {proxy} refused to forward requests to registry {registry} (HTTP {status}): {message}")]
+    ProxyRefused {
+        registry: String,
+        /// The proxy URL with its password masked.
+        proxy: String,
+        status: u16,
+        message: String,
+    },
+    /// A proxy variable of the environment that is not a usable proxy URL.
+    #[error("{variable}={value:?} is not a usable proxy: {reason}")]
+    ProxyConfig {
+        variable: String,
+        /// The value, any password masked.
+        value: String,
+        reason: String,
+    },
     /// The TLS handshake failed (an unknown CA, a name mismatch, a plain-HTTP server…):
     /// told by the error's type, never retried.
     #[error("TLS failure with registry {registry} at {url}: {reason}")]
@@ -149,6 +167,12 @@ impl RegistryError {
             RegistryError::Auth { registry, .. } => Some(format!(
                 "check the credentials for {registry} (spec usernameEnv/passwordEnv, --username/--password-stdin, or docker config.json)"
             )),
+            RegistryError::ProxyRefused { .. } => Some(
+                "give the proxy's credentials in the proxy URL (HTTPS_PROXY=http://USER:PASSWORD@HOST:PORT), or list the registry in NO_PROXY".into(),
+            ),
+            RegistryError::ProxyConfig { .. } => Some(
+                "set it to http://[USER:PASSWORD@]HOST:PORT, or unset it".into(),
+            ),
             RegistryError::Tls { .. } => Some(
                 "pass --ca-file with the registry's CA, or --insecure-skip-tls-verify; for a plain-HTTP registry use --plain-http or an http:// mirror".into(),
             ),

@@ -4,7 +4,8 @@
 //! `client` (the [`Client`], sending with auth and retries) · `auth` (challenges, tokens) ·
 //! `credentials` (config.json, helpers) · `retry` (what is transient, backoff, the one loop) ·
 //! `blobs`, `upload` (monolithic and chunked), `manifests`, `catalog`, `referrers` (the OCI 1.1
-//! referrers API, pull-scoped manifest HEADs) (what is asked) · `error` ([`RegistryError`] and its hints).
+//! referrers API, pull-scoped manifest HEADs) (what is asked) · `error` ([`RegistryError`] and its hints) ·
+//! `rate` (`--limit-rate`) · `proxy` (`HTTPS_PROXY` & co.).
 
 mod auth;
 mod blobs;
@@ -13,6 +14,8 @@ mod client;
 pub mod credentials;
 mod error;
 mod manifests;
+pub mod proxy;
+pub mod rate;
 mod referrers;
 pub(crate) mod retry;
 mod upload;
@@ -21,11 +24,14 @@ pub use blobs::{BlobBody, Pushed};
 pub use client::Client;
 pub use error::RegistryError;
 pub use manifests::FetchedManifest;
+pub use proxy::Proxies;
+pub use rate::{parse_rate, RateLimit};
 pub use referrers::ManifestHead;
 pub use upload::{Reread, DEFAULT_CHUNK};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
@@ -41,6 +47,12 @@ pub struct ConnectOptions {
     /// Attempts after the first for transient failures (connection errors, 429, 5xx).
     pub retries: u32,
     pub connect_timeout: Duration,
+    /// `--limit-rate`: body bytes per second for the whole run, shared by every client built
+    /// with these options (clone the `Arc`, not the limit).
+    pub limit_rate: Option<Arc<RateLimit>>,
+    /// The proxies to use; `None`: from the environment (`HTTPS_PROXY` …, see `proxy.rs`)
+    /// when each client is built.
+    pub proxies: Option<Proxies>,
 }
 
 impl Default for ConnectOptions {
@@ -50,6 +62,8 @@ impl Default for ConnectOptions {
             insecure_skip_tls_verify: false,
             retries: 3,
             connect_timeout: Duration::from_secs(15),
+            limit_rate: None,
+            proxies: None,
         }
     }
 }

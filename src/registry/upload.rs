@@ -538,7 +538,9 @@ impl Client {
             let end = (start + len).saturating_sub(1);
             req = req.header(header::CONTENT_RANGE, format!("{start}-{end}"));
         }
-        let req = self.authorize(req.body(body), &scopes, repo).await?;
+        let req = self
+            .authorize(req.body(self.paced(body)), &scopes, repo)
+            .await?;
         match req.send().await {
             Ok(resp) => {
                 if resp.status() == StatusCode::UNAUTHORIZED {

@@ -7,6 +7,12 @@
 //! the accept loop polls a stop flag and ends after [`MAX_LIFETIME`] or
 //! [`MAX_CONNECTIONS`] at the latest, and every socket has read/write timeouts, so no
 //! thread outlives a test by more than [`IO_TIMEOUT`].
+//!
+//! Shaped ([`FaultProxy::start_with`] and a [`Shape`]): while the fault is [`Fault::None`],
+//! each connection is relayed as plain TCP (keep-alive kept, as on a real link) with the
+//! shape's delay and bandwidth (`shaping.rs`); requests are then not parsed, so `seen()`
+//! stays empty and only [`FaultProxy::connections`] and [`FaultProxy::link_bytes`] count.
+//! Any other fault is applied unshaped, as without a shape.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -14,6 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use super::shaping::{relay, Link};
+pub use super::shaping::{Dir, Shape};
 
 /// The longest a proxy accepts connections.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(300);
@@ -145,8 +154,32 @@ pub struct Seen {
     pub action: Action,
 }
 
+/// How a proxy runs besides its fault.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Delay and bandwidth of forwarded traffic (while the fault is [`Fault::None`]).
+    pub shape: Option<Shape>,
+    /// How long the proxy accepts connections ([`MAX_LIFETIME`] by default; a benchmark
+    /// needs longer).
+    pub lifetime: Duration,
+    /// How long a shaped connection may sit idle before it is closed.
+    pub idle: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            shape: None,
+            lifetime: MAX_LIFETIME,
+            idle: IO_TIMEOUT,
+        }
+    }
+}
+
 struct State {
     fault: Mutex<Fault>,
+    link: Option<Arc<Link>>,
+    idle: Duration,
     upstream: SocketAddr,
     connections: AtomicUsize,
     requests: AtomicUsize,
@@ -173,6 +206,11 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts a proxy on a free loopback port forwarding to `upstream` (`127.0.0.1:PORT`).
     pub fn start(upstream: &str, fault: Fault) -> FaultProxy {
+        FaultProxy::start_with(upstream, fault, ProxyOptions::default())
+    }
+
+    /// Like [`FaultProxy::start`], with a shape and lifetime.
+    pub fn start_with(upstream: &str, fault: Fault, opts: ProxyOptions) -> FaultProxy {
         let upstream: SocketAddr = upstream
             .parse()
             .unwrap_or_else(|e| panic!("proxy upstream {upstream:?}: {e}"));
@@ -187,6 +225,8 @@ impl FaultProxy {
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(State {
             fault: Mutex::new(fault),
+            link: opts.shape.map(Link::new),
+            idle: opts.idle,
             upstream,
             connections: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
@@ -200,7 +240,8 @@ impl FaultProxy {
         let stop = Arc::new(AtomicBool::new(false));
         let accept = {
             let (state, stop) = (state.clone(), stop.clone());
-            std::thread::spawn(move || accept_loop(listener, state, stop))
+            let lifetime = opts.lifetime;
+            std::thread::spawn(move || accept_loop(listener, state, stop, lifetime))
         };
         FaultProxy {
             port,
@@ -255,6 +296,14 @@ impl FaultProxy {
         let m = self.state.max_body.lock().unwrap();
         m.get(method).copied().unwrap_or(0)
     }
+    /// Connections accepted since the start (or [`Self::reset_counts`]).
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+    /// Bytes a shaped proxy carried in direction `dir` (0 without a shape).
+    pub fn link_bytes(&self, dir: Dir) -> u64 {
+        self.state.link.as_ref().map_or(0, |l| l.bytes(dir))
+    }
     /// Every request seen so far, in order of arrival.
     pub fn seen(&self) -> Vec<Seen> {
         self.state.log.lock().unwrap().clone()
@@ -282,8 +331,13 @@ impl Drop for FaultProxy {
     }
 }
 
-fn accept_loop(listener: TcpListener, state: Arc<State>, stop: Arc<AtomicBool>) {
-    let deadline = Instant::now() + MAX_LIFETIME;
+fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    stop: Arc<AtomicBool>,
+    lifetime: Duration,
+) {
+    let deadline = Instant::now() + lifetime;
     let mut accepted = 0usize;
     while !stop.load(Ordering::SeqCst) && Instant::now() < deadline && accepted < MAX_CONNECTIONS {
         match listener.accept() {
@@ -563,6 +617,12 @@ fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
     set_timeouts(&client)?;
     let conn = state.connections.fetch_add(1, Ordering::SeqCst);
     let fault = state.fault.lock().unwrap().clone();
+    if let (Some(link), Fault::None) = (&state.link, &fault) {
+        if let Ok(upstream) = TcpStream::connect_timeout(&state.upstream, Duration::from_secs(5)) {
+            relay(client, upstream, link.clone(), state.idle);
+        }
+        return Ok(());
+    }
     if let Fault::ResetFirst(n) = fault {
         if conn < n {
             // Wait for the request to arrive and close without reading it: the kernel
