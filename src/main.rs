@@ -34,6 +34,9 @@ fn main() {
         }
         _ => {}
     }
+    if matches!(cli.command, Command::Serve(_)) {
+        airgap::serve::ops::limit_malloc_arenas();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

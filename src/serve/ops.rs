@@ -183,6 +183,21 @@ impl Metrics {
     }
 }
 
+/// Makes glibc's malloc give memory back for a long-running server. By default it gives busy
+/// threads arenas of their own (up to 8 per core) and, once a big buffer is freed, raises its
+/// mmap threshold so later 256 KiB read chunks come from the heap, which it keeps: a fleet of
+/// 256 clients left peak RSS at ~74 MiB. Two arenas and a fixed 128 KiB threshold (chunks are
+/// mmapped and unmapped when freed) keep it at ~38 MiB at the same throughput
+/// (bench-fleet.sh many, 256 clients). Call before the runtime starts its threads.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; no memory is touched.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
