@@ -1,6 +1,7 @@
 //! `pack`: resolve every image to its digest, fetch every blob once (concurrently, verified
 //! as it streams) and write the bundle to a temporary name that is renamed only on success.
 
+pub mod chart;
 mod direct;
 mod origin;
 mod referrers;
