@@ -42,6 +42,24 @@ pub struct ImageRequest {
     pub credentials: Option<Credentials>,
     /// Set when the image comes from an OCI layout or archive instead of its registry.
     pub archive: Option<ArchiveRequest>,
+    /// Set for a chart pack makes into the Helm OCI artifact (a chart repository's or a
+    /// local package); an `oci:` chart is an ordinary image request.
+    pub chart: Option<ChartRequest>,
+}
+
+/// Where a chart package comes from, and the name and version the spec expects of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ChartRequest {
+    Repo {
+        url: Url,
+        name: String,
+        version: String,
+    },
+    Path {
+        path: PathBuf,
+        name: String,
+        version: String,
+    },
 }
 
 /// A Kubernetes YAML file to carry under `manifests/`.
@@ -136,6 +154,14 @@ pub enum PackError {
         #[source]
         source: Box<BundleError>,
     },
+    #[error("chart {image}: {reason}")]
+    Chart { image: String, reason: String },
+    #[error("chart {image}")]
+    ChartRepo {
+        image: String,
+        #[source]
+        source: Box<crate::registry::chart_repo::ChartRepoError>,
+    },
     #[error("writing bundle {}", path.display())]
     Bundle {
         path: PathBuf,
@@ -167,6 +193,8 @@ impl PackError {
             | PackError::Referrers { image, .. }
             | PackError::Blob { image, .. }
             | PackError::Archive { image, .. }
+            | PackError::Chart { image, .. }
+            | PackError::ChartRepo { image, .. }
             | PackError::ArchiveBlob { image, .. } => Some(image),
             _ => None,
         }
@@ -193,7 +221,10 @@ fn clients(
     opts: &PackOptions,
 ) -> Result<HashMap<(String, Option<Credentials>), Client>, PackError> {
     let mut out = HashMap::new();
-    for img in images.iter().filter(|i| i.archive.is_none()) {
+    for img in images
+        .iter()
+        .filter(|i| i.archive.is_none() && i.chart.is_none())
+    {
         let key = (
             img.reference.registry().to_string(),
             img.credentials.clone(),
@@ -240,9 +271,11 @@ pub async fn pack(
         .collect();
     let clients = clients(&images, opts)?;
     let archives = origin::open_archives(&images).await?;
-    let origin_of = |req: &ImageRequest| match &req.archive {
-        Some(a) => Origin::Archive(archives[a].clone()),
-        None => Origin::Registry(
+    let charts = origin::open_charts(&images, &opts.connect).await?;
+    let origin_of = |req: &ImageRequest| match (&req.archive, &req.chart) {
+        (Some(a), _) => Origin::Archive(archives[a].clone()),
+        (None, Some(c)) => Origin::Chart(charts[c].clone()),
+        (None, None) => Origin::Registry(
             clients[&(
                 req.reference.registry().to_string(),
                 req.credentials.clone(),
