@@ -469,6 +469,38 @@ fn plan(
     })
 }
 
+/// An artifact's type: `artifactType`, else a config media type that is not an image's.
+fn artifact_type(manifest: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(manifest).ok()?;
+    if let Some(t) = v.get("artifactType").and_then(|t| t.as_str()) {
+        return Some(t.to_string());
+    }
+    let cfg = v.get("config")?.get("mediaType")?.as_str()?;
+    let image = [
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.container.image.v1+json",
+    ];
+    (!image.contains(&cfg)).then(|| cfg.to_string())
+}
+
+/// A Helm chart's name and version, from the annotations `helm push` writes.
+fn chart_record(manifest: &[u8]) -> Option<crate::bundle::ChartRecord> {
+    let v: serde_json::Value = serde_json::from_slice(manifest).ok()?;
+    if v.get("config")?.get("mediaType")?.as_str()? != chart::CONFIG_MEDIA_TYPE {
+        return None;
+    }
+    let a = v.get("annotations")?;
+    let get = |k: &str| {
+        a.get(format!("org.opencontainers.image.{k}"))
+            .and_then(|x| x.as_str())
+            .map(str::to_string)
+    };
+    Some(crate::bundle::ChartRecord {
+        name: get("title")?,
+        version: get("version")?,
+    })
+}
+
 fn is_config_type(media_type: &str) -> bool {
     media_type.contains("config") || media_type == "application/vnd.oci.empty.v1+json"
 }
@@ -510,6 +542,8 @@ fn metadata(
             platforms,
             total_size,
             referrers: img.referrers.clone(),
+            artifact_type: artifact_type(&img.top.bytes),
+            chart: chart_record(&img.top.bytes),
         });
     }
     let blobs: Vec<BlobRecord> = plan
