@@ -348,7 +348,10 @@ fn charts_and_artifacts_land_as_helm_push_writes_them_and_reload_is_a_no_op() {
     let split = parts.join("s.tar.zst");
     let mut flags = f.src.source_flags();
     flags.extend(["--split".to_string(), "2k".to_string()]);
-    pack_ok(&f.spec, &split, flags);
+    let out = airgap(args!["pack", &f.spec, "-o", &split, flags], &[]);
+    assert_success(&out);
+    let names = dir_names(&parts);
+    assert!(names.len() >= 3, "expected parts and a sidecar: {names:?}");
     let tgt2 = Registry::start(RegistryOpts::plain());
     load_json(&split, &tgt2);
     assert_at_target(&f, &tgt2);
