@@ -342,6 +342,51 @@ fn charts_and_artifacts_land_as_helm_push_writes_them_and_reload_is_a_no_op() {
     assert_eq!(again["blobsUploaded"], 0, "{again:#}");
     assert_eq!(again["manifestsPushed"], 0, "{again:#}");
 
+    // `serve` answers them under the names load gives them.
+    let port = free_port();
+    let mut served = AirgapCmd::new(args![
+        "serve",
+        &bundle,
+        "--listen",
+        format!("127.0.0.1:{port}")
+    ])
+    .spawn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "airgap serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (name, manifest, _) in &f.charts {
+        let out = skopeo(&args![
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            format!("docker://127.0.0.1:{port}/{name}")
+        ]);
+        assert!(out.status.success(), "serve {name}: {}", text_of(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), *manifest, "serve {name}");
+    }
+    served.kill();
+    let _ = served.wait();
+
+    // A delta on top of the bundle leaves the chart packages to the base and still loads.
+    let delta = f.dir.path().join("delta.tar.zst");
+    let mut flags = f.src.source_flags();
+    flags.extend(["--base".to_string(), bundle.display().to_string()]);
+    pack_ok(&f.spec, &delta, flags);
+    let out = airgap(args!["inspect", &delta, "--json"], &[]);
+    assert_success(&out);
+    let di: Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    // Configs and layers: demo 3 (with .prov), web 2, ocichart 2, wasm 2; only the four
+    // manifests travel in the delta.
+    assert_eq!(di["base"]["blobs"], 9, "{di:#}");
+    assert_eq!(di["totals"]["blobs"], 4, "{di:#}");
+    let tgt3 = Registry::start(RegistryOpts::plain());
+    load_json(&bundle, &tgt3);
+    let d = load_json(&delta, &tgt3);
+    assert_eq!(d["blobsUploaded"], 0, "{d:#}");
+    assert_at_target(&f, &tgt3);
+
     // Split volumes carry them too.
     let parts = f.dir.path().join("parts");
     std::fs::create_dir_all(&parts).unwrap();
