@@ -330,7 +330,10 @@ fn charts_and_artifacts_land_as_helm_push_writes_them_and_reload_is_a_no_op() {
     let out = airgap(args!["inspect", &bundle], &[]);
     assert_success(&out);
     let text = stdout_of(&out);
-    assert!(text.contains("chart demo 1.2.3+build.1"), "inspect:\n{text}");
+    assert!(
+        text.contains("chart demo 1.2.3+build.1"),
+        "inspect:\n{text}"
+    );
     assert!(text.contains("chart web 0.4.0"), "inspect:\n{text}");
 
     let tgt = Registry::start(RegistryOpts::plain());
@@ -364,7 +367,11 @@ fn charts_and_artifacts_land_as_helm_push_writes_them_and_reload_is_a_no_op() {
             format!("docker://127.0.0.1:{port}/{name}")
         ]);
         assert!(out.status.success(), "serve {name}: {}", text_of(&out));
-        assert_eq!(String::from_utf8_lossy(&out.stdout), *manifest, "serve {name}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            *manifest,
+            "serve {name}"
+        );
     }
     served.kill();
     let _ = served.wait();
@@ -423,7 +430,11 @@ fn bad_charts_fail_naming_the_spec_line_and_write_nothing() {
             "charts:\n  - repo: {}\n    name: web\n    version: 9.9.9\n",
             f.http.url()
         ),
-        &["bad.yaml:2:5", "no version 9.9.9 of chart web", "0.5.0, 0.4.0"],
+        &[
+            "bad.yaml:2:5",
+            "no version 9.9.9 of chart web",
+            "0.5.0, 0.4.0",
+        ],
     );
     // A .tgz that is no chart.
     let d = f.dir.path().join("nochart");
@@ -462,6 +473,9 @@ fn bad_charts_fail_naming_the_spec_line_and_write_nothing() {
     pack_fails(
         &f,
         "charts:\n  - path: demo-9.0.0.tgz\n",
-        &["bad.yaml:2:5", "holds chart demo 1.2.3+build.1, not demo 9.0.0"],
+        &[
+            "bad.yaml:2:5",
+            "holds chart demo 1.2.3+build.1, not demo 9.0.0",
+        ],
     );
 }

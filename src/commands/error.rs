@@ -48,9 +48,7 @@ impl CommandError {
             K::Pack(e)
             | K::FoundImage { source: e, .. }
             | K::ArchiveImage { source: e, .. }
-            | K::ChartEntry { source: e, .. } => {
-                e.hint()
-            }
+            | K::ChartEntry { source: e, .. } => e.hint(),
             K::Load(e) => e.hint(),
             K::Manifests(e) => e.hint(),
             K::Naming(e) => e.hint(),

@@ -482,7 +482,8 @@ mod tests {
     /// independent of the code that builds them.
     #[test]
     fn config_and_manifest_are_helms_bytes() {
-        let chart = "apiVersion: v2\nname: demo\nversion: 1.2.3+build.4\ndescription: A <demo> & co\n\
+        let chart =
+            "apiVersion: v2\nname: demo\nversion: 1.2.3+build.4\ndescription: A <demo> & co\n\
                      type: application\nappVersion: \"2.0\"\nhome: https://example.com\n\
                      sources: [https://git.example.com/demo]\nkeywords: [a, b]\n\
                      maintainers:\n  - name: Ann\n    email: ann@example.com\n  - name: Bob\n\

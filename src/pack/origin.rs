@@ -127,7 +127,12 @@ impl Origin {
                     image: image.to_string(),
                     reason: format!("it has no blob {digest}"),
                 })?;
-                let _ = size;
+                if blob.len() as u64 != size {
+                    return Err(PackError::Chart {
+                        image: image.to_string(),
+                        reason: format!("blob {digest} is {} bytes, not {size}", blob.len()),
+                    });
+                }
                 sink(blob.clone()).await.map_err(|e| PackError::Chart {
                     image: image.to_string(),
                     reason: format!("blob {digest}: {e}"),
@@ -330,7 +335,14 @@ pub async fn open_charts(
                     .as_deref()
                     .map(seconds_only)
                     .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
-                (got.tgz, None, created, got.package_url.to_string(), name, version)
+                (
+                    got.tgz,
+                    None,
+                    created,
+                    got.package_url.to_string(),
+                    name,
+                    version,
+                )
             }
             ChartRequest::Path {
                 path,
@@ -363,7 +375,14 @@ pub async fn open_charts(
                     .ok()
                     .map(rfc3339_utc)
                     .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
-                (tgz, prov, created, path.display().to_string(), name, version)
+                (
+                    tgz,
+                    prov,
+                    created,
+                    path.display().to_string(),
+                    name,
+                    version,
+                )
             }
         };
         let artifact =

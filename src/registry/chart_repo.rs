@@ -106,8 +106,11 @@ pub async fn fetch(
         Yaml::Value(Scalar::FloatingPoint(f)) => Some(f.to_string()),
         _ => None,
     };
-    let root = docs.first().ok_or_else(|| bad("index.yaml is empty".into()))?;
-    let entries = field(root, "entries").ok_or_else(|| bad("index.yaml has no `entries`".into()))?;
+    let root = docs
+        .first()
+        .ok_or_else(|| bad("index.yaml is empty".into()))?;
+    let entries =
+        field(root, "entries").ok_or_else(|| bad("index.yaml has no `entries`".into()))?;
     let versions = match field(&entries, name) {
         Some(Yaml::Sequence(v)) => v,
         _ => {

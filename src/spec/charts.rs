@@ -66,11 +66,8 @@ fn chart<'a>(doc: &Doc<'a>, node: &MarkedYaml<'a>) -> Result<ImageEntry, SpecErr
         }
     };
     let reference = |host: &str, repo: &str, v: &str, n: &MarkedYaml| {
-        Reference::parse(&format!(
-            "{host}/{repo}:{}",
-            crate::pack::chart::tag_of(v)
-        ))
-        .map_err(|e| doc.invalid(n, ErrorKind::BadReference, e.to_string()))
+        Reference::parse(&format!("{host}/{repo}:{}", crate::pack::chart::tag_of(v)))
+            .map_err(|e| doc.invalid(n, ErrorKind::BadReference, e.to_string()))
     };
     let (reference, chart) = match given[0] {
         "oci" => {
@@ -91,16 +88,13 @@ fn chart<'a>(doc: &Doc<'a>, node: &MarkedYaml<'a>) -> Result<ImageEntry, SpecErr
                 ));
             };
             let v = version(true)?.expect("required");
-            let (host, repo) = rest
-                .trim_end_matches('/')
-                .split_once('/')
-                .ok_or_else(|| {
-                    doc.invalid(
-                        n,
-                        ErrorKind::BadReference,
-                        format!("`oci:` {text:?} needs a repository after the host"),
-                    )
-                })?;
+            let (host, repo) = rest.trim_end_matches('/').split_once('/').ok_or_else(|| {
+                doc.invalid(
+                    n,
+                    ErrorKind::BadReference,
+                    format!("`oci:` {text:?} needs a repository after the host"),
+                )
+            })?;
             (reference(host, repo, &v, n)?, Some(ChartWhere::Oci))
         }
         "repo" => {

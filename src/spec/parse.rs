@@ -78,7 +78,10 @@ pub(super) fn parse(text: &str, path: &Path, env: Env<'_>) -> Result<Spec, SpecE
     if let Some(node) = get("charts") {
         for entry in super::charts::charts(&doc, node)? {
             let key = entry.reference.to_string();
-            if images.iter().any(|i: &Parsed| i.entry.reference.to_string() == key) {
+            if images
+                .iter()
+                .any(|i: &Parsed| i.entry.reference.to_string() == key)
+            {
                 return Err(doc.invalid(
                     node,
                     ErrorKind::Conflict,

@@ -1168,12 +1168,30 @@ charts:
 #[test]
 fn bad_chart_entries_name_their_line() {
     for (text, want) in [
-        ("charts:\n- repo: https://c.example.com\n  name: web\n", "2:3: this chart entry needs `version:`"),
-        ("charts:\n- oci: ghcr.io/a/b\n  version: 1.0.0\n", "2:8: `oci:` \"ghcr.io/a/b\" must start with oci://"),
-        ("charts:\n- oci: oci://h/a\n  path: x.tgz\n", "2:3: a chart entry needs exactly one of"),
-        ("charts:\n- repo: ftp://x\n  name: a\n  version: 1.0.0\n", "is not an http(s) URL"),
-        ("charts:\n- path: chart.tgz\n", "cannot tell the chart's name and version"),
-        ("charts:\n- oci: oci://h/a\n  version: 1\n  tag: x\n", "unknown key `tag` in a chart entry"),
+        (
+            "charts:\n- repo: https://c.example.com\n  name: web\n",
+            "2:3: this chart entry needs `version:`",
+        ),
+        (
+            "charts:\n- oci: ghcr.io/a/b\n  version: 1.0.0\n",
+            "2:8: `oci:` \"ghcr.io/a/b\" must start with oci://",
+        ),
+        (
+            "charts:\n- oci: oci://h/a\n  path: x.tgz\n",
+            "2:3: a chart entry needs exactly one of",
+        ),
+        (
+            "charts:\n- repo: ftp://x\n  name: a\n  version: 1.0.0\n",
+            "is not an http(s) URL",
+        ),
+        (
+            "charts:\n- path: chart.tgz\n",
+            "cannot tell the chart's name and version",
+        ),
+        (
+            "charts:\n- oci: oci://h/a\n  version: 1\n  tag: x\n",
+            "unknown key `tag` in a chart entry",
+        ),
     ] {
         let e = Spec::parse(text, Path::new("airgap.yaml"), &|_| None).unwrap_err();
         assert!(e.to_string().contains(want), "{text}: {e}");
