@@ -404,7 +404,7 @@ fn seconds_only(t: &str) -> String {
         Some(dot) if dot == 19 => {
             let rest = &t[dot..];
             let zone = rest
-                .find(|c: char| c == 'Z' || c == '+' || c == '-')
+                .find(['Z', '+', '-'])
                 .map(|i| &rest[i..])
                 .unwrap_or("Z");
             format!("{}{zone}", &t[..dot])
