@@ -336,6 +336,37 @@ fn charts_and_artifacts_land_as_helm_push_writes_them_and_reload_is_a_no_op() {
     );
     assert!(text.contains("chart web 0.4.0"), "inspect:\n{text}");
 
+    // inspect --json names them as charts and artifacts, and keeps to its schema.
+    let out = airgap(args!["inspect", &bundle, "--json"], &[]);
+    assert_success(&out);
+    let report: Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-spec/schemas/inspect.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let v = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> = v.iter_errors(&report).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let by_ref = |r: &str| {
+        report["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["reference"] == r)
+            .unwrap_or_else(|| panic!("{r} not in {report:#}"))
+            .clone()
+    };
+    let demo = by_ref("localhost/charts/demo:1.2.3_build.1");
+    assert_eq!(demo["chart"]["version"], "1.2.3+build.1");
+    assert_eq!(demo["artifactType"], CONFIG_MT);
+    assert_eq!(demo["platforms"], serde_json::json!([]));
+    let wasm = by_ref(&format!("{}/wasm/filter:v1", f.src.host()));
+    assert_eq!(wasm["artifactType"], "application/vnd.wasm.module.v1+wasm");
+    assert!(wasm.get("chart").is_none());
+
     let tgt = Registry::start(RegistryOpts::plain());
     let first = load_json(&bundle, &tgt);
     assert_eq!(first["images"], 4, "{first:#}");
