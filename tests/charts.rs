@@ -5,7 +5,7 @@
 //! target, by digest.
 //!
 //! The expected bytes are written out here by hand from Helm's Go code (helm v4 main at
-//! e9b85e4, unchanged since 3.8: `pkg/registry/client.go` Push and `chart.go`,
+//! e9b85e4, the same code as v3.18-v3.21: `pkg/registry/client.go` Push and `chart.go`,
 //! `pkg/chart/v2/metadata.go` for the config's field order, `pkg/pusher/ocipusher.go` for
 //! `created` = the package's mtime), not by the code under test. Deliberate difference,
 //! pinned below: `created` is written in UTC, and for a repository chart it is the index

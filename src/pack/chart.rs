@@ -1,7 +1,8 @@
 //! A Helm chart package (`.tgz`, from a chart repository or a local file) made into the OCI
 //! artifact `helm push` writes, byte for byte, so its digests are the ones a registry would
 //! show after `helm push` (followed: helm v4 main at e9b85e4, `pkg/registry/client.go` Push,
-//! `chart.go`, `pkg/pusher/ocipusher.go`; the format is unchanged since Helm 3.8).
+//! `chart.go`, `pkg/pusher/ocipusher.go`; the same code as Helm v3.18 to v3.21, which
+//! moved to oras-go v2; earlier 3.x releases were not compared).
 //!
 //! - config: the chart's `Chart.yaml` as Go's `encoding/json` writes `chart.Metadata`
 //!   (field order, omitempty, map keys sorted, `<>&` escaped), media type
