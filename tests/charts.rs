@@ -151,6 +151,16 @@ fn load_json(bundle: &Path, tgt: &Registry) -> Value {
     serde_json::from_str(&stdout_of(&out)).expect("load --json")
 }
 
+/// `doc` keeps to `bundle-spec/schemas/NAME.schema.json`.
+fn assert_schema(name: &str, doc: &Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("bundle-spec/schemas/{name}.schema.json"));
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let v = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> = v.iter_errors(doc).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{name}: {errors:?}");
+}
+
 fn raw(reference: &str, reg: &Registry) -> String {
     String::from_utf8(try_skopeo_raw(reference, reg).unwrap_or_else(|e| panic!("{e}"))).unwrap()
 }
@@ -340,16 +350,7 @@ fn charts_and_artifacts_land_as_helm_push_writes_them_and_reload_is_a_no_op() {
     let out = airgap(args!["inspect", &bundle, "--json"], &[]);
     assert_success(&out);
     let report: Value = serde_json::from_str(&stdout_of(&out)).unwrap();
-    let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-spec/schemas/inspect.schema.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let v = jsonschema::validator_for(&schema).expect("the schema compiles");
-    let errors: Vec<String> = v.iter_errors(&report).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "{errors:?}");
+    assert_schema("inspect", &report);
     let by_ref = |r: &str| {
         report["images"]
             .as_array()
@@ -370,6 +371,19 @@ fn charts_and_artifacts_land_as_helm_push_writes_them_and_reload_is_a_no_op() {
     let tgt = Registry::start(RegistryOpts::plain());
     let first = load_json(&bundle, &tgt);
     assert_eq!(first["images"], 4, "{first:#}");
+    assert_schema("load", &first);
+    let entry = first["imageMap"]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["source"] == "localhost/charts/demo:1.2.3_build.1")
+        .unwrap_or_else(|| panic!("no demo in {first:#}"))
+        .clone();
+    assert_eq!(
+        entry["target"],
+        format!("{}/charts/demo:1.2.3_build.1", tgt.host())
+    );
+    assert_eq!(entry["chart"]["name"], "demo");
     assert_at_target(&f, &tgt);
     let again = load_json(&bundle, &tgt);
     assert_eq!(again["imagesUnchanged"], 4, "{again:#}");

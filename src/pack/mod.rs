@@ -335,6 +335,7 @@ fn check_manifests(
                 target: r.request.reference.clone(),
                 digest: r.top.digest.clone(),
                 source_digest: r.source_digest.clone(),
+                chart: None,
             })
             .collect(),
     );
