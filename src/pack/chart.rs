@@ -55,12 +55,6 @@ impl ChartArtifact {
     }
 }
 
-/// The OCI tag of a chart version: SemVer build metadata's `+` is not allowed in a tag, and
-/// Helm writes it as `_`.
-pub fn tag_of(version: &str) -> String {
-    version.replace('+', "_")
-}
-
 /// Builds the artifact from a chart package. `created` is RFC 3339 (`2024-01-02T03:04:05Z`).
 pub fn build(tgz: Bytes, prov: Option<Bytes>, created: &str) -> Result<ChartArtifact, String> {
     let chart_yaml = chart_yaml(&tgz)?;
@@ -502,7 +496,7 @@ mod tests {
             pkg.len()
         );
         assert_eq!(std::str::from_utf8(&a.manifest).unwrap(), manifest);
-        assert_eq!(tag_of(&a.version), "1.2.3_build.4");
+        assert_eq!(crate::spec::chart_tag(&a.version), "1.2.3_build.4");
     }
 
     #[test]

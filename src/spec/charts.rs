@@ -19,6 +19,12 @@ pub const CHART_SOURCE: &str = "chart";
 /// The registry part of the name of a chart packed from a local file.
 pub const LOCAL_CHART_HOST: &str = "localhost";
 
+/// The OCI tag of a chart version: SemVer build metadata's `+` is not allowed in a tag, and
+/// Helm writes it as `_`.
+pub fn chart_tag(version: &str) -> String {
+    version.replace('+', "_")
+}
+
 pub(super) fn charts<'a>(
     doc: &Doc<'a>,
     node: &MarkedYaml<'a>,
@@ -66,7 +72,7 @@ fn chart<'a>(doc: &Doc<'a>, node: &MarkedYaml<'a>) -> Result<ImageEntry, SpecErr
         }
     };
     let reference = |host: &str, repo: &str, v: &str, n: &MarkedYaml| {
-        Reference::parse(&format!("{host}/{repo}:{}", crate::pack::chart::tag_of(v)))
+        Reference::parse(&format!("{host}/{repo}:{}", chart_tag(v)))
             .map_err(|e| doc.invalid(n, ErrorKind::BadReference, e.to_string()))
     };
     let (reference, chart) = match given[0] {

@@ -34,7 +34,7 @@ use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::registry::credentials::{self, Credentials, DockerConfigError};
 
-pub use charts::{CHART_SOURCE, LOCAL_CHART_HOST};
+pub use charts::{chart_tag, CHART_SOURCE, LOCAL_CHART_HOST};
 pub use manifests::ManifestFile;
 
 /// The only spec version this airgap understands.
