@@ -173,6 +173,7 @@ struct Fixture {
     /// (target reference below the registry, expected manifest bytes, package bytes)
     charts: Vec<(String, String, Vec<u8>)>,
     wasm: (String, String),
+    prov: Vec<u8>,
 }
 
 fn fixture() -> Fixture {
@@ -307,6 +308,7 @@ fn fixture() -> Fixture {
             ("charts/ocichart:2.0.0".into(), oci_manifest, oci_tgz),
         ],
         wasm: ("wasm/filter:v1".into(), wasm_manifest),
+        prov,
         dir,
         src,
         http,
@@ -326,6 +328,12 @@ fn assert_at_target(f: &Fixture, tgt: &Registry) {
             "{r}: the chart layer"
         );
     }
+    let prov = sha256_digest(&f.prov);
+    assert_eq!(
+        tgt.client().blob_digest("charts/demo", &prov),
+        (prov.clone(), f.prov.len() as u64),
+        "the provenance layer"
+    );
     let r = format!("{}/{}", tgt.host(), f.wasm.0);
     assert_eq!(raw(&r, tgt), f.wasm.1, "the WASM artifact changed");
 }
