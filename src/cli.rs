@@ -195,7 +195,7 @@ pub struct TlsArgs {
 
 #[derive(Args, Debug)]
 pub struct PackArgs {
-    /// The spec file listing the images
+    /// The spec file listing the images and Helm charts
     #[arg(default_value = "airgap.yaml")]
     pub spec: PathBuf,
     /// Where to write the bundle (written to a temporary name first, renamed when complete)

@@ -20,6 +20,9 @@ pub struct ImageMapEntry {
     /// The digest the source registry served, when it differs from `digest` (platform filtering).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_digest: Option<Digest>,
+    /// For a Helm chart: its name and version (`helm install oci://TARGET-REPO --version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<crate::bundle::ChartRecord>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -106,6 +109,7 @@ mod tests {
             target: Reference::parse(tgt).unwrap(),
             digest: Digest::parse(&format!("sha256:{}", d.to_string().repeat(64))).unwrap(),
             source_digest: None,
+            chart: None,
         }
     }
 

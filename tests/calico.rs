@@ -58,6 +58,7 @@ fn image_map(target: &Target, mode: Mode) -> ImageMap {
                     digest: Digest::of(s.as_bytes()),
                     source,
                     source_digest: None,
+                    chart: None,
                 }
             })
             .collect(),

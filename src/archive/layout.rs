@@ -220,6 +220,8 @@ pub fn scan(c: Container, repository: Option<&str>) -> Result<Foreign, BundleErr
             platforms,
             total_size: mine.iter().map(|x| g.records[x].0.size).sum(),
             referrers: Vec::new(),
+            artifact_type: None,
+            chart: None,
         });
     }
     if images.is_empty() {

@@ -118,6 +118,21 @@ pub struct ImageRecord {
     /// SBOMs), carried like images. Absent in bundles before it existed, and when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub referrers: Vec<ReferrerRecord>,
+    /// For an OCI artifact that is not an image (a Helm chart, a WASM module, a policy
+    /// bundle): its `artifactType`, else its config's media type. Absent for images and in
+    /// bundles before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// For a Helm chart: its name and version (the manifest's title and version annotations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartRecord>,
+}
+
+/// A Helm chart's name and version, as `helm push` annotates its manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChartRecord {
+    pub name: String,
+    pub version: String,
 }
 
 /// A manifest that refers to an image: a cosign tag-scheme attachment (`tag` set) or an

@@ -121,6 +121,8 @@ impl Fixture {
                 platforms: vec![platform],
                 total_size: total,
                 referrers: Vec::new(),
+                artifact_type: None,
+                chart: None,
             }],
             blobs,
             manifests: vec![FileRecord {

@@ -45,9 +45,10 @@ impl CommandError {
     pub fn hint(&self) -> Option<String> {
         use CommandErrorKind as K;
         match self.kind() {
-            K::Pack(e) | K::FoundImage { source: e, .. } | K::ArchiveImage { source: e, .. } => {
-                e.hint()
-            }
+            K::Pack(e)
+            | K::FoundImage { source: e, .. }
+            | K::ArchiveImage { source: e, .. }
+            | K::ChartEntry { source: e, .. } => e.hint(),
             K::Load(e) => e.hint(),
             K::Manifests(e) => e.hint(),
             K::Naming(e) => e.hint(),
@@ -75,6 +76,13 @@ pub enum CommandErrorKind {
     /// A pack error about an image of an `archive:` entry: where the entry is.
     #[error("{at}: the image of this `archive:` entry")]
     ArchiveImage {
+        at: crate::spec::Location,
+        #[source]
+        source: PackError,
+    },
+    /// A pack error about a `charts:` entry: where the entry is.
+    #[error("{at}: the chart of this `charts:` entry")]
+    ChartEntry {
         at: crate::spec::Location,
         #[source]
         source: PackError,

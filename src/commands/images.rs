@@ -15,8 +15,14 @@ use crate::spec::{ImageEntry, Spec};
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Origin {
-    /// An `images:` entry of the spec.
-    Spec { file: PathBuf, line: usize },
+    /// An `images:` (or `charts:`) entry of the spec.
+    Spec {
+        file: PathBuf,
+        line: usize,
+        /// `images` or `charts`, for the text form (the JSON's `kind: spec` covers both).
+        #[serde(skip)]
+        key: &'static str,
+    },
     /// Found in a carried manifest: its path (as carried), line, and the field.
     Manifest {
         file: String,
@@ -28,7 +34,7 @@ pub enum Origin {
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Origin::Spec { file, line } => write!(f, "{}:{line} (images:)", file.display()),
+            Origin::Spec { file, line, key } => write!(f, "{}:{line} ({key}:)", file.display()),
             Origin::Manifest { file, line, field } => write!(f, "{file}:{line} ({field})"),
         }
     }
@@ -123,6 +129,11 @@ pub fn image_list(
             let origin = Origin::Spec {
                 file: spec.path.clone(),
                 line: e.line,
+                key: if e.chart.is_some() {
+                    "charts"
+                } else {
+                    "images"
+                },
             };
             (e.clone(), origin)
         })

@@ -56,6 +56,11 @@ pub struct ImageInfo {
     /// Signatures, attestations, SBOMs and OCI 1.1 referrers carried with it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub referrers: Vec<ReferrerRecord>,
+    /// An OCI artifact's type (a Helm chart, a WASM module…); absent for images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chart: Option<crate::bundle::ChartRecord>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,6 +147,8 @@ pub(super) fn image_info(img: &ImageRecord) -> ImageInfo {
         source: img.source.clone(),
         source_digest: img.source_digest.clone(),
         referrers: img.referrers.clone(),
+        artifact_type: img.artifact_type.clone(),
+        chart: img.chart.clone(),
     }
 }
 
@@ -187,6 +194,11 @@ impl InspectReport {
             out.push(format!("    type      {}", img.media_type));
             out.push(format!("    platforms {plats}"));
             out.push(format!("    size      {}", human_bytes(img.size)));
+            match (&img.chart, &img.artifact_type) {
+                (Some(c), _) => out.push(format!("    artifact  chart {} {}", c.name, c.version)),
+                (None, Some(t)) => out.push(format!("    artifact  {t}")),
+                _ => {}
+            }
             for r in &img.referrers {
                 let of = if r.subject == img.digest {
                     String::new()

@@ -11,11 +11,11 @@ use super::images::ImageListReport;
 use super::inspect::{image_info, ImageInfo};
 use super::{warn_connect, CommandError, CommandErrorKind};
 use crate::digest::Digest;
-use crate::pack::{ArchiveRequest, ImageRequest, PackOptions};
+use crate::pack::{ArchiveRequest, ChartRequest, ImageRequest, PackOptions};
 use crate::platform::Platform;
 use crate::progress::{human_bytes, Progress};
 use crate::registry::ConnectOptions;
-use crate::spec::Spec;
+use crate::spec::{ChartWhere, Spec};
 
 #[derive(Debug, Clone)]
 pub struct PackCommand {
@@ -144,6 +144,23 @@ pub async fn pack(
                 path: spec.base_dir().join(&a.path),
                 select: a.select.clone(),
             }),
+            chart: e.chart.as_ref().and_then(|c| match &c.source {
+                ChartWhere::Oci => None,
+                ChartWhere::Repo { url, name, version } => Some(ChartRequest::Repo {
+                    url: url.clone(),
+                    name: name.clone(),
+                    version: version.clone(),
+                }),
+                ChartWhere::Path {
+                    path,
+                    name,
+                    version,
+                } => Some(ChartRequest::Path {
+                    path: spec.base_dir().join(path),
+                    name: name.clone(),
+                    version: version.clone(),
+                }),
+            }),
         });
     }
     let base = match &cmd.base {
@@ -199,13 +216,17 @@ pub async fn pack(
                     entry
                         .archive
                         .as_ref()
+                        .map(|a| (a.at.clone(), false))
+                        .or(entry.chart.as_ref().map(|c| (c.at.clone(), true)))
                         .filter(|_| entry.reference.to_string() == image)
-                        .map(|a| a.at.clone())
                 })
             });
             return Err(match (found, archive_at) {
                 (Some(origin), _) => CommandErrorKind::FoundImage { origin, source: e }.into(),
-                (None, Some(at)) => CommandErrorKind::ArchiveImage { at, source: e }.into(),
+                (None, Some((at, true))) => CommandErrorKind::ChartEntry { at, source: e }.into(),
+                (None, Some((at, false))) => {
+                    CommandErrorKind::ArchiveImage { at, source: e }.into()
+                }
                 (None, None) => e.into(),
             });
         }

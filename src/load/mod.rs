@@ -155,6 +155,8 @@ pub struct Placement {
     pub digest: Digest,
     pub source_digest: Option<Digest>,
     pub media_type: String,
+    /// For a Helm chart: its name and version (listed in the image map).
+    pub chart: Option<crate::bundle::ChartRecord>,
 }
 
 impl Placement {
@@ -331,6 +333,7 @@ pub fn placements(
             digest: i.digest.clone(),
             source_digest: i.source_digest.clone(),
             media_type: i.media_type.clone(),
+            chart: i.chart.clone(),
         })
         .collect())
 }

@@ -49,6 +49,7 @@ pub(crate) fn placements(
                     digest: r.digest.clone(),
                     source_digest: None,
                     media_type: r.media_type.clone(),
+                    chart: None,
                 },
                 ReferrerOf {
                     subject: r.subject.clone(),

@@ -125,6 +125,7 @@ pub fn image_map(placements: &[Placement]) -> ImageMap {
                 target: p.target.clone(),
                 digest: p.digest.clone(),
                 source_digest: p.source_digest.clone(),
+                chart: p.chart.clone(),
             })
             .collect(),
     )

@@ -12,6 +12,7 @@ fn placements() -> Vec<Placement> {
         digest: Digest::of(b"x"),
         source_digest: None,
         media_type: crate::manifest::OCI_INDEX.into(),
+        chart: None,
     }]
 }
 
@@ -125,6 +126,7 @@ fn image_sets_one_per_calico_version_only_the_operators_images() {
         target: Reference::parse(&format!("reg:5000/{}", &s["quay.io/".len()..])).unwrap(),
         digest: Digest::of(s.as_bytes()),
         source_digest: None,
+        chart: None,
     };
     let map = ImageMap::new(vec![
         e("quay.io/calico/node:v3.30.2"),

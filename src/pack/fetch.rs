@@ -57,8 +57,8 @@ pub(super) async fn small(
     let mut buf = Vec::with_capacity(size as usize);
     let client = match &b.origin {
         Origin::Registry(c) => c,
-        // An archive is on the local disk already: nothing to cache.
-        Origin::Archive(_) => {
+        // An archive or a chart is local (or in memory) already: nothing to cache.
+        Origin::Archive(_) | Origin::Chart(_) => {
             b.origin
                 .stream_blob(&b.image, &b.repo, d, size, |chunk| {
                     progress.add_bytes(chunk.len() as u64);
@@ -117,8 +117,8 @@ pub(super) async fn large(
     let (d, size) = (&b.record.digest, b.record.size);
     let client = match &b.origin {
         Origin::Registry(c) => c,
-        // An archive is on the local disk already: nothing to cache.
-        Origin::Archive(_) => {
+        // An archive or a chart is local (or in memory) already: nothing to cache.
+        Origin::Archive(_) | Origin::Chart(_) => {
             return b
                 .origin
                 .stream_blob_async(&b.image, &b.repo, d, size, |chunk| {
@@ -215,7 +215,7 @@ async fn continue_partial(
     progress: &dyn Progress,
 ) -> Result<(), PackError> {
     let Origin::Registry(client) = &b.origin else {
-        unreachable!("archive blobs are never cached")
+        unreachable!("archive and chart blobs are never cached")
     };
     let hasher = partial.hasher().map_err(cache_error)?;
     progress.add_bytes(hasher.len());

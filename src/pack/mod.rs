@@ -1,6 +1,7 @@
 //! `pack`: resolve every image to its digest, fetch every blob once (concurrently, verified
 //! as it streams) and write the bundle to a temporary name that is renamed only on success.
 
+pub mod chart;
 mod direct;
 mod fetch;
 mod origin;
@@ -42,6 +43,24 @@ pub struct ImageRequest {
     pub credentials: Option<Credentials>,
     /// Set when the image comes from an OCI layout or archive instead of its registry.
     pub archive: Option<ArchiveRequest>,
+    /// Set for a chart pack makes into the Helm OCI artifact (a chart repository's or a
+    /// local package); an `oci:` chart is an ordinary image request.
+    pub chart: Option<ChartRequest>,
+}
+
+/// Where a chart package comes from, and the name and version the spec expects of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ChartRequest {
+    Repo {
+        url: Url,
+        name: String,
+        version: String,
+    },
+    Path {
+        path: PathBuf,
+        name: String,
+        version: String,
+    },
 }
 
 /// A Kubernetes YAML file to carry under `manifests/`.
@@ -138,6 +157,14 @@ pub enum PackError {
         #[source]
         source: Box<BundleError>,
     },
+    #[error("chart {image}: {reason}")]
+    Chart { image: String, reason: String },
+    #[error("chart {image}")]
+    ChartRepo {
+        image: String,
+        #[source]
+        source: Box<crate::registry::chart_repo::ChartRepoError>,
+    },
     #[error("writing bundle {}", path.display())]
     Bundle {
         path: PathBuf,
@@ -171,6 +198,8 @@ impl PackError {
             | PackError::Referrers { image, .. }
             | PackError::Blob { image, .. }
             | PackError::Archive { image, .. }
+            | PackError::Chart { image, .. }
+            | PackError::ChartRepo { image, .. }
             | PackError::ArchiveBlob { image, .. } => Some(image),
             _ => None,
         }
@@ -200,7 +229,10 @@ fn clients(
     opts: &PackOptions,
 ) -> Result<HashMap<(String, Option<Credentials>), Client>, PackError> {
     let mut out = HashMap::new();
-    for img in images.iter().filter(|i| i.archive.is_none()) {
+    for img in images
+        .iter()
+        .filter(|i| i.archive.is_none() && i.chart.is_none())
+    {
         let key = (
             img.reference.registry().to_string(),
             img.credentials.clone(),
@@ -247,9 +279,11 @@ pub async fn pack(
         .collect();
     let clients = clients(&images, opts)?;
     let archives = origin::open_archives(&images).await?;
-    let origin_of = |req: &ImageRequest| match &req.archive {
-        Some(a) => Origin::Archive(archives[a].clone()),
-        None => Origin::Registry(
+    let charts = origin::open_charts(&images, &opts.connect).await?;
+    let origin_of = |req: &ImageRequest| match (&req.archive, &req.chart) {
+        (Some(a), _) => Origin::Archive(archives[a].clone()),
+        (None, Some(c)) => Origin::Chart(charts[c].clone()),
+        (None, None) => Origin::Registry(
             clients[&(
                 req.reference.registry().to_string(),
                 req.credentials.clone(),
@@ -311,6 +345,7 @@ fn check_manifests(
                 target: r.request.reference.clone(),
                 digest: r.top.digest.clone(),
                 source_digest: r.source_digest.clone(),
+                chart: None,
             })
             .collect(),
     );
@@ -445,6 +480,38 @@ fn plan(
     })
 }
 
+/// An artifact's type: `artifactType`, else a config media type that is not an image's.
+fn artifact_type(manifest: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(manifest).ok()?;
+    if let Some(t) = v.get("artifactType").and_then(|t| t.as_str()) {
+        return Some(t.to_string());
+    }
+    let cfg = v.get("config")?.get("mediaType")?.as_str()?;
+    let image = [
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.container.image.v1+json",
+    ];
+    (!image.contains(&cfg)).then(|| cfg.to_string())
+}
+
+/// A Helm chart's name and version, from the annotations `helm push` writes.
+fn chart_record(manifest: &[u8]) -> Option<crate::bundle::ChartRecord> {
+    let v: serde_json::Value = serde_json::from_slice(manifest).ok()?;
+    if v.get("config")?.get("mediaType")?.as_str()? != chart::CONFIG_MEDIA_TYPE {
+        return None;
+    }
+    let a = v.get("annotations")?;
+    let get = |k: &str| {
+        a.get(format!("org.opencontainers.image.{k}"))
+            .and_then(|x| x.as_str())
+            .map(str::to_string)
+    };
+    Some(crate::bundle::ChartRecord {
+        name: get("title")?,
+        version: get("version")?,
+    })
+}
+
 fn is_config_type(media_type: &str) -> bool {
     media_type.contains("config") || media_type == "application/vnd.oci.empty.v1+json"
 }
@@ -486,6 +553,8 @@ fn metadata(
             platforms,
             total_size,
             referrers: img.referrers.clone(),
+            artifact_type: artifact_type(&img.top.bytes),
+            chart: chart_record(&img.top.bytes),
         });
     }
     let blobs: Vec<BlobRecord> = plan

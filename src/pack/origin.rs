@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{ImageRequest, PackError};
+use super::chart::{ChartArtifact, OCI_MANIFEST};
+use super::{ChartRequest, ImageRequest, PackError};
 use crate::archive::{Foreign, Source};
 use crate::digest::Digest;
 use crate::reference::Reference;
@@ -34,6 +35,8 @@ pub struct ArchiveImage {
 pub enum Origin {
     Registry(Client),
     Archive(Arc<ArchiveImage>),
+    /// A chart package made into the Helm OCI artifact, held in memory (see `chart.rs`).
+    Chart(Arc<ChartArtifact>),
 }
 
 impl Origin {
@@ -54,6 +57,17 @@ impl Origin {
                         source: Box::new(source),
                     })
             }
+            Origin::Chart(c) => match Digest::parse(selector) {
+                Ok(d) if d != c.manifest_digest => Err(PackError::Chart {
+                    image: image.to_string(),
+                    reason: format!("it has no manifest {d}"),
+                }),
+                _ => Ok(FetchedManifest {
+                    bytes: c.manifest.clone(),
+                    media_type: OCI_MANIFEST.to_string(),
+                    digest: c.manifest_digest.clone(),
+                }),
+            },
             Origin::Archive(a) => {
                 let digest = match Digest::parse(selector) {
                     Ok(d) => d,
@@ -107,6 +121,22 @@ impl Origin {
                         image: image.to_string(),
                         source: Box::new(source),
                     })
+            }
+            Origin::Chart(c) => {
+                let blob = c.blob(digest).ok_or_else(|| PackError::Chart {
+                    image: image.to_string(),
+                    reason: format!("it has no blob {digest}"),
+                })?;
+                if blob.len() as u64 != size {
+                    return Err(PackError::Chart {
+                        image: image.to_string(),
+                        reason: format!("blob {digest} is {} bytes, not {size}", blob.len()),
+                    });
+                }
+                sink(blob.clone()).await.map_err(|e| PackError::Chart {
+                    image: image.to_string(),
+                    reason: format!("blob {digest}: {e}"),
+                })
             }
             Origin::Archive(a) => {
                 // The archive is read on a blocking thread; pieces come over a small bounded
@@ -266,5 +296,161 @@ fn select(f: &Foreign, image: &Reference, req: &ArchiveRequest) -> Result<Digest
             hits.len(),
             names()
         ))),
+    }
+}
+
+/// Reads or downloads each chart package the requests name and makes it into the Helm OCI
+/// artifact; its Chart.yaml must agree with the name and version the spec gives it.
+pub async fn open_charts(
+    images: &[ImageRequest],
+    connect: &crate::registry::ConnectOptions,
+) -> Result<HashMap<ChartRequest, Arc<ChartArtifact>>, PackError> {
+    let mut out = HashMap::new();
+    for img in images {
+        let Some(req) = &img.chart else { continue };
+        if out.contains_key(req) {
+            continue;
+        }
+        let image = img.reference.to_string();
+        let err = |reason: String| PackError::Chart {
+            image: image.clone(),
+            reason,
+        };
+        let (tgz, prov, created, what, name, version) = match req {
+            ChartRequest::Repo { url, name, version } => {
+                let got = crate::registry::chart_repo::fetch(
+                    url,
+                    name,
+                    version,
+                    connect,
+                    super::chart::MAX_CHART,
+                )
+                .await
+                .map_err(|source| PackError::ChartRepo {
+                    image: image.clone(),
+                    source: Box::new(source),
+                })?;
+                let created = got
+                    .created
+                    .as_deref()
+                    .map(seconds_only)
+                    .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
+                (
+                    got.tgz,
+                    None,
+                    created,
+                    got.package_url.to_string(),
+                    name,
+                    version,
+                )
+            }
+            ChartRequest::Path {
+                path,
+                name,
+                version,
+            } => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p).map_err(|e| err(format!("reading {}: {e}", p.display())))
+                };
+                let meta = std::fs::metadata(path)
+                    .map_err(|e| err(format!("reading {}: {e}", path.display())))?;
+                if meta.len() > super::chart::MAX_CHART {
+                    return Err(err(format!(
+                        "{} is bigger than Helm's limit of {} bytes",
+                        path.display(),
+                        super::chart::MAX_CHART
+                    )));
+                }
+                let tgz = Bytes::from(read(path)?);
+                let mut prov_path = path.clone().into_os_string();
+                prov_path.push(".prov");
+                let prov_path = PathBuf::from(prov_path);
+                let prov = if prov_path.exists() {
+                    Some(Bytes::from(read(&prov_path)?))
+                } else {
+                    None
+                };
+                let created = meta
+                    .modified()
+                    .ok()
+                    .map(rfc3339_utc)
+                    .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
+                (
+                    tgz,
+                    prov,
+                    created,
+                    path.display().to_string(),
+                    name,
+                    version,
+                )
+            }
+        };
+        let artifact =
+            super::chart::build(tgz, prov, &created).map_err(|r| err(format!("{what}: {r}")))?;
+        if &artifact.name != name || &artifact.version != version {
+            return Err(err(format!(
+                "{what} holds chart {} {}, not {name} {version}",
+                artifact.name, artifact.version
+            )));
+        }
+        out.insert(req.clone(), Arc::new(artifact));
+    }
+    Ok(out)
+}
+
+/// `2024-01-02T03:04:05.123Z` → `2024-01-02T03:04:05Z`: Helm's annotation has seconds.
+fn seconds_only(t: &str) -> String {
+    match t.find('.') {
+        Some(dot) if dot == 19 => {
+            let rest = &t[dot..];
+            let zone = rest
+                .find(['Z', '+', '-'])
+                .map(|i| &rest[i..])
+                .unwrap_or("Z");
+            format!("{}{zone}", &t[..dot])
+        }
+        _ => t.to_string(),
+    }
+}
+
+/// A time as RFC 3339 in UTC, to the second (Go's `time.RFC3339` of a UTC time).
+fn rfc3339_utc(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_are_helms_rfc3339() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_704_164_645);
+        assert_eq!(super::rfc3339_utc(t), "2024-01-02T03:04:05Z");
+        assert_eq!(
+            super::seconds_only("2024-01-02T03:04:05.123456789Z"),
+            "2024-01-02T03:04:05Z"
+        );
+        assert_eq!(
+            super::seconds_only("2024-01-02T03:04:05Z"),
+            "2024-01-02T03:04:05Z"
+        );
     }
 }

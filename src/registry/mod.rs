@@ -10,6 +10,7 @@
 mod auth;
 mod blobs;
 mod catalog;
+pub mod chart_repo;
 mod client;
 pub mod credentials;
 mod error;

@@ -15,6 +15,7 @@ fn entry(source: &str, target: &str, d: char) -> ImageMapEntry {
         target: Reference::parse(target).unwrap(),
         digest: digest(d),
         source_digest: None,
+        chart: None,
     }
 }
 

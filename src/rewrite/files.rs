@@ -184,6 +184,7 @@ mod tests {
             target: Reference::parse("reg:5000/library/redis:7").unwrap(),
             digest: Digest::of(b"x"),
             source_digest: None,
+            chart: None,
         }])
     }
 
@@ -225,6 +226,7 @@ mod tests {
             target: Reference::parse("reg:5000/library/redis:7").unwrap(),
             digest: pushed.clone(),
             source_digest: Some(served.clone()),
+            chart: None,
         }]);
         let text = format!(
             "kind: Pod\nspec:\n  containers:\n  - image: redis@{served}\n  - image: redis:7\n"

@@ -48,6 +48,7 @@ fn map_entry(source: &str, target: &str) -> ImageMapEntry {
         target: Reference::parse(target).unwrap(),
         digest: Digest::parse(SHA).unwrap(),
         source_digest: None,
+        chart: None,
     }
 }
 

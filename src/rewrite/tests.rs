@@ -17,6 +17,7 @@ fn entry(source: &str, target: &str, d: char) -> ImageMapEntry {
         target: Reference::parse(target).unwrap(),
         digest: digest(d),
         source_digest: None,
+        chart: None,
     }
 }
 

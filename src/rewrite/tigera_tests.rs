@@ -31,6 +31,7 @@ fn map_for(target: &str, mode: Mode, sources: &[&str]) -> ImageMap {
                     digest: Digest::of(s.as_bytes()),
                     source,
                     source_digest: None,
+                    chart: None,
                 }
             })
             .collect(),

@@ -7,6 +7,7 @@
 //! ```text
 //! sources:   { NAME: {registry: host[:port][/prefix], auth: {usernameEnv, passwordEnv}} }
 //! images:    [ {source?, name, tag?, digest?} | {image: REF} ]
+//! charts:    [ {oci, version} | {repo, name, version} | {path, name?, version?} ] (optional)
 //! platforms: [ os/arch[/variant] ]          (optional)
 //! manifests: [ path | dir | glob ]          (optional)
 //! registries: { host: http(s)://mirror }    (optional)
@@ -16,6 +17,7 @@
 //! version: 1                                (optional)
 //! ```
 
+mod charts;
 mod manifests;
 mod parse;
 mod rules;
@@ -32,6 +34,7 @@ use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::registry::credentials::{self, Credentials, DockerConfigError};
 
+pub use charts::{chart_tag, CHART_SOURCE, LOCAL_CHART_HOST};
 pub use manifests::ManifestFile;
 
 /// The only spec version this airgap understands.
@@ -125,6 +128,8 @@ pub struct ImageEntry {
     pub source: String,
     /// `archive:`: the image comes from this OCI layout or archive, not from a registry.
     pub archive: Option<ArchiveSource>,
+    /// Set for a `charts:` entry.
+    pub chart: Option<ChartSource>,
     /// Credentials from the `auth:` of the matching source (see SPEC.md), if any.
     pub credentials: Option<Credentials>,
     /// The source whose `auth:` gave [`ImageEntry::credentials`].
@@ -145,12 +150,46 @@ pub struct ArchiveSource {
     pub at: Location,
 }
 
+/// Where a `charts:` entry's chart comes from, and where the entry is in the spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChartSource {
+    pub source: ChartWhere,
+    pub at: Location,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChartWhere {
+    /// `oci:`: already an OCI artifact in a registry; packed like an image.
+    Oci,
+    /// `repo:` + `name:` + `version:`: a classic chart repository (`index.yaml` + `.tgz`).
+    Repo {
+        url: url::Url,
+        name: String,
+        version: String,
+    },
+    /// `path:`: a chart package on disk (relative to the spec's directory); a `.prov` file
+    /// beside it is carried too. `name`/`version` as the spec gives them or the file name
+    /// implies; pack checks them against its Chart.yaml.
+    Path {
+        path: PathBuf,
+        name: String,
+        version: String,
+    },
+}
+
+impl ChartSource {
+    /// Pack makes the artifact itself (nothing is pulled from a registry).
+    pub fn is_package(&self) -> bool {
+        !matches!(self.source, ChartWhere::Oci)
+    }
+}
+
 impl ImageEntry {
     /// The credentials to pull this image with: the spec's own, else those of the docker /
     /// podman credential files and helpers for the image's registry (see [`credentials`]).
     /// None for an image from an archive: nothing is pulled.
     pub fn credentials_or_docker_config(&self) -> Result<Option<Credentials>, DockerConfigError> {
-        if self.archive.is_some() {
+        if self.archive.is_some() || self.chart.as_ref().is_some_and(|c| c.is_package()) {
             return Ok(None);
         }
         match &self.credentials {
@@ -337,6 +376,7 @@ impl Spec {
             reference: reference.with_default_tag(),
             source: IMAGE_SOURCE.to_string(),
             archive: None,
+            chart: None,
             credentials,
             credentials_source: source.map(|s| s.name.clone()),
             line: at.line,

@@ -25,6 +25,7 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "imageFields",
     "relatedImageEnv",
     "imagesFromManifests",
+    "charts",
 ];
 pub(super) const SOURCE_KEYS: &[&str] = &["registry", "auth"];
 pub(super) const AUTH_KEYS: &[&str] = &["usernameEnv", "passwordEnv"];
@@ -68,11 +69,32 @@ pub(super) fn parse(text: &str, path: &Path, env: Env<'_>) -> Result<Spec, SpecE
             Vec::new()
         }
         Some(node) => p.images(node, &sources)?,
-        None if from_manifests => Vec::new(),
+        None if from_manifests || get("charts").is_some() => Vec::new(),
         None => {
             return Err(doc.invalid(&root, ErrorKind::Missing, "the spec has no `images:` list"))
         }
     };
+    let mut images = images;
+    if let Some(node) = get("charts") {
+        for entry in super::charts::charts(&doc, node)? {
+            let key = entry.reference.to_string();
+            if images
+                .iter()
+                .any(|i: &Parsed| i.entry.reference.to_string() == key)
+            {
+                return Err(doc.invalid(
+                    node,
+                    ErrorKind::Conflict,
+                    format!("{key} is listed twice (a chart is named <host>/charts/NAME:VERSION)"),
+                ));
+            }
+            images.push(Parsed {
+                entry,
+                named_source: None,
+                latest_warning: None,
+            });
+        }
+    }
     let platforms = match get("platforms") {
         Some(v) => p.platforms(v)?,
         None => Vec::new(),
@@ -500,6 +522,7 @@ impl<'a> Parser<'_, 'a> {
                     source
                 },
                 archive,
+                chart: None,
                 credentials: None,
                 credentials_source: None,
                 line: at.line,
@@ -719,7 +742,7 @@ impl<'a> Parser<'_, 'a> {
         } in parsed
         {
             // Nothing is pulled for an image from an archive.
-            if entry.archive.is_some() {
+            if entry.archive.is_some() || entry.chart.as_ref().is_some_and(|c| c.is_package()) {
                 out.push(entry);
                 continue;
             }

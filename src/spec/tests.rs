@@ -1058,8 +1058,9 @@ fn schema_matches_the_parser() {
     image_keys.sort();
     assert_eq!(image_keys, sorted(parse::IMAGE_KEYS));
     assert_eq!(keys(&defs["imageField"]), sorted(rules::FIELD_KEYS));
+    assert_eq!(keys(&defs["chart"]), sorted(charts::CHART_KEYS));
     assert_eq!(defs["imageField"]["additionalProperties"], false);
-    for def in ["source", "auth", "namedImage", "plainImage"] {
+    for def in ["source", "auth", "namedImage", "plainImage", "chart"] {
         assert_eq!(defs[def]["additionalProperties"], false, "{def}");
     }
     assert_eq!(schema["additionalProperties"], false);
@@ -1137,4 +1138,62 @@ fn bad_image_rules_are_errors_at_their_line() {
         "would take every variable",
     );
     fails_at("imageFields: [{kind: X, path: a}]\n", 1, 1, "no `images:`");
+}
+
+#[test]
+fn charts_become_entries_named_charts_name_version() {
+    let s = ok("\
+charts:
+- oci: oci://ghcr.io/acme/charts/app
+  version: 1.0.0+meta
+- repo: https://charts.example.com:8443/stable/
+  name: web
+  version: '0.4'
+- path: pkgs/demo-chart-1.2.3-rc.1.tgz
+");
+    let names: Vec<String> = s.images.iter().map(|i| i.reference.to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "ghcr.io/acme/charts/app:1.0.0_meta",
+            "charts.example.com:8443/charts/web:0.4",
+            "localhost/charts/demo-chart:1.2.3-rc.1",
+        ]
+    );
+    assert!(s.images.iter().all(|i| i.source == CHART_SOURCE));
+    assert_eq!(s.images[0].chart.as_ref().unwrap().source, ChartWhere::Oci);
+    assert_eq!(s.images[2].chart.as_ref().unwrap().at.line, 7);
+}
+
+#[test]
+fn bad_chart_entries_name_their_line() {
+    for (text, want) in [
+        (
+            "charts:\n- repo: https://c.example.com\n  name: web\n",
+            "2:3: this chart entry needs `version:`",
+        ),
+        (
+            "charts:\n- oci: ghcr.io/a/b\n  version: 1.0.0\n",
+            "2:8: `oci:` \"ghcr.io/a/b\" must start with oci://",
+        ),
+        (
+            "charts:\n- oci: oci://h/a\n  path: x.tgz\n",
+            "2:3: a chart entry needs exactly one of",
+        ),
+        (
+            "charts:\n- repo: ftp://x\n  name: a\n  version: 1.0.0\n",
+            "is not an http(s) URL",
+        ),
+        (
+            "charts:\n- path: chart.tgz\n",
+            "cannot tell the chart's name and version",
+        ),
+        (
+            "charts:\n- oci: oci://h/a\n  version: 1\n  tag: x\n",
+            "unknown key `tag` in a chart entry",
+        ),
+    ] {
+        let e = Spec::parse(text, Path::new("airgap.yaml"), &|_| None).unwrap_err();
+        assert!(e.to_string().contains(want), "{text}: {e}");
+    }
 }

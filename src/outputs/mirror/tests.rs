@@ -471,6 +471,7 @@ fn the_image_map_and_placements_give_the_same_pairs() {
             digest: d.clone(),
             source_digest: None,
             media_type: String::new(),
+            chart: None,
         })
         .collect();
     let entries: Vec<ImageMapEntry> = placements
@@ -480,6 +481,7 @@ fn the_image_map_and_placements_give_the_same_pairs() {
             target: p.target.clone(),
             digest: p.digest.clone(),
             source_digest: None,
+            chart: None,
         })
         .collect();
     assert_eq!(
