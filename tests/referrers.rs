@@ -434,6 +434,27 @@ fn serve_answers_the_referrers_api_and_cosign_tags() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(sha256_digest(&out.stdout), s.att.sig);
+    // The signature served verifies with openssl: its payload blob fetched from serve.
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layer = &m["layers"][0];
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(layer["annotations"][SIG_ANNOTATION].as_str().unwrap())
+        .unwrap();
+    let payload = sv
+        .get(&format!(
+            "/v2/app/signed/blobs/{}",
+            layer["digest"].as_str().unwrap()
+        ))
+        .bytes()
+        .unwrap()
+        .to_vec();
+    assert_eq!(sha256_digest(&payload), layer["digest"].as_str().unwrap());
+    assert!(
+        verifies(&s.key, &payload, &sig, s.dir.path()),
+        "the signature served does not verify"
+    );
+    let p: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(p["critical"]["image"]["docker-manifest-digest"], img.as_str());
 
     let r = sv.get(&format!("/v2/app/signed/referrers/{img}"));
     assert!(r.status().is_success());
