@@ -174,6 +174,8 @@ struct Fixture {
     charts: Vec<(String, String, Vec<u8>)>,
     wasm: (String, String),
     prov: Vec<u8>,
+    /// The repository chart's provenance file.
+    web_prov: Vec<u8>,
 }
 
 fn fixture() -> Fixture {
@@ -221,6 +223,9 @@ fn fixture() -> Fixture {
         "apiVersion: v2\nname: web\nversion: 0.4.0\nkeywords: [http]\n",
     );
     let web_tgz = std::fs::read(&web).unwrap();
+    // Its provenance file beside it, where `helm pull --verify` looks for it.
+    let web_prov = b"-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nweb\n".to_vec();
+    std::fs::write(repo.join("charts/web-0.4.0.tgz.prov"), &web_prov).unwrap();
     std::fs::write(
         repo.join("index.yaml"),
         format!(
@@ -235,7 +240,7 @@ fn fixture() -> Fixture {
     let web_config = r#"{"name":"web","version":"0.4.0","keywords":["http"],"apiVersion":"v2"}"#;
     let web_manifest = helm_manifest(
         web_config,
-        &[(CHART_MT, &web_tgz)],
+        &[(CHART_MT, &web_tgz), (PROV_MT, &web_prov)],
         &[
             ("org.opencontainers.image.created", "2024-02-03T04:05:06Z"),
             ("org.opencontainers.image.title", "web"),
@@ -309,6 +314,7 @@ fn fixture() -> Fixture {
         ],
         wasm: ("wasm/filter:v1".into(), wasm_manifest),
         prov,
+        web_prov,
         dir,
         src,
         http,
@@ -333,6 +339,12 @@ fn assert_at_target(f: &Fixture, tgt: &Registry) {
         tgt.client().blob_digest("charts/demo", &prov),
         (prov.clone(), f.prov.len() as u64),
         "the provenance layer"
+    );
+    let web_prov = sha256_digest(&f.web_prov);
+    assert_eq!(
+        tgt.client().blob_digest("charts/web", &web_prov),
+        (web_prov.clone(), f.web_prov.len() as u64),
+        "the repository chart's provenance layer"
     );
     let r = format!("{}/{}", tgt.host(), f.wasm.0);
     assert_eq!(raw(&r, tgt), f.wasm.1, "the WASM artifact changed");
@@ -437,9 +449,9 @@ fn charts_and_artifacts_land_as_helm_push_writes_them_and_reload_is_a_no_op() {
     let out = airgap(args!["inspect", &delta, "--json"], &[]);
     assert_success(&out);
     let di: Value = serde_json::from_str(&stdout_of(&out)).unwrap();
-    // Configs and layers: demo 3 (with .prov), web 2, ocichart 2, wasm 2; only the four
-    // manifests travel in the delta.
-    assert_eq!(di["base"]["blobs"], 9, "{di:#}");
+    // Configs and layers: demo 3 and web 3 (each with its .prov), ocichart 2, wasm 2; only
+    // the four manifests travel in the delta.
+    assert_eq!(di["base"]["blobs"], 10, "{di:#}");
     assert_eq!(di["totals"]["blobs"], 4, "{di:#}");
     let tgt3 = Registry::start(RegistryOpts::plain());
     load_json(&bundle, &tgt3);

@@ -454,7 +454,10 @@ fn serve_answers_the_referrers_api_and_cosign_tags() {
         "the signature served does not verify"
     );
     let p: Value = serde_json::from_slice(&payload).unwrap();
-    assert_eq!(p["critical"]["image"]["docker-manifest-digest"], img.as_str());
+    assert_eq!(
+        p["critical"]["image"]["docker-manifest-digest"],
+        img.as_str()
+    );
 
     let r = sv.get(&format!("/v2/app/signed/referrers/{img}"));
     assert!(r.status().is_success());

@@ -337,7 +337,7 @@ pub async fn open_charts(
                     .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
                 (
                     got.tgz,
-                    None,
+                    got.prov,
                     created,
                     got.package_url.to_string(),
                     name,

@@ -16,6 +16,8 @@ use super::ConnectOptions;
 pub struct RepoChart {
     pub package_url: Url,
     pub tgz: Bytes,
+    /// `<package>.prov` (its provenance file), when the repository has one beside it.
+    pub prov: Option<Bytes>,
     /// The index entry's `created`, when it has one.
     pub created: Option<String>,
 }
@@ -147,9 +149,35 @@ pub async fn fetch(
         .map_err(|e| bad(format!("{name} {version}: url {url:?}: {e}")))?;
     let created = field(entry, "created").and_then(|c| text_of(&c));
     let tgz = get(&client, &package_url, limit).await?;
+    let prov = provenance(&client, &package_url).await?;
     Ok(RepoChart {
         package_url,
         tgz,
+        prov,
         created,
     })
+}
+
+/// The provenance file beside a package (`helm package --sign` writes `NAME-V.tgz.prov`, and
+/// `helm pull --verify` fetches it from there): None when the repository answers 404 (or
+/// 403, as object stores do for a missing key); any other failure is an error.
+async fn provenance(
+    client: &reqwest::Client,
+    package: &Url,
+) -> Result<Option<Bytes>, ChartRepoError> {
+    let url = Url::parse(&format!("{package}.prov")).expect("a URL");
+    let resp = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| ChartRepoError::Http {
+            url: url.clone(),
+            reason: crate::error::chain(&e),
+        })?;
+    if matches!(resp.status().as_u16(), 404 | 403) {
+        return Ok(None);
+    }
+    drop(resp);
+    // Provenance files are a few KiB.
+    get(client, &url, 1 << 20).await.map(Some)
 }
