@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, the tools the demo and the tests drive, only those
 # missing: the CNCF distribution registry, skopeo, htpasswd, zstd, openssl, containerd (with
-# ctr, for the mirror-configuration tests), GNU time. (scripts/bench-interop.sh installs nginx,
+# ctr, for the mirror-configuration tests), python3 (a chart repository's HTTP server in
+# tests/charts.rs), GNU time. (scripts/bench-interop.sh installs nginx,
 # which only the benchmark uses.)
 set -euo pipefail
 
@@ -12,6 +13,7 @@ declare -A packages=(
   [zstd]=zstd
   [openssl]=openssl
   [containerd]=containerd
+  [python3]=python3
 )
 missing=()
 for cmd in "${!packages[@]}"; do

@@ -112,62 +112,15 @@ pub fn read_blob(
         .ok_or_else(|| BundleError::MissingBlob {
             digest: digest.clone(),
         })?;
-    if let Some(b) = f.early.get(digest) {
-        return pump(f.path(), &mut Cursor::new(b), record, sink);
-    }
-    let open = |path: &std::path::Path| {
-        std::fs::File::open(path).map_err(|source| BundleError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    match &f.container {
-        Container::Dir(dir) => {
-            let path = dir.join(format!("{}blobs/sha256/{}", f.prefix, digest.hex()));
-            let file = open(&path)?;
-            pump(
-                &path,
-                &mut std::io::BufReader::with_capacity(1 << 20, file),
-                record,
-                sink,
-            )
-        }
-        Container::Tar(path, _) if f.offsets.contains_key(digest) => {
-            use std::io::{Read, Seek};
-            let mut file = open(path)?;
-            file.seek(std::io::SeekFrom::Start(f.offsets[digest]))
-                .map_err(|source| BundleError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-            let mut r = std::io::BufReader::with_capacity(1 << 20, file).take(record.size);
-            pump(path, &mut r, record, sink)
-        }
-        Container::Tar(..) => {
-            let name = format!("{}blobs/sha256/{}", f.prefix, digest.hex());
-            let mut archive = tar::Archive::new(open_tar(&f.container)?);
-            let corrupt = |entry: &str, e: std::io::Error| BundleError::Corrupt {
-                entry: entry.to_string(),
-                reason: e.to_string(),
-            };
-            for entry in archive
-                .entries()
-                .map_err(|e| corrupt("the first entry", e))?
-            {
-                let mut entry = entry.map_err(|e| corrupt("an entry header", e))?;
-                let found = entry.header().entry_type().is_file()
-                    && entry
-                        .path()
-                        .is_ok_and(|p| normal(&p.to_string_lossy()) == name);
-                if found {
-                    return pump(f.path(), &mut entry, record, sink);
-                }
-            }
-            Err(BundleError::MissingBlob {
-                digest: digest.clone(),
-            })
-        }
-    }
+    // An uncompressed tar's reader runs on past the blob: stop at its size.
+    with_range(f, digest, 0, &mut |r| {
+        pump(
+            f.path(),
+            &mut std::io::Read::take(r, record.size),
+            record,
+            sink,
+        )
+    })
 }
 
 /// Copies `r` to `sink` through a verifying reader.
