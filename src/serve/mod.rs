@@ -239,14 +239,7 @@ impl Catalog {
         repository: Option<&str>,
         progress: &dyn Progress,
     ) -> Result<Catalog, ServeError> {
-        let bundle_err = |source| match source {
-            // It names the file already.
-            BundleError::Io { path, source } => ServeError::Open { path, source },
-            source => ServeError::Bundle {
-                path: bundle.to_path_buf(),
-                source,
-            },
-        };
+        let bundle_err = bundle_error(bundle);
         let target = Target::parse(&match path {
             Some(p) => format!("serve.invalid/{}", p.trim_matches('/')),
             None => "serve.invalid".to_string(),
