@@ -197,13 +197,33 @@ pub async fn load(
         .as_ref()
         .and_then(|b| super::sign::base_trust(&cmd.bundle, b, &cmd.keys));
     let placements = crate::load::placements(&head.metadata, &cmd.target, cmd.mode)?;
+    // The cluster's side (kubelet pull secrets, runtime mirror files) takes a username and
+    // password; an identity token only works at a token server.
+    let cluster_credentials = match &credentials {
+        Some(c) if c.is_identity_token() => {
+            let wanted = cmd.outputs.rewrite.rewrite.pull_secret.is_some()
+                || cmd
+                    .outputs
+                    .mirror
+                    .as_ref()
+                    .is_some_and(|m| m.include_credentials);
+            if wanted {
+                progress.warn(&format!(
+                    "the login for {} is an identity token (OAuth2), which pull secrets and mirror files cannot hold: none written (give --username and --password-stdin for them)",
+                    cmd.target.host
+                ));
+            }
+            None
+        }
+        c => c.clone(),
+    };
     let access = outputs::TargetAccess {
         target: Some(cmd.target.clone()),
         mode: cmd.mode,
         plain_http: cmd.plain_http,
         insecure_skip_tls_verify: cmd.connect.insecure_skip_tls_verify,
         ca_file: cmd.connect.ca_file.clone(),
-        credentials: credentials.clone(),
+        credentials: cluster_credentials,
     };
     let mut outputs_opts = cmd.outputs.clone();
     let rules = &mut outputs_opts.rewrite.rewrite.rules;

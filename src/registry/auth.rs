@@ -1,4 +1,6 @@
-//! The distribution auth flows: Basic, and Bearer tokens from a `WWW-Authenticate` realm.
+//! The distribution auth flows: Basic, and Bearer tokens from a `WWW-Authenticate` realm:
+//! asked with Basic credentials (`GET`), anonymously (`GET` without `Authorization`), or with
+//! an identity token (`POST`, an OAuth2 `refresh_token` grant, as docker does).
 
 use std::collections::HashMap;
 
@@ -136,29 +138,49 @@ impl Client {
         };
         match challenge {
             None => Ok(req),
-            Some(Challenge::Basic) => Ok(match &self.inner.credentials {
-                Some(c) => req.header(header::AUTHORIZATION, basic_header(c)),
-                None => req,
-            }),
+            Some(Challenge::Basic) => match &self.inner.credentials {
+                // A refresh token is for a token server only: never sent as a password.
+                Some(c) if c.is_identity_token() => Err(RegistryError::Auth {
+                    registry: self.registry().to_string(),
+                    repository: repo.to_string(),
+                    status: 401,
+                    message: "the registry asks for a username and password (Basic), and the login for it is an identity token (OAuth2), which only a token server takes".into(),
+                }),
+                Some(c) => Ok(req.header(header::AUTHORIZATION, basic_header(c))),
+                None => Ok(req),
+            },
             Some(Challenge::Bearer { realm, service }) => {
                 let token = match cached {
                     Some(t) => t,
-                    None => {
-                        let t = self
-                            .fetch_token(&realm, service.as_deref(), scopes, repo)
-                            .await?;
-                        self.inner
-                            .auth
-                            .lock()
-                            .expect("auth lock")
-                            .tokens
-                            .insert(scopes.join(" "), t.clone());
-                        t
-                    }
+                    None => self.token_for(&realm, service.as_deref(), scopes, repo).await?,
                 };
                 Ok(req.bearer_auth(token))
             }
         }
+    }
+
+    /// The token for `scopes`, fetched once however many tasks ask at the same time (they
+    /// wait for the first one's answer, then read it from the cache).
+    async fn token_for(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+        repo: &str,
+    ) -> Result<String, RegistryError> {
+        let key = scopes.join(" ");
+        let _gate = self.inner.token_gate.lock().await;
+        if let Some(t) = self.inner.auth.lock().expect("auth lock").tokens.get(&key) {
+            return Ok(t.clone());
+        }
+        let t = self.fetch_token(realm, service, scopes, repo).await?;
+        self.inner
+            .auth
+            .lock()
+            .expect("auth lock")
+            .tokens
+            .insert(key, t.clone());
+        Ok(t)
     }
 
     async fn fetch_token(
@@ -168,22 +190,59 @@ impl Client {
         scopes: &[String],
         repo: &str,
     ) -> Result<String, RegistryError> {
-        let mut query: Vec<(&str, &str)> = Vec::new();
-        if let Some(s) = service {
-            query.push(("service", s));
-        }
-        for s in scopes {
-            query.push(("scope", s));
-        }
-        let mut req = self.inner.http.get(realm).query(&query);
-        if let Some(c) = &self.inner.credentials {
-            req = req.header(header::AUTHORIZATION, basic_header(c));
-        }
+        let creds = self.inner.credentials.as_ref();
+        let (req, asked) = match creds {
+            Some(c) if c.is_identity_token() => {
+                // docker/distribution's token spec, "OAuth2 token": the scopes in one field,
+                // space-separated.
+                let scope = scopes.join(" ");
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", c.password.as_str()),
+                    ("client_id", CLIENT_ID),
+                ];
+                if let Some(s) = service {
+                    form.push(("service", s));
+                }
+                if !scopes.is_empty() {
+                    form.push(("scope", &scope));
+                }
+                (
+                    self.inner.http.post(realm).form(&form),
+                    "the identity token (OAuth2 refresh_token grant)",
+                )
+            }
+            _ => {
+                let mut query: Vec<(&str, &str)> = Vec::new();
+                if let Some(s) = service {
+                    query.push(("service", s));
+                }
+                for s in scopes {
+                    query.push(("scope", s));
+                }
+                let req = self.inner.http.get(realm).query(&query);
+                match creds {
+                    Some(c) => (
+                        req.header(header::AUTHORIZATION, basic_header(c)),
+                        "the credentials",
+                    ),
+                    None => (req, "an anonymous token request (no credentials were given)"),
+                }
+            }
+        };
         let resp = req.send().await.map_err(|e| {
             let reason = format!("token server: {}", describe(&e));
             self.network_error(realm_without_query(realm), reason, &e)
         })?;
         let status = resp.status();
+        // The server's own words, minus any secret it might echo back.
+        let message = |body: &str| {
+            let m = body_message(body);
+            match creds {
+                Some(c) if !c.password.is_empty() => m.replace(&c.password, "<redacted>"),
+                _ => m,
+            }
+        };
         if is_transient_status(status.as_u16()) {
             let body = resp.text().await.unwrap_or_default();
             return Err(RegistryError::Status {
@@ -191,7 +250,7 @@ impl Client {
                 repository: repo.to_string(),
                 action: format!("a token request to {}", realm_without_query(realm)),
                 status: status.as_u16(),
-                message: body_message(&body),
+                message: message(&body),
                 attempts: 1,
             });
         }
@@ -202,22 +261,31 @@ impl Client {
                 repository: repo.to_string(),
                 status: status.as_u16(),
                 message: format!(
-                    "the token server at {} refused: {}",
+                    "the token server at {} refused {asked}: {}",
                     realm_without_query(realm),
-                    body_message(&body)
+                    message(&body)
                 ),
             });
         }
         let tr: TokenResponse = resp.json().await.map_err(|e| RegistryError::Protocol {
             registry: self.registry().to_string(),
-            message: format!("token server answered something that is not a token: {e}"),
+            message: format!(
+                "token server at {} answered something that is not a token: {e}",
+                realm_without_query(realm)
+            ),
         })?;
         tr.into_token().ok_or_else(|| RegistryError::Protocol {
             registry: self.registry().to_string(),
-            message: "token server answered without a token".into(),
+            message: format!(
+                "token server at {} answered without a token",
+                realm_without_query(realm)
+            ),
         })
     }
 }
+
+/// The `client_id` of an OAuth2 grant: who is asking (docker sends `docker`).
+const CLIENT_ID: &str = "airgap";
 
 fn realm_without_query(realm: &str) -> String {
     realm.split('?').next().unwrap_or(realm).to_string()

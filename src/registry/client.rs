@@ -30,6 +30,9 @@ pub(super) struct Inner {
     pub(super) credentials: Option<Credentials>,
     pub(super) retries: u32,
     pub(super) auth: Mutex<AuthState>,
+    /// Held while a token is fetched, so tasks asking for the same scopes at once make one
+    /// token request (see `auth::token_for`).
+    pub(super) token_gate: tokio::sync::Mutex<()>,
     /// The registry answered a mount request from a repository into itself with an error
     /// other than a transient one: `upload_unless_present` asks plainly from then on.
     pub(super) no_probe: AtomicBool,
@@ -103,6 +106,7 @@ impl Client {
                 credentials,
                 retries: opts.retries,
                 auth: Mutex::new(AuthState::default()),
+                token_gate: tokio::sync::Mutex::new(()),
                 no_probe: AtomicBool::new(false),
                 head_404: AtomicU8::new(HEAD_UNKNOWN),
                 chunked: AtomicBool::new(false),

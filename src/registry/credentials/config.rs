@@ -97,7 +97,7 @@ impl<'e> Lookup<'e> {
                 })
                 .max_by_key(|(len, _, _)| *len);
             if let Some((_, k, v)) = scoped {
-                if let Some(c) = inline(path, k, v, host)? {
+                if let Some(c) = inline(path, k, v)? {
                     return Ok(Some(c));
                 }
             }
@@ -172,7 +172,7 @@ impl<'e> Lookup<'e> {
                         HelperResult::Missing => {
                             if host_entries
                                 .iter()
-                                .any(|(k, v)| matches!(inline(path, k, v, host), Ok(Some(_))))
+                                .any(|(k, v)| matches!(inline(path, k, v), Ok(Some(_))))
                             {
                                 break;
                             }
@@ -190,7 +190,7 @@ impl<'e> Lookup<'e> {
 
         // 4. Inline entries.
         for (k, v) in host_entries {
-            if let Some(c) = inline(path, k, v, host)? {
+            if let Some(c) = inline(path, k, v)? {
                 return Ok(Some(c));
             }
         }
@@ -206,13 +206,13 @@ pub(super) fn entry_err(path: &Path, key: &str, message: &str) -> DockerConfigEr
     }
 }
 
-/// An inline `auths` entry: `auth` (base64 `user:password`) or `username` + `password`.
+/// An inline `auths` entry: `identitytoken`, else `auth` (base64 `user:password`), else
+/// `username` + `password`.
 /// `{}` (what `docker login` leaves when a store holds the secret) is `None`.
 pub(super) fn inline(
     path: &Path,
     key: &str,
     value: &Value,
-    host: &str,
 ) -> Result<Option<Credentials>, DockerConfigError> {
     let what = format!("auths.{key}");
     let Value::Object(entry) = value else {
@@ -225,6 +225,12 @@ pub(super) fn inline(
             Some(_) => Err(entry_err(path, &format!("{what}.{k}"), "expected a string")),
         }
     };
+    // docker sends the identity token whenever an entry has one (`docker login` leaves the
+    // password empty beside it).
+    let identity = text("identitytoken")?;
+    if !identity.is_empty() {
+        return Ok(Some(Credentials::identity_token(identity)));
+    }
     let auth = text("auth")?;
     if !auth.is_empty() {
         let engine = base64::engine::general_purpose::GeneralPurpose::new(
@@ -257,12 +263,6 @@ pub(super) fn inline(
     let (user, pass) = (text("username")?, text("password")?);
     if !user.is_empty() && !pass.is_empty() {
         return Ok(Some(Credentials::new(user, pass)));
-    }
-    if !text("identitytoken")?.is_empty() {
-        return Err(DockerConfigError::IdentityToken {
-            path: path.to_path_buf(),
-            host: host.to_string(),
-        });
     }
     Ok(None)
 }

@@ -82,15 +82,11 @@ impl Lookup<'_> {
                 .to_string()
         };
         let (user, secret) = (field("Username"), field("Secret"));
-        if user == "<token>" {
-            return Err(DockerConfigError::IdentityToken {
-                path: path.to_path_buf(),
-                host: host.to_string(),
-            });
-        }
         if secret.is_empty() {
             return Ok(HelperResult::NotFound);
         }
+        // Username `<token>`: the secret is an identity token, which is what
+        // `Credentials::identity_token` holds, the same way.
         Ok(HelperResult::Found(Credentials::new(user, secret)))
     }
 }

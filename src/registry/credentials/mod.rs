@@ -8,7 +8,8 @@
 //! 3. `$XDG_RUNTIME_DIR/containers/auth.json` (podman's default when `REGISTRY_AUTH_FILE` is unset).
 //!
 //! Inside a file, as docker does: `credHelpers[host]`, else `credsStore`, else the inline
-//! `auths` entry (`auth` = base64 `user:password`, or `username` / `password`). Podman's
+//! `auths` entry (`identitytoken`, else `auth` = base64 `user:password`, else `username` /
+//! `password`). Podman's
 //! repository-scoped keys (`quay.io/myorg`) apply to the repositories below them and win over
 //! the others when the lookup names a repository. Keys match with or without an `http(s)://`
 //! scheme and a trailing `/v1/` or `/v2/`; Docker Hub is `https://index.docker.io/v1/` (also
@@ -29,11 +30,18 @@ use config::{normalise_host, Lookup};
 
 /// A username and password (or token). The password never appears in `Debug` output, so a
 /// stray `{:?}` in an error or log cannot leak it.
+///
+/// An identity token (an OAuth2 refresh token: `identitytoken` in `config.json`) is kept as
+/// docker's credential helpers hand it over: username [`IDENTITY_TOKEN_USER`], the token as
+/// the password. It is only ever sent to a token server, in a `refresh_token` grant.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
 }
+
+/// The username docker's credential helpers answer for an identity token.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
 
 impl Credentials {
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
@@ -41,6 +49,15 @@ impl Credentials {
             username: username.into(),
             password: password.into(),
         }
+    }
+
+    /// An identity token (OAuth2 refresh token).
+    pub fn identity_token(token: impl Into<String>) -> Self {
+        Credentials::new(IDENTITY_TOKEN_USER, token)
+    }
+
+    pub fn is_identity_token(&self) -> bool {
+        self.username == IDENTITY_TOKEN_USER
     }
 }
 
@@ -94,22 +111,12 @@ pub enum DockerConfigError {
         host: String,
         message: String,
     },
-    #[error(
-        "credentials file {}: the login for {host} is an identity token (OAuth), which airgap cannot use",
-        path.display()
-    )]
-    IdentityToken { path: PathBuf, host: String },
 }
 
 impl DockerConfigError {
     /// What the user can do about it, when there is something to say.
     pub fn hint(&self) -> Option<String> {
-        match self {
-            DockerConfigError::IdentityToken { .. } => Some(
-                "give the source an `auth:` with a username and password or access token in the spec".into(),
-            ),
-            _ => None,
-        }
+        None
     }
 }
 
