@@ -226,7 +226,10 @@ impl Client {
                         req.header(header::AUTHORIZATION, basic_header(c)),
                         "the credentials",
                     ),
-                    None => (req, "an anonymous token request (no credentials were given)"),
+                    None => (
+                        req,
+                        "an anonymous token request (no credentials were given)",
+                    ),
                 }
             }
         };

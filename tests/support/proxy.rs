@@ -88,7 +88,17 @@ pub enum Fault {
         content_type: String,
         body: Arc<Vec<u8>>,
     },
-    /// For each request, the first of these `Canned`/`CannedFirst` faults that applies.
+    /// Like [`Fault::Canned`], for requests whose path (query included) is exactly `path`:
+    /// `/v2/`, the API root, which every other path starts with.
+    CannedAt {
+        method: Option<String>,
+        path: String,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Arc<Vec<u8>>,
+    },
+    /// For each request, the first of these `Canned`/`CannedFirst`/`CannedAt` faults that
+    /// applies.
     Each(Vec<Fault>),
     /// Answer a request with `method` (any method when `None`), a path containing
     /// `path_contains` and a `Content-Length` above `above` at once, before reading its body
@@ -607,8 +617,24 @@ fn canned_for(f: &Fault, head: &Head, state: &State) -> Option<Fault> {
                 body: body.clone(),
             })
         }
-        Fault::Canned { .. } | Fault::CannedFirst { .. } => None,
-        Fault::Each(_) => panic!("Fault::Each holds Canned and CannedFirst faults only"),
+        Fault::CannedAt {
+            method,
+            path,
+            status,
+            headers,
+            body,
+        } if matches(method.as_deref(), path) && head.path == *path => Some(Fault::Canned {
+            method: method.clone(),
+            path_contains: path.clone(),
+            status: *status,
+            content_type: "application/json".into(),
+            headers: headers.clone(),
+            body: body.clone(),
+        }),
+        Fault::Canned { .. } | Fault::CannedFirst { .. } | Fault::CannedAt { .. } => None,
+        Fault::Each(_) => {
+            panic!("Fault::Each holds Canned, CannedFirst and CannedAt faults only")
+        }
         _ => None,
     }
 }

@@ -1,0 +1,565 @@
+//! Auth variants real registries use (issue #13), against distribution with `auth: token:`
+//! and the harness's token server (tests/support/token): docker `identitytoken` entries and
+//! credential helpers answering `<token>`, exchanged in OAuth2 `refresh_token` grants; one
+//! token for a cross-repository mount (pull on the source, push on the target); anonymous
+//! pull tokens; and a registry that answers 401 at `/v2/` yet serves pulls anonymously
+//! (emulated by the fault proxy in front of distribution). skopeo judges what landed.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use support::proxy::{Fault, FaultProxy};
+use support::token::{
+    skopeo_digest_with_creds, Grant, TokenRegistry, TokenRequest, TokenServer, User,
+};
+use support::*;
+
+fn show(what: &str, out: &std::process::Output) {
+    eprintln!("---- {what}: {} ----\n{}", out.status, text_of(out));
+}
+
+const SRC_USER: &str = "vendor-reader";
+const SRC_PASS: &str = "src-Id3ntity-Pa55word";
+const SRC_REFRESH: &str = "src-refresh-9f2c71d0a4";
+const TGT_USER: &str = "site-pusher";
+const TGT_PASS: &str = "tgt-Id3ntity-Pa55word";
+const TGT_REFRESH: &str = "tgt-refresh-5be80c33e1";
+const WRONG_REFRESH: &str = "wrong-refresh-00d1e7a9";
+
+fn users() -> Vec<User> {
+    vec![
+        User::new(SRC_USER, SRC_PASS, Grant::All).with_refresh_token(SRC_REFRESH),
+        User::new(TGT_USER, TGT_PASS, Grant::All).with_refresh_token(TGT_REFRESH),
+    ]
+}
+
+/// Every password, refresh token and issued token: none may appear in outputs or files.
+fn secrets(tokens: &TokenServer) -> Vec<String> {
+    let mut v: Vec<String> = [SRC_REFRESH, TGT_REFRESH, WRONG_REFRESH]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend(secret_forms(SRC_USER, SRC_PASS));
+    v.extend(secret_forms(TGT_USER, TGT_PASS));
+    for t in tokens.issued_tokens() {
+        v.push(t.rsplit('.').next().unwrap().to_string());
+        v.push(t);
+    }
+    v
+}
+
+/// A plain registry seeded by `seed`, then served over the same storage with token auth.
+fn token_source(tokens: &TokenServer, seed: impl FnOnce(&Fixtures)) -> (Registry, TokenRegistry) {
+    let plain = Registry::start(RegistryOpts::plain());
+    seed(&Fixtures::new(&plain));
+    plain.stop();
+    let reg = TokenRegistry::start(&plain.storage_dir(), tokens);
+    (plain, reg)
+}
+
+/// `DIR/config.json` with `auths` entries holding identity tokens, as `docker login` writes
+/// them (`auth` of `user:` beside the token), and `credHelpers` answering `<token>` through
+/// `DIR/bin/docker-credential-NAME`. Returns the `DOCKER_CONFIG` and `PATH` to run with.
+fn docker_config(
+    dir: &Path,
+    inline: &[(&str, &str, &str)],
+    helpers: &[(&str, &str, &str)],
+) -> Vec<(String, String)> {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut auths = serde_json::Map::new();
+    for (host, user, token) in inline {
+        auths.insert(
+            host.to_string(),
+            serde_json::json!({"auth": b64.encode(format!("{user}:")), "identitytoken": token}),
+        );
+    }
+    let mut cred_helpers = serde_json::Map::new();
+    for (host, name, token) in helpers {
+        use std::os::unix::fs::PermissionsExt;
+        let p = bin.join(format!("docker-credential-{name}"));
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\ncat >/dev/null\nprintf '{{\"ServerURL\":\"{host}\",\"Username\":\"<token>\",\"Secret\":\"{token}\"}}'\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        cred_helpers.insert(host.to_string(), serde_json::json!(name));
+    }
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::json!({"auths": auths, "credHelpers": cred_helpers}).to_string(),
+    )
+    .unwrap();
+    vec![
+        ("DOCKER_CONFIG".into(), dir.display().to_string()),
+        (
+            "PATH".into(),
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        ),
+    ]
+}
+
+fn env_of(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(k, x)| (k.as_str(), x.as_str())).collect()
+}
+
+fn is_oauth(r: &TokenRequest) -> bool {
+    r.method == "POST"
+        && r.grant_type.as_deref() == Some("refresh_token")
+        && r.client_id.as_deref() == Some("airgap")
+        && !r.authorization
+}
+
+#[test]
+fn identity_tokens_from_docker_config_and_helpers_pack_and_load_through_refresh_grants() {
+    let tokens = TokenServer::start(users());
+    let mut app = None;
+    let (_seed, src) = token_source(&tokens, |fx| {
+        app = Some(fx.image("vendor/app", Some("1"), &ImageOpts::oci(301)));
+    });
+    let app = app.unwrap();
+    let (tgt_storage, tgt) = token_source(&tokens, |_| {});
+    let (sh, th) = (src.host(), tgt.host());
+    let dir = tempdir();
+    let cfg = tempdir(); // holds the refresh tokens: not among the files checked for secrets
+    let env = docker_config(
+        cfg.path(),
+        &[(&sh, SRC_USER, SRC_REFRESH)],
+        &[(&th, "airgaptest", TGT_REFRESH)],
+    );
+    let spec = Spec::new().image(&app.reference(&sh)).write(dir.path());
+    let bundle = dir.path().join("bundle.tar.zst");
+    let pack = airgap(
+        args![
+            "pack",
+            &spec,
+            "-o",
+            &bundle,
+            "--mirror",
+            format!("{sh}={}", src.url())
+        ],
+        &env_of(&env),
+    );
+    show("pack", &pack);
+    assert_success(&pack);
+    assert_eq!(
+        Bundle::open(&bundle).ref_digest(&app.reference(&sh)),
+        app.digest
+    );
+    let reqs = tokens.requests();
+    assert!(!reqs.is_empty() && reqs.iter().all(is_oauth), "{reqs:#?}");
+    assert!(
+        reqs.iter().any(|r| r.status == 200
+            && r.user.as_deref() == Some(SRC_USER)
+            && r.granted.iter().any(|g| g == "repository:vendor/app:pull")),
+        "{reqs:#?}"
+    );
+    let packed = reqs.len();
+
+    let map = dir.path().join("map.json");
+    let load = airgap(
+        args![
+            "load",
+            &bundle,
+            "--registry",
+            &th,
+            "--plain-http",
+            "--image-map",
+            &map
+        ],
+        &env_of(&env),
+    );
+    show("load", &load);
+    assert_success(&load);
+    let reqs = &tokens.requests()[packed..];
+    assert!(!reqs.is_empty() && reqs.iter().all(is_oauth), "{reqs:#?}");
+    assert!(
+        reqs.iter().any(|r| r.status == 200
+            && r.user.as_deref() == Some(TGT_USER)
+            && r.granted
+                .iter()
+                .any(|g| g == "repository:vendor/app:pull,push")),
+        "the helper's <token> never reached the token server: {reqs:#?}"
+    );
+    let got = skopeo_digest_with_creds(&app.reference(&th), TGT_USER, TGT_PASS)
+        .unwrap_or_else(|e| panic!("skopeo: {e}"));
+    assert_eq!(got, app.digest);
+    tgt.stop();
+    tgt_storage.restart();
+    for b in &app.blobs {
+        assert!(
+            tgt_storage.client().blob_exists(&app.repo, &b.digest),
+            "blob {} missing",
+            b.digest
+        );
+    }
+    grep_secrets(&[dir.path()], &[&pack, &load], &secrets(&tokens));
+}
+
+#[test]
+fn a_refused_refresh_token_names_registry_realm_status_and_message_and_leaves_nothing() {
+    let tokens = TokenServer::start(users());
+    let mut app = None;
+    let (_seed, src) = token_source(&tokens, |fx| {
+        app = Some(fx.image("vendor/app", Some("1"), &ImageOpts::oci(303)));
+    });
+    let app = app.unwrap();
+    let (tgt_storage, tgt) = token_source(&tokens, |_| {});
+    let (sh, th) = (src.host(), tgt.host());
+    let dir = tempdir();
+    let (good_cfg, bad_cfg) = (tempdir(), tempdir());
+    let good = docker_config(good_cfg.path(), &[(&sh, SRC_USER, SRC_REFRESH)], &[]);
+    let bad = docker_config(
+        bad_cfg.path(),
+        &[
+            (&sh, SRC_USER, WRONG_REFRESH),
+            (&th, TGT_USER, WRONG_REFRESH),
+        ],
+        &[],
+    );
+    let spec = Spec::new().image(&app.reference(&sh)).write(dir.path());
+    let pack = |out: &Path, env: &[(String, String)]| {
+        airgap(
+            args![
+                "pack",
+                &spec,
+                "-o",
+                out,
+                "--mirror",
+                format!("{sh}={}", src.url())
+            ],
+            &env_of(env),
+        )
+    };
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let refused = pack(&out_dir.join("bundle.tar.zst"), &bad);
+    show("refused pack", &refused);
+    let realm = tokens.realm();
+    assert_failure_contains(
+        &refused,
+        &[
+            &sh,
+            &realm,
+            "400",
+            "identity token",
+            "invalid_grant",
+            "refresh token is unknown or expired",
+        ],
+    );
+    assert_eq!(dir_names(&out_dir), Vec::<String>::new());
+    assert!(
+        tokens
+            .requests()
+            .iter()
+            .any(|r| is_oauth(r) && r.status == 400),
+        "{:#?}",
+        tokens.requests()
+    );
+
+    // A good bundle, loaded with a refused refresh token: nothing is pushed.
+    let bundle = dir.path().join("good.tar.zst");
+    let ok = pack(&bundle, &good);
+    assert_success(&ok);
+    let map = dir.path().join("map.json");
+    let load = airgap(
+        args![
+            "load",
+            &bundle,
+            "--registry",
+            &th,
+            "--plain-http",
+            "--image-map",
+            &map
+        ],
+        &env_of(&bad),
+    );
+    show("refused load", &load);
+    assert_failure_contains(&load, &[&th, &realm, "400", "invalid_grant"]);
+    assert_no_file(&map);
+    tgt.stop();
+    tgt_storage.restart();
+    assert!(
+        tgt_storage.client().catalog().is_empty(),
+        "{:?}",
+        tgt_storage.client().catalog()
+    );
+    grep_secrets(&[dir.path()], &[&refused, &ok, &load], &secrets(&tokens));
+}
+
+#[test]
+fn a_cross_repository_mount_asks_one_token_for_pull_on_the_source_and_push_on_the_target() {
+    let tokens = TokenServer::start(users());
+    let src = Registry::start(RegistryOpts::plain());
+    let base = TarLayer::new(0xA07, 3 << 20);
+    let fx = Fixtures::new(&src);
+    let one = fx.image(
+        "vendor/one",
+        Some("1"),
+        &ImageOpts::oci(305).base(base.clone()),
+    );
+    let two = fx.image(
+        "vendor/two",
+        Some("1"),
+        &ImageOpts::oci(306).base(base.clone()),
+    );
+    let dir = tempdir();
+    let spec = Spec::new()
+        .image(&one.reference(&src.host()))
+        .image(&two.reference(&src.host()))
+        .write(dir.path());
+    let bundle = dir.path().join("bundle.tar.zst");
+    pack_ok(&spec, &bundle, src.source_flags());
+
+    let (tgt_storage, tgt) = token_source(&tokens, |_| {});
+    let proxy = FaultProxy::start(&tgt.host(), Fault::None);
+    let load = airgap_stdin(
+        args![
+            "load",
+            &bundle,
+            "--registry",
+            proxy.host(),
+            "--plain-http",
+            "--username",
+            TGT_USER,
+            "--password-stdin"
+        ],
+        &[],
+        &format!("{TGT_PASS}\n"),
+    );
+    show("load", &load);
+    assert_success(&load);
+
+    // The shared layer went up once and was mounted into the other repository...
+    let layer = base.digest();
+    let mounts: Vec<String> = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "POST" && s.path.contains(&layer.replace(':', "%3A")))
+        .map(|s| s.path.clone())
+        .collect();
+    // The mount into the repository uploaded second (a mount of the blob from the same
+    // repository is the request that opens an upload).
+    let cross: Vec<&String> = mounts
+        .iter()
+        .filter(|p| {
+            (p.contains("/v2/vendor/two/") && p.contains("from=vendor%2Fone"))
+                || (p.contains("/v2/vendor/one/") && p.contains("from=vendor%2Ftwo"))
+        })
+        .collect();
+    assert_eq!(cross.len(), 1, "{}", proxy.describe());
+    let (into, from) = if cross[0].contains("from=vendor%2Fone") {
+        ("vendor/two", "vendor/one")
+    } else {
+        ("vendor/one", "vendor/two")
+    };
+    let sent = proxy.body_bytes("PUT") + proxy.body_bytes("PATCH") + proxy.body_bytes("POST");
+    assert!(
+        sent >= base.len() && sent < base.len() + (1 << 20),
+        "{sent} bytes uploaded for a {}-byte shared layer: sent twice?\n{}",
+        base.len(),
+        proxy.describe()
+    );
+    // ...with one token carrying both scopes, asked once.
+    let pull = format!("repository:{from}:pull");
+    let push = format!("repository:{into}:pull,push");
+    let both: Vec<TokenRequest> = tokens
+        .requests()
+        .into_iter()
+        .filter(|r| r.scopes.contains(&pull) && r.scopes.contains(&push))
+        .collect();
+    assert_eq!(both.len(), 1, "{:#?}", tokens.requests());
+    assert_eq!(both[0].status, 200);
+    assert!(both[0].granted.contains(&pull) && both[0].granted.contains(&push));
+
+    for img in [&one, &two] {
+        let got = skopeo_digest_with_creds(&img.reference(&tgt.host()), TGT_USER, TGT_PASS)
+            .unwrap_or_else(|e| panic!("skopeo: {e}"));
+        assert_eq!(got, img.digest);
+    }
+    tgt.stop();
+    tgt_storage.restart();
+    for repo in ["vendor/one", "vendor/two"] {
+        assert!(tgt_storage.client().blob_exists(repo, &layer), "{repo}");
+    }
+}
+
+fn anonymous_pack(
+    tokens: &TokenServer,
+    seed: u64,
+) -> (
+    std::process::Output,
+    Image,
+    PathBuf,
+    String,
+    tempfile::TempDir,
+) {
+    let mut app = None;
+    let (_seed, src) = token_source(tokens, |fx| {
+        app = Some(fx.image("public/app", Some("1"), &ImageOpts::oci(seed)));
+    });
+    let app = app.unwrap();
+    let sh = src.host();
+    let dir = tempdir();
+    let spec = Spec::new().image(&app.reference(&sh)).write(dir.path());
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let bundle = out_dir.join("bundle.tar.zst");
+    let out = airgap(
+        args![
+            "pack",
+            &spec,
+            "-o",
+            &bundle,
+            "--mirror",
+            format!("{sh}={}", src.url())
+        ],
+        &[],
+    );
+    show("pack", &out);
+    (out, app, bundle, sh, dir)
+}
+
+#[test]
+fn anonymous_pull_tokens_let_pack_run_without_credentials() {
+    let tokens = TokenServer::start_with(users(), Some(Grant::PullOnly));
+    let (out, app, bundle, sh, _dir) = anonymous_pack(&tokens, 307);
+    assert_success(&out);
+    assert_eq!(
+        Bundle::open(&bundle).ref_digest(&app.reference(&sh)),
+        app.digest
+    );
+    let reqs = tokens.requests();
+    assert!(
+        !reqs.is_empty()
+            && reqs.iter().all(|r| r.method == "GET"
+                && !r.authorization
+                && r.user.is_none()
+                && r.status == 200),
+        "{reqs:#?}"
+    );
+    assert!(reqs
+        .iter()
+        .any(|r| r.granted.iter().any(|g| g == "repository:public/app:pull")));
+}
+
+#[test]
+fn a_token_server_refusing_anonymous_tokens_says_so_and_leaves_no_bundle() {
+    let tokens = TokenServer::start(users());
+    let (out, _app, bundle, sh, _dir) = anonymous_pack(&tokens, 309);
+    assert_failure_contains(
+        &out,
+        &[
+            &sh,
+            &tokens.realm(),
+            "401",
+            "anonymous",
+            "no anonymous access",
+        ],
+    );
+    assert_eq!(dir_names(bundle.parent().unwrap()), Vec::<String>::new());
+    assert!(tokens
+        .requests()
+        .iter()
+        .all(|r| !r.authorization && r.status == 401));
+}
+
+/// distribution without auth, behind a proxy answering `401` with a challenge at `/v2/`
+/// only (as registries allowing anonymous pulls do to a client that checks the API root),
+/// and `401` to `vendor/private` (a private project).
+#[test]
+fn a_registry_answering_401_at_the_api_root_still_serves_anonymous_pulls() {
+    let reg = Registry::start(RegistryOpts::plain());
+    let fx = Fixtures::new(&reg);
+    let public = fx.image("vendor/app", Some("1"), &ImageOpts::oci(311));
+    let private = fx.image("vendor/private", Some("1"), &ImageOpts::oci(312));
+    let challenge = vec![(
+        "WWW-Authenticate".to_string(),
+        "Basic realm=\"airgap-test-private\"".to_string(),
+    )];
+    let unauthorized = Arc::new(
+        br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#.to_vec(),
+    );
+    let proxy = FaultProxy::start(
+        &reg.host(),
+        Fault::Each(vec![
+            Fault::CannedAt {
+                method: None,
+                path: "/v2/".into(),
+                status: 401,
+                headers: challenge.clone(),
+                body: unauthorized.clone(),
+            },
+            Fault::Canned {
+                method: None,
+                path_contains: "/v2/vendor/private/".into(),
+                status: 401,
+                content_type: "application/json".into(),
+                headers: challenge,
+                body: unauthorized,
+            },
+        ]),
+    );
+    let ph = proxy.host();
+    // The emulation itself: the root refuses, the public manifest is served anonymously.
+    let http = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
+    assert_eq!(
+        http.get(format!("{}/v2/", proxy.url()))
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
+    let m = format!("{}/v2/vendor/app/manifests/1", proxy.url());
+    let accept = "application/vnd.oci.image.manifest.v1+json";
+    assert_eq!(
+        http.get(m)
+            .header("Accept", accept)
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let dir = tempdir();
+    let pack = |img: &Image, out: &Path| {
+        let spec = Spec::new().image(&img.reference(&ph)).write(dir.path());
+        airgap(
+            args![
+                "pack",
+                &spec,
+                "-o",
+                out,
+                "--mirror",
+                format!("{ph}={}", proxy.url())
+            ],
+            &[],
+        )
+    };
+    let bundle = dir.path().join("public.tar.zst");
+    let ok = pack(&public, &bundle);
+    show("public", &ok);
+    assert_success(&ok);
+    assert_eq!(
+        Bundle::open(&bundle).ref_digest(&public.reference(&ph)),
+        public.digest
+    );
+
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let refused = pack(&private, &out_dir.join("private.tar.zst"));
+    show("private", &refused);
+    assert_failure_contains(
+        &refused,
+        &[&ph, "vendor/private", "401", "authentication required"],
+    );
+    assert_eq!(dir_names(&out_dir), Vec::<String>::new());
+}
