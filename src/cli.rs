@@ -289,7 +289,7 @@ pub struct LoadArgs {
     #[arg(long)]
     pub plain_http: bool,
     /// User name for the target registry (with --password-stdin); default: docker
-    /// config.json credentials, else anonymous
+    /// config.json credentials (identity tokens included), else anonymous
     #[arg(long, short = 'u', requires = "password_stdin")]
     pub username: Option<String>,
     /// Read the target registry password from standard input

@@ -273,6 +273,18 @@ pub(crate) fn body_message(body: &str) -> String {
             return parts.join("; ");
         }
     }
+    // An OAuth2 error (RFC 6749 5.2), as token servers answer a refused grant.
+    #[derive(serde::Deserialize)]
+    struct OAuth {
+        error: String,
+        #[serde(default)]
+        error_description: String,
+    }
+    if let Ok(e) = serde_json::from_str::<OAuth>(body) {
+        return format!("{} {}", e.error, e.error_description)
+            .trim()
+            .to_string();
+    }
     let trimmed = body.trim();
     if trimmed.is_empty() {
         return "no details".to_string();
@@ -337,6 +349,19 @@ mod tests {
 
     const A: &str = "sha256:fa5c69c06d0b7a22d7a2bc763fa454c189f06521744a551657113271788b2eba";
     const B: &str = "sha256:63f545fd62955f0fe0a34365e2cd64fb172e30693b1fb5ba6a01de5ea11c9059";
+
+    #[test]
+    fn oauth_errors_read_as_code_and_description() {
+        let body = r#"{"error":"invalid_grant","error_description":"refresh token expired"}"#;
+        assert_eq!(body_message(body), "invalid_grant refresh token expired");
+        assert_eq!(
+            body_message(r#"{"error":"invalid_client"}"#),
+            "invalid_client"
+        );
+        // OCI errors keep their own reading.
+        let oci = r#"{"errors":[{"code":"UNAUTHORIZED","message":"no"}]}"#;
+        assert_eq!(body_message(oci), "UNAUTHORIZED no");
+    }
 
     #[test]
     fn unknown_blobs_from_error_bodies() {
