@@ -132,7 +132,23 @@ fn identity_tokens_from_docker_config_and_helpers_pack_and_load_through_refresh_
         &[(&sh, SRC_USER, SRC_REFRESH)],
         &[(&th, "airgaptest", TGT_REFRESH)],
     );
-    let spec = Spec::new().image(&app.reference(&sh)).write(dir.path());
+    // A manifest, so that load can be asked for a pull secret (which a token cannot fill).
+    write_file(
+        &dir.path().join("k8s"),
+        "app.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\nspec:\n  containers:\n  - name: app\n    image: {}\n",
+            app.reference(&sh)
+        ),
+    );
+    let spec = write_file(
+        dir.path(),
+        "airgap.yaml",
+        &format!(
+            "{}manifests: [k8s/]\n",
+            Spec::new().image(&app.reference(&sh)).to_yaml()
+        ),
+    );
     let bundle = dir.path().join("bundle.tar.zst");
     let pack = airgap(
         args![
@@ -162,6 +178,7 @@ fn identity_tokens_from_docker_config_and_helpers_pack_and_load_through_refresh_
     let packed = reqs.len();
 
     let map = dir.path().join("map.json");
+    let out_dir = dir.path().join("out");
     let load = airgap(
         args![
             "load",
@@ -170,12 +187,24 @@ fn identity_tokens_from_docker_config_and_helpers_pack_and_load_through_refresh_
             &th,
             "--plain-http",
             "--image-map",
-            &map
+            &map,
+            "--manifests-out",
+            &out_dir,
+            "--pull-secret",
+            "regcred"
         ],
         &env_of(&env),
     );
     show("load", &load);
     assert_success(&load);
+    assert!(
+        stderr_of(&load).contains("identity token") && stderr_of(&load).contains("none written"),
+        "{}",
+        stderr_of(&load)
+    );
+    assert_no_file(&out_dir.join("regcred-pull-secret.yaml"));
+    let rewritten = std::fs::read_to_string(out_dir.join("k8s/app.yaml")).unwrap();
+    assert!(rewritten.contains(&app.reference(&th)), "{rewritten}");
     let reqs = &tokens.requests()[packed..];
     assert!(!reqs.is_empty() && reqs.iter().all(is_oauth), "{reqs:#?}");
     assert!(
