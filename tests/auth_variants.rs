@@ -1,19 +1,17 @@
 //! Auth variants real registries use (issue #13), against distribution with `auth: token:`
 //! and the harness's token server (tests/support/token): docker `identitytoken` entries and
-//! credential helpers answering `<token>`, exchanged in OAuth2 `refresh_token` grants; one
-//! token for a cross-repository mount (pull on the source, push on the target); anonymous
-//! pull tokens; and a registry that answers 401 at `/v2/` yet serves pulls anonymously
-//! (emulated by the fault proxy in front of distribution). skopeo judges what landed.
+//! credential helpers answering `<token>`, exchanged in OAuth2 `refresh_token` grants; and
+//! one token for a cross-repository mount (pull on the source, push on the target).
+//! Anonymous pulls are in tests/anonymous_pulls.rs. skopeo judges what landed.
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use base64::Engine as _;
 use support::proxy::{Fault, FaultProxy};
 use support::token::{
-    skopeo_digest_with_creds, Grant, TokenRegistry, TokenRequest, TokenServer, User,
+    seeded_token_registry, skopeo_digest_with_creds, Grant, TokenRequest, TokenServer, User,
 };
 use support::*;
 
@@ -49,15 +47,6 @@ fn secrets(tokens: &TokenServer) -> Vec<String> {
         v.push(t);
     }
     v
-}
-
-/// A plain registry seeded by `seed`, then served over the same storage with token auth.
-fn token_source(tokens: &TokenServer, seed: impl FnOnce(&Fixtures)) -> (Registry, TokenRegistry) {
-    let plain = Registry::start(RegistryOpts::plain());
-    seed(&Fixtures::new(&plain));
-    plain.stop();
-    let reg = TokenRegistry::start(&plain.storage_dir(), tokens);
-    (plain, reg)
 }
 
 /// `DIR/config.json` with `auths` entries holding identity tokens, as `docker login` writes
@@ -119,11 +108,11 @@ fn is_oauth(r: &TokenRequest) -> bool {
 fn identity_tokens_from_docker_config_and_helpers_pack_and_load_through_refresh_grants() {
     let tokens = TokenServer::start(users());
     let mut app = None;
-    let (_seed, src) = token_source(&tokens, |fx| {
+    let (_seed, src) = seeded_token_registry(&tokens, |fx| {
         app = Some(fx.image("vendor/app", Some("1"), &ImageOpts::oci(301)));
     });
     let app = app.unwrap();
-    let (tgt_storage, tgt) = token_source(&tokens, |_| {});
+    let (tgt_storage, tgt) = seeded_token_registry(&tokens, |_| {});
     let (sh, th) = (src.host(), tgt.host());
     let dir = tempdir();
     let cfg = tempdir(); // holds the refresh tokens: not among the files checked for secrets
@@ -234,11 +223,11 @@ fn identity_tokens_from_docker_config_and_helpers_pack_and_load_through_refresh_
 fn a_refused_refresh_token_names_registry_realm_status_and_message_and_leaves_nothing() {
     let tokens = TokenServer::start(users());
     let mut app = None;
-    let (_seed, src) = token_source(&tokens, |fx| {
+    let (_seed, src) = seeded_token_registry(&tokens, |fx| {
         app = Some(fx.image("vendor/app", Some("1"), &ImageOpts::oci(303)));
     });
     let app = app.unwrap();
-    let (tgt_storage, tgt) = token_source(&tokens, |_| {});
+    let (tgt_storage, tgt) = seeded_token_registry(&tokens, |_| {});
     let (sh, th) = (src.host(), tgt.host());
     let dir = tempdir();
     let (good_cfg, bad_cfg) = (tempdir(), tempdir());
@@ -345,7 +334,7 @@ fn a_cross_repository_mount_asks_one_token_for_pull_on_the_source_and_push_on_th
     let bundle = dir.path().join("bundle.tar.zst");
     pack_ok(&spec, &bundle, src.source_flags());
 
-    let (tgt_storage, tgt) = token_source(&tokens, |_| {});
+    let (tgt_storage, tgt) = seeded_token_registry(&tokens, |_| {});
     let proxy = FaultProxy::start(&tgt.host(), Fault::None);
     let load = airgap_stdin(
         args![
@@ -416,179 +405,4 @@ fn a_cross_repository_mount_asks_one_token_for_pull_on_the_source_and_push_on_th
     for repo in ["vendor/one", "vendor/two"] {
         assert!(tgt_storage.client().blob_exists(repo, &layer), "{repo}");
     }
-}
-
-fn anonymous_pack(
-    tokens: &TokenServer,
-    seed: u64,
-) -> (
-    std::process::Output,
-    Image,
-    PathBuf,
-    String,
-    tempfile::TempDir,
-) {
-    let mut app = None;
-    let (_seed, src) = token_source(tokens, |fx| {
-        app = Some(fx.image("public/app", Some("1"), &ImageOpts::oci(seed)));
-    });
-    let app = app.unwrap();
-    let sh = src.host();
-    let dir = tempdir();
-    let spec = Spec::new().image(&app.reference(&sh)).write(dir.path());
-    let out_dir = dir.path().join("out");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let bundle = out_dir.join("bundle.tar.zst");
-    let out = airgap(
-        args![
-            "pack",
-            &spec,
-            "-o",
-            &bundle,
-            "--mirror",
-            format!("{sh}={}", src.url())
-        ],
-        &[],
-    );
-    show("pack", &out);
-    (out, app, bundle, sh, dir)
-}
-
-#[test]
-fn anonymous_pull_tokens_let_pack_run_without_credentials() {
-    let tokens = TokenServer::start_with(users(), Some(Grant::PullOnly));
-    let (out, app, bundle, sh, _dir) = anonymous_pack(&tokens, 307);
-    assert_success(&out);
-    assert_eq!(
-        Bundle::open(&bundle).ref_digest(&app.reference(&sh)),
-        app.digest
-    );
-    let reqs = tokens.requests();
-    assert!(
-        !reqs.is_empty()
-            && reqs.iter().all(|r| r.method == "GET"
-                && !r.authorization
-                && r.user.is_none()
-                && r.status == 200),
-        "{reqs:#?}"
-    );
-    assert!(reqs
-        .iter()
-        .any(|r| r.granted.iter().any(|g| g == "repository:public/app:pull")));
-}
-
-#[test]
-fn a_token_server_refusing_anonymous_tokens_says_so_and_leaves_no_bundle() {
-    let tokens = TokenServer::start(users());
-    let (out, _app, bundle, sh, _dir) = anonymous_pack(&tokens, 309);
-    assert_failure_contains(
-        &out,
-        &[
-            &sh,
-            &tokens.realm(),
-            "401",
-            "anonymous",
-            "no anonymous access",
-        ],
-    );
-    assert_eq!(dir_names(bundle.parent().unwrap()), Vec::<String>::new());
-    assert!(tokens
-        .requests()
-        .iter()
-        .all(|r| !r.authorization && r.status == 401));
-}
-
-/// distribution without auth, behind a proxy answering `401` with a challenge at `/v2/`
-/// only (as registries allowing anonymous pulls do to a client that checks the API root),
-/// and `401` to `vendor/private` (a private project).
-#[test]
-fn a_registry_answering_401_at_the_api_root_still_serves_anonymous_pulls() {
-    let reg = Registry::start(RegistryOpts::plain());
-    let fx = Fixtures::new(&reg);
-    let public = fx.image("vendor/app", Some("1"), &ImageOpts::oci(311));
-    let private = fx.image("vendor/private", Some("1"), &ImageOpts::oci(312));
-    let challenge = vec![(
-        "WWW-Authenticate".to_string(),
-        "Basic realm=\"airgap-test-private\"".to_string(),
-    )];
-    let unauthorized = Arc::new(
-        br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#.to_vec(),
-    );
-    let proxy = FaultProxy::start(
-        &reg.host(),
-        Fault::Each(vec![
-            Fault::CannedAt {
-                method: None,
-                path: "/v2/".into(),
-                status: 401,
-                headers: challenge.clone(),
-                body: unauthorized.clone(),
-            },
-            Fault::Canned {
-                method: None,
-                path_contains: "/v2/vendor/private/".into(),
-                status: 401,
-                content_type: "application/json".into(),
-                headers: challenge,
-                body: unauthorized,
-            },
-        ]),
-    );
-    let ph = proxy.host();
-    // The emulation itself: the root refuses, the public manifest is served anonymously.
-    let http = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap();
-    assert_eq!(
-        http.get(format!("{}/v2/", proxy.url()))
-            .send()
-            .unwrap()
-            .status(),
-        401
-    );
-    let m = format!("{}/v2/vendor/app/manifests/1", proxy.url());
-    let accept = "application/vnd.oci.image.manifest.v1+json";
-    assert_eq!(
-        http.get(m)
-            .header("Accept", accept)
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
-
-    let dir = tempdir();
-    let pack = |img: &Image, out: &Path| {
-        let spec = Spec::new().image(&img.reference(&ph)).write(dir.path());
-        airgap(
-            args![
-                "pack",
-                &spec,
-                "-o",
-                out,
-                "--mirror",
-                format!("{ph}={}", proxy.url())
-            ],
-            &[],
-        )
-    };
-    let bundle = dir.path().join("public.tar.zst");
-    let ok = pack(&public, &bundle);
-    show("public", &ok);
-    assert_success(&ok);
-    assert_eq!(
-        Bundle::open(&bundle).ref_digest(&public.reference(&ph)),
-        public.digest
-    );
-
-    let out_dir = dir.path().join("out");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let refused = pack(&private, &out_dir.join("private.tar.zst"));
-    show("private", &refused);
-    assert_failure_contains(
-        &refused,
-        &[&ph, "vendor/private", "401", "authentication required"],
-    );
-    assert_eq!(dir_names(&out_dir), Vec::<String>::new());
 }

@@ -14,7 +14,7 @@ mod registry;
 mod serve;
 
 #[allow(unused_imports)]
-pub use registry::{skopeo_digest_with_creds, TokenRegistry};
+pub use registry::{seeded_token_registry, skopeo_digest_with_creds, TokenRegistry};
 
 use std::io::Write;
 use std::net::TcpListener;

@@ -170,6 +170,20 @@ impl Drop for TokenRegistry {
     }
 }
 
+/// A plain registry seeded by `seed`, stopped, and served over the same storage with token
+/// auth trusting `tokens` (the plain one owns the storage: restart it to look without auth).
+pub fn seeded_token_registry(
+    tokens: &TokenServer,
+    seed: impl FnOnce(&crate::support::Fixtures),
+) -> (crate::support::Registry, TokenRegistry) {
+    use crate::support::{Fixtures, Registry, RegistryOpts};
+    let plain = Registry::start(RegistryOpts::plain());
+    seed(&Fixtures::new(&plain));
+    plain.stop();
+    let reg = TokenRegistry::start(&plain.storage_dir(), tokens);
+    (plain, reg)
+}
+
 /// `skopeo inspect --raw` of `reference` in a token-auth registry with `user:pass`, hashed;
 /// or skopeo's error text.
 pub fn skopeo_digest_with_creds(reference: &str, user: &str, pass: &str) -> Result<String, String> {
