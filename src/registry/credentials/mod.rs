@@ -9,11 +9,10 @@
 //!
 //! Inside a file, as docker does: `credHelpers[host]`, else `credsStore`, else the inline
 //! `auths` entry (`identitytoken`, else `auth` = base64 `user:password`, else `username` /
-//! `password`). Podman's
-//! repository-scoped keys (`quay.io/myorg`) apply to the repositories below them and win over
-//! the others when the lookup names a repository. Keys match with or without an `http(s)://`
-//! scheme and a trailing `/v1/` or `/v2/`; Docker Hub is `https://index.docker.io/v1/` (also
-//! `docker.io`, `index.docker.io`, `registry-1.docker.io`).
+//! `password`). Podman's repository-scoped keys (`quay.io/myorg`) apply to the repositories
+//! below them and win over the others when the lookup names a repository. Keys match with or
+//! without an `http(s)://` scheme and a trailing `/v1/` or `/v2/`; Docker Hub is
+//! `https://index.docker.io/v1/` (also `docker.io`, `index.docker.io`, `registry-1.docker.io`).
 //!
 
 mod config;
