@@ -267,7 +267,7 @@ fn a_refused_refresh_token_names_registry_realm_status_and_message_and_leaves_no
             "400",
             "identity token",
             "invalid_grant",
-            "refresh token is unknown or expired",
+            "refresh token <redacted> is unknown or expired",
         ],
     );
     assert_eq!(dir_names(&out_dir), Vec::<String>::new());

@@ -111,7 +111,7 @@ enum Identity {
     Refused {
         status: u16,
         extra: &'static str,
-        body: &'static str,
+        body: String,
     },
 }
 
@@ -170,7 +170,7 @@ pub(super) fn serve(mut s: TcpStream, st: &ServerState) -> std::io::Result<()> {
                     Identity::Refused {
                         status: 401,
                         extra: CHALLENGE,
-                        body: BASIC_REFUSED,
+                        body: BASIC_REFUSED.into(),
                     },
                     Identity::Known,
                 ),
@@ -179,13 +179,13 @@ pub(super) fn serve(mut s: TcpStream, st: &ServerState) -> std::io::Result<()> {
                 None => Identity::Refused {
                     status: 401,
                     extra: CHALLENGE,
-                    body: ANONYMOUS_REFUSED,
+                    body: ANONYMOUS_REFUSED.into(),
                 },
             },
             None => Identity::Refused {
                 status: 401,
                 extra: CHALLENGE,
-                body: BASIC_REFUSED,
+                body: BASIC_REFUSED.into(),
             },
         }
     };
@@ -211,7 +211,7 @@ pub(super) fn serve(mut s: TcpStream, st: &ServerState) -> std::io::Result<()> {
             body,
         } => {
             record(claimed, status, vec![]);
-            return respond(&mut s, status, extra, body);
+            return respond(&mut s, status, extra, &body);
         }
     };
     if service.as_deref() != Some(SERVICE) {
@@ -241,10 +241,10 @@ fn oauth_identity(
     client_id: Option<&str>,
     refresh: Option<&str>,
 ) -> Identity {
-    let bad = |body: &'static str| Identity::Refused {
+    let bad = |body: &str| Identity::Refused {
         status: 400,
         extra: "",
-        body,
+        body: body.to_string(),
     };
     if grant_type != Some("refresh_token") {
         return bad("{\"error\":\"unsupported_grant_type\",\"error_description\":\"only refresh_token grants\"}");
@@ -259,8 +259,13 @@ fn oauth_identity(
     });
     match user {
         Some(u) => Identity::Known(u.clone()),
+        // Echoing the token, as some servers do: the client must not print it on.
         None => bad(
-            "{\"error\":\"invalid_grant\",\"error_description\":\"refresh token is unknown or expired\"}",
+            &serde_json::json!({
+                "error": "invalid_grant",
+                "error_description": format!("refresh token {} is unknown or expired", refresh.unwrap_or("")),
+            })
+            .to_string(),
         ),
     }
 }
