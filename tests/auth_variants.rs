@@ -406,3 +406,31 @@ fn a_cross_repository_mount_asks_one_token_for_pull_on_the_source_and_push_on_th
         assert!(tgt_storage.client().blob_exists(repo, &layer), "{repo}");
     }
 }
+
+/// An identity token for a registry that asks for Basic credentials (htpasswd): it is not
+/// sent as a password; the error says why, and nothing is written.
+#[test]
+fn an_identity_token_for_a_basic_auth_registry_is_not_sent_and_says_why() {
+    let reg = Registry::start(RegistryOpts::auth(SRC_USER, SRC_PASS));
+    let app = Fixtures::new(&reg).image("vendor/app", Some("1"), &ImageOpts::oci(313));
+    let rh = reg.host();
+    let (dir, cfg) = (tempdir(), tempdir());
+    let env = docker_config(cfg.path(), &[(&rh, SRC_USER, SRC_REFRESH)], &[]);
+    let spec = Spec::new().image(&app.reference(&rh)).write(dir.path());
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = airgap(
+        args![
+            "pack",
+            &spec,
+            "-o",
+            out_dir.join("bundle.tar.zst"),
+            reg.source_flags()
+        ],
+        &env_of(&env),
+    );
+    show("pack", &out);
+    assert_failure_contains(&out, &[&rh, "vendor/app", "basic", "identity token"]);
+    assert_eq!(dir_names(&out_dir), Vec::<String>::new());
+    grep_secrets(&[dir.path()], &[&out], &[SRC_REFRESH]);
+}
