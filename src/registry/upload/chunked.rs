@@ -16,7 +16,7 @@ use super::super::client::{location, push_scope, Client};
 use super::super::error::RegistryError;
 use super::super::retry::{backoff, is_transient_status, retry_after};
 use super::body::{with_digest, Carry};
-use super::{Again, Failed, Session, MIN_CHUNK};
+use super::{Again, Failed, Session, DEFAULT_CHUNK, MIN_CHUNK};
 use crate::digest::Digest;
 
 impl Client {
@@ -57,8 +57,8 @@ impl Client {
                     };
                     continue;
                 }
-                Ok(resp) if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && chunk > MIN_CHUNK => {
-                    self.halve_chunks(chunk);
+                Ok(resp) if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && len > MIN_CHUNK => {
+                    self.shrink_chunks(len);
                     None
                 }
                 Ok(resp)
@@ -132,8 +132,8 @@ impl Client {
                 .await
                 .map_err(Failed::Other)?;
             if !resp.status().is_success() {
-                if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && chunk > MIN_CHUNK {
-                    self.halve_chunks(chunk);
+                if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    self.shrink_chunks(len);
                 }
                 return Err(Failed::Other(self.upload_fail(resp, repo, digest).await));
             }
@@ -153,14 +153,18 @@ impl Client {
             .map_err(Failed::Other)
     }
 
-    /// A body cap below `chunk`: every later chunk (of every blob) is half of it.
-    fn halve_chunks(&self, chunk: u64) {
-        let half = (chunk / 2).max(MIN_CHUNK);
+    /// A body cap below `refused` bytes: every later chunk (of every blob) is the largest
+    /// power of two below that (half a power-of-two chunk), at least [`MIN_CHUNK`]. A
+    /// refused PUT of 16 MiB goes on in 8 MiB chunks, not in 64 MiB ones clipped to 16.
+    pub(super) fn shrink_chunks(&self, refused: u64) {
+        let below = 1u64 << (63 - refused.saturating_sub(1).max(1).leading_zeros());
+        let new = below.max(MIN_CHUNK);
         let _ = self
             .inner
             .chunk_size
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-                (c == 0 || c > half).then_some(half)
+                let now = if c == 0 { DEFAULT_CHUNK } else { c };
+                (new < now).then_some(new)
             });
     }
 
@@ -256,4 +260,29 @@ pub(super) fn range_end(resp: &Response) -> Option<u64> {
     let (_, end) = v.split_once('-')?;
     let end: u64 = end.trim().parse().ok()?;
     Some(if end == 0 { 0 } else { end + 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_413_shrinks_chunks_below_the_refused_size() {
+        use super::super::super::{ConnectOptions, Endpoint};
+        use super::super::MIN_CHUNK;
+        use super::DEFAULT_CHUNK;
+        let ep = Endpoint::resolve("127.0.0.1:1", &Default::default(), true);
+        let c = super::Client::new(ep, None, &ConnectOptions::default()).expect("client");
+        let now = || c.chunk_size();
+        c.shrink_chunks(100 << 20);
+        assert_eq!(now(), DEFAULT_CHUNK); // 64 MiB is below 100 already
+        c.shrink_chunks(64 << 20);
+        assert_eq!(now(), 32 << 20);
+        c.shrink_chunks((16 << 20) + 1);
+        assert_eq!(now(), 16 << 20);
+        c.shrink_chunks(3 << 20);
+        assert_eq!(now(), 2 << 20);
+        c.shrink_chunks(8 << 20); // never grows
+        assert_eq!(now(), 2 << 20);
+        c.shrink_chunks(1000);
+        assert_eq!(now(), MIN_CHUNK);
+    }
 }

@@ -155,7 +155,12 @@ impl Client {
             .await;
             match result {
                 // Once: the next round is chunked.
-                Err(Failed::Monolithic(e)) if round == 1 => self.fall_back(repo, digest, &e),
+                Err(Failed::Monolithic(e)) if round == 1 => {
+                    if is_status(&e, 413) {
+                        self.shrink_chunks(size);
+                    }
+                    self.fall_back(repo, digest, &e)
+                }
                 // The POST inside each session is retried on its own; the error says the
                 // larger count (sessions, or attempts of the request that failed).
                 r => return r.map_err(|e| e.into_inner().with_attempts(attempts)),
