@@ -343,8 +343,16 @@ fn a_refused_body_stops_once_the_answer_has_come() {
 fn small_blobs_go_in_one_post_where_the_registry_takes_it_and_once_where_it_does_not() {
     let src = Registry::start(RegistryOpts::plain());
     let fx = Fixtures::new(&src);
-    let base = fx.image("single/base", Some("1"), &ImageOpts::oci(140).layers(1, 1024));
-    let app = fx.image("single/app", Some("1"), &ImageOpts::oci(141).layers(5, 4096));
+    let base = fx.image(
+        "single/base",
+        Some("1"),
+        &ImageOpts::oci(140).layers(1, 1024),
+    );
+    let app = fx.image(
+        "single/app",
+        Some("1"),
+        &ImageOpts::oci(141).layers(5, 4096),
+    );
     let dir = tempdir();
     let pack = |name: &str, imgs: &[&Image]| {
         let sub = dir.path().join(name);
@@ -416,7 +424,11 @@ fn without_seek_table(bundle: &std::path::Path) -> PathBuf {
         .arg(&tar)
         .output()
         .expect("run zstd");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::remove_file(&tar).unwrap();
     old
 }
@@ -447,13 +459,20 @@ fn a_streamed_blob_goes_in_chunk_size_patches_and_a_refused_one_fails_cleanly() 
     assert!(proxy.max_body("PATCH") <= MIB, "{log}");
     let big = p.img.blobs.iter().max_by_key(|b| b.size).unwrap();
     let patches = proxy.seen().iter().filter(|s| s.method == "PATCH").count() as u64;
-    assert!(patches >= big.size.div_ceil(MIB), "{patches} PATCHes:\n{log}");
+    assert!(
+        patches >= big.size.div_ceil(MIB),
+        "{patches} PATCHes:\n{log}"
+    );
     assert_eq!(proxy.body_bytes("PATCH"), total_size(&p.img), "{log}");
     assert_skopeo_digest(&p.img.reference(&tgt.host()), &tgt, &p.img.digest);
 
     let tgt = Registry::start(RegistryOpts::plain());
     let proxy = FaultProxy::start(&tgt.host(), cap);
-    let out = load(&old, &proxy.host(), &["--chunk-size", "2M", "--retries", "0"]);
+    let out = load(
+        &old,
+        &proxy.host(),
+        &["--chunk-size", "2M", "--retries", "0"],
+    );
     assert_failure_contains(
         &out,
         &[

@@ -113,10 +113,7 @@ impl Client {
         mut session: Session,
         body: reqwest::Body,
     ) -> Result<(), Failed> {
-        let shared = Arc::new(Mutex::new(Shared {
-            body,
-            held: None,
-        }));
+        let shared = Arc::new(Mutex::new(Shared { body, held: None }));
         let mut offset = 0u64;
         while offset < size {
             let chunk = self.chunk_size().max(session.min_chunk).max(1);

@@ -79,12 +79,12 @@ impl Client {
                 None => SINGLE_UNKNOWN,
             };
             // Only the upload finding out (or a registry that changed its mind) decides.
-            let _ = self
-                .inner
-                .single_post
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                    (s == SINGLE_TRYING || (s == SINGLE_YES && v == SINGLE_NO)).then_some(v)
-                });
+            let _ =
+                self.inner
+                    .single_post
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                        (s == SINGLE_TRYING || (s == SINGLE_YES && v == SINGLE_NO)).then_some(v)
+                    });
         };
         let resp = match resp {
             Ok(r) => r,
@@ -119,7 +119,8 @@ impl Client {
                 // A blob the registry finds wrong says nothing about the flow; a busy
                 // registry (429, 502-504) neither. A 500 is how some refuse the flow.
                 let about_blob = text.contains("DIGEST_INVALID") || text.contains("SIZE_INVALID");
-                let busy = is_transient_status(s.as_u16()) && s != StatusCode::INTERNAL_SERVER_ERROR;
+                let busy =
+                    is_transient_status(s.as_u16()) && s != StatusCode::INTERNAL_SERVER_ERROR;
                 learn((!about_blob && !busy).then_some(false));
                 Ok(Posted::Refused)
             }
