@@ -319,8 +319,9 @@ pub struct LoadArgs {
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub limit_rate: Option<u64>,
     /// Upload blobs in chunks of at most SIZE (e.g. 512M), for a registry or proxy that caps
-    /// request bodies (nginx client_max_body_size). Default: one request per blob, falling
-    /// back to 64 MiB chunks for a registry that refuses that
+    /// request bodies (nginx client_max_body_size); also the PATCH size for a bundle read as
+    /// a stream. Default: one request per blob, falling back to 64 MiB chunks for a registry
+    /// that refuses that (smaller after a 413)
     #[arg(long, value_name = "SIZE", value_parser = parse_chunk_size)]
     pub chunk_size: Option<u64>,
     #[command(flatten)]

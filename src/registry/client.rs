@@ -36,6 +36,9 @@ pub(super) struct Inner {
     /// The registry answered a mount request from a repository into itself with an error
     /// other than a transient one: `upload_unless_present` asks plainly from then on.
     pub(super) no_probe: AtomicBool,
+    /// Whether the registry stores a blob sent in the upload `POST` (`?digest=`): one of
+    /// `upload::monolithic`'s `SINGLE_*` states, found out by the first upload that may.
+    pub(super) single_post: AtomicU8,
     /// Uploads are chunked (asked for, or the registry refused a monolithic one).
     pub(super) chunked: AtomicBool,
     /// PATCH size in bytes; 0: `upload::DEFAULT_CHUNK`.
@@ -110,6 +113,7 @@ impl Client {
                 no_probe: AtomicBool::new(false),
                 head_404: AtomicU8::new(HEAD_UNKNOWN),
                 chunked: AtomicBool::new(false),
+                single_post: AtomicU8::new(super::upload::SINGLE_UNKNOWN),
                 chunk_size: AtomicU64::new(0),
                 notice: Mutex::new(None),
                 rate: opts.limit_rate.clone(),

@@ -204,6 +204,9 @@ struct State {
     patched: Mutex<(u64, bool)>,
     /// Every forwarded request with the response body bytes sent back.
     transfers: Mutex<Vec<Transfer>>,
+    /// `EarlyAnswer`: the `Content-Length`s of the requests answered early, and how many of
+    /// their body bytes arrived anyway (read and dropped with `linger`).
+    early: Mutex<(u64, u64)>,
 }
 
 pub struct FaultProxy {
@@ -246,6 +249,7 @@ impl FaultProxy {
             max_body: Mutex::default(),
             patched: Mutex::new((0, false)),
             transfers: Mutex::default(),
+            early: Mutex::new((0, 0)),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let accept = {
@@ -283,6 +287,7 @@ impl FaultProxy {
         self.state.max_body.lock().unwrap().clear();
         *self.state.patched.lock().unwrap() = (0, false);
         self.state.transfers.lock().unwrap().clear();
+        *self.state.early.lock().unwrap() = (0, 0);
     }
     /// Every forwarded request so far, with its `Range` and the response body bytes sent.
     pub fn transfers(&self) -> Vec<Transfer> {
@@ -300,6 +305,11 @@ impl FaultProxy {
     pub fn body_bytes(&self, method: &str) -> u64 {
         let m = self.state.body_bytes.lock().unwrap();
         m.get(method).copied().unwrap_or(0)
+    }
+    /// For requests an [`Fault::EarlyAnswer`] answered: their `Content-Length`s, summed, and
+    /// the body bytes the client sent after all (what it wasted on refused bodies).
+    pub fn early_answered_bodies(&self) -> (u64, u64) {
+        *self.state.early.lock().unwrap()
     }
     /// The largest `Content-Length` of a request with `method`.
     pub fn max_body(&self, method: &str) -> u64 {
@@ -692,6 +702,11 @@ fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
         {
             log(state, &head.method, &head.path, Action::Answered(*status));
             add_body_bytes(state, &head.method, rest.len() as u64);
+            {
+                let mut e = state.early.lock().unwrap();
+                e.0 += length;
+                e.1 += rest.len() as u64;
+            }
             let body = format!(
                 "{{\"errors\":[{{\"code\":\"{code}\",\"message\":\"{message}\",\"detail\":null}}]}}\n"
             );
@@ -712,6 +727,7 @@ fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
                         Ok(n) => {
                             left -= n as u64;
                             add_body_bytes(state, &head.method, n as u64);
+                            state.early.lock().unwrap().1 += n as u64;
                         }
                     }
                 }
