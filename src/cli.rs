@@ -324,6 +324,12 @@ pub struct LoadArgs {
     /// that refuses that (smaller after a 413)
     #[arg(long, value_name = "SIZE", value_parser = parse_chunk_size)]
     pub chunk_size: Option<u64>,
+    /// Remember unfinished chunked uploads in DIR, so a load run again after an interruption
+    /// continues a big layer where the registry has it instead of sending it again (one small
+    /// file per upload, no credentials). Default: $XDG_STATE_HOME/airgap, else
+    /// ~/.local/state/airgap
+    #[arg(long, env = "AIRGAP_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Print the summary as one JSON document on standard output (progress stays on standard
@@ -519,6 +525,18 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// `--chunk-size SIZE`: as `--split`, but not `fat32` nor zero.
+/// `$XDG_STATE_HOME/airgap`, else `~/.local/state/airgap` (the XDG base directory rule).
+fn default_state_dir() -> Option<PathBuf> {
+    let non_empty = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    non_empty("XDG_STATE_HOME")
+        .or_else(|| non_empty("HOME").map(|h| h.join(".local/state")))
+        .map(|d| d.join("airgap"))
+}
+
 fn parse_chunk_size(s: &str) -> Result<u64, String> {
     match parse_size(s)? {
         0 => Err("a chunk size must be at least 1 byte".into()),
@@ -599,6 +617,7 @@ impl LoadArgs {
             },
             concurrency: self.concurrency,
             chunk_size: self.chunk_size,
+            state_dir: self.state_dir.clone().or_else(default_state_dir),
             keys: self.key.clone(),
             outputs: OutputOptions {
                 image_map: self.image_map.clone(),

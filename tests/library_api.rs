@@ -66,6 +66,7 @@ fn pack_then_load_with_every_output_through_the_library() {
             login: Login::Given(Credentials::new("loader", "lib-pass-5521")),
             concurrency: 4,
             chunk_size: None,
+            state_dir: None,
             keys: vec![],
             repository: None,
             outputs: OutputOptions {

@@ -43,6 +43,8 @@ pub struct LoadCommand {
     pub concurrency: usize,
     /// `--chunk-size`: see [`LoadOptions::chunk_size`].
     pub chunk_size: Option<u64>,
+    /// `--state-dir`: see [`LoadOptions::state_dir`].
+    pub state_dir: Option<PathBuf>,
     pub outputs: OutputOptions,
     /// `--key`: public keys, any of which must have signed the bundle (checked first).
     pub keys: Vec<PathBuf>,
@@ -244,6 +246,7 @@ pub async fn load(
         credentials,
         concurrency: cmd.concurrency.max(1),
         chunk_size: cmd.chunk_size,
+        state_dir: cmd.state_dir.clone(),
         expected_id: trust.checked.as_ref().map(|c| c.bundle_id.clone()),
         repository: cmd.repository.clone(),
         source: Some(source),

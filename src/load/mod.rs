@@ -38,6 +38,9 @@ pub struct LoadOptions {
     /// Chunked uploads from the start, in PATCHes of at most this many bytes (a proxy's body
     /// cap); `None`: monolithic, falling back to chunks for a registry that refuses it.
     pub chunk_size: Option<u64>,
+    /// Where unfinished chunked uploads are remembered, so a re-run continues them
+    /// (`--state-dir`); `None`: not remembered.
+    pub state_dir: Option<PathBuf>,
     /// The identity (sha256 of `airgap.json`) whose signature was checked: a stream with
     /// another head is refused before anything is pushed.
     pub expected_id: Option<Digest>,
@@ -174,6 +177,9 @@ pub async fn load(
     let client = Client::new(endpoint, opts.credentials.clone(), &opts.connect)
         .map_err(|source| LoadError::Registry(Box::new(source)))?;
     client.set_chunk_size(opts.chunk_size);
+    if let Some(dir) = &opts.state_dir {
+        client.remember_uploads(dir.clone());
+    }
     // Fail fast on an unreachable registry or bad credentials, before reading the bundle.
     client
         .ping()

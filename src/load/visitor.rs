@@ -388,7 +388,7 @@ async fn push_to_repos(
             .map(|()| Pushed::Uploaded)
     }
     .map_err(blob_err(first));
-    if let Some(line) = client.take_notice() {
+    while let Some(line) = client.take_notice() {
         progress.warn(&line);
     }
     let pushed = pushed?;
@@ -413,7 +413,7 @@ async fn push_to_repos(
         match again(&kept) {
             Some(body) => {
                 let r = client.upload_blob(repo, digest, size, body).await;
-                if let Some(line) = client.take_notice() {
+                while let Some(line) = client.take_notice() {
                     progress.warn(&line);
                 }
                 r.map_err(blob_err(repo))?;

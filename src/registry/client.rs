@@ -43,8 +43,10 @@ pub(super) struct Inner {
     pub(super) chunked: AtomicBool,
     /// PATCH size in bytes; 0: `upload::DEFAULT_CHUNK`.
     pub(super) chunk_size: AtomicU64,
-    /// The line saying uploads fell back to chunks, until someone takes it.
-    pub(super) notice: Mutex<Option<String>>,
+    /// Lines for the user (uploads fell back to chunks, an upload resumed), until taken.
+    pub(super) notice: Mutex<std::collections::VecDeque<String>>,
+    /// Where unfinished chunked uploads are remembered (`--state-dir`), if anywhere.
+    pub(super) sessions: std::sync::OnceLock<super::upload::SessionStore>,
     /// What a manifest HEAD answering 404 is worth: `HEAD_UNKNOWN` until a GET asked after
     /// one said the same (`HEAD_TRUSTED`) or found the manifest (`HEAD_UNTRUSTED`: GET only).
     pub(super) head_404: AtomicU8,
@@ -115,7 +117,8 @@ impl Client {
                 chunked: AtomicBool::new(false),
                 single_post: AtomicU8::new(super::upload::SINGLE_UNKNOWN),
                 chunk_size: AtomicU64::new(0),
-                notice: Mutex::new(None),
+                notice: Mutex::new(Default::default()),
+                sessions: Default::default(),
                 rate: opts.limit_rate.clone(),
                 proxies,
             }),

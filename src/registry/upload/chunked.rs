@@ -12,15 +12,19 @@ use bytes::Bytes;
 use http_body::Body as _;
 use reqwest::{header, Method, Response, StatusCode};
 
+use super::super::blobs::Pushed;
 use super::super::client::{location, push_scope, Client};
 use super::super::error::RegistryError;
 use super::super::retry::{backoff, is_transient_status, retry_after};
 use super::body::{with_digest, Carry};
 use super::{Again, Failed, Session, DEFAULT_CHUNK, MIN_CHUNK};
 use crate::digest::Digest;
+use crate::progress::human_bytes;
 
 impl Client {
-    /// PATCHes from the offset the registry has, re-reading what was lost; then the PUT.
+    /// PATCHes from `start` (0, or where a resumed session is), continuing from the offset
+    /// the registry has after a loss and re-reading what was lost; then the PUT. While more
+    /// is left to send, the session is remembered for a later run (`resume.rs`).
     pub(super) async fn send_chunks(
         &self,
         repo: &str,
@@ -28,8 +32,10 @@ impl Client {
         size: u64,
         mut session: Session,
         body: &Again,
+        start: u64,
     ) -> Result<(), Failed> {
-        let mut offset = 0u64;
+        let store = self.inner.sessions.get();
+        let mut offset = start;
         let mut failures = 0u32;
         while offset < size {
             let chunk = self.chunk_size().max(session.min_chunk).max(1);
@@ -55,6 +61,9 @@ impl Client {
                         }
                         None => offset + len,
                     };
+                    if let Some(store) = store.filter(|_| offset < size) {
+                        store.save(self.registry(), repo, digest, size, &session.url, offset);
+                    }
                     continue;
                 }
                 Ok(resp) if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && len > MIN_CHUNK => {
@@ -90,15 +99,54 @@ impl Client {
                     offset = have;
                 }
                 Ok(_) | Err(_) => {
+                    if let Some(store) = store {
+                        store.remove(self.registry(), repo, digest);
+                    }
                     return Err(Failed::Restart(self.protocol(format!(
                         "upload of {digest} to {repo}: the upload session was lost at {offset} of {size} bytes"
-                    ))))
+                    ))));
                 }
             }
         }
-        self.finish(repo, digest, &session.url)
-            .await
-            .map_err(Failed::Other)
+        let done = self.finish(repo, digest, &session.url).await;
+        if let Some(store) = store {
+            // Finished, or refused at the end (a digest the registry does not accept): no
+            // later run can continue this session either way.
+            store.remove(self.registry(), repo, digest);
+        }
+        done.map_err(Failed::Other)
+    }
+
+    /// An upload an earlier run left unfinished (see `resume.rs`): asks its session where
+    /// it is and goes on from there. `None`: nothing to resume (no record, or its session
+    /// is gone, which drops the record), so the upload starts as usual.
+    pub(super) async fn resume_saved(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        body: &Again,
+    ) -> Option<Result<Pushed, Failed>> {
+        let store = self.inner.sessions.get()?;
+        let saved = store.find(self.registry(), repo, digest, size)?;
+        match self.session_status(repo, &saved.location).await {
+            Ok((url, have)) if have <= size => {
+                self.notify(format!(
+                    "resumed the upload of blob {digest} to {repo} at {} of {}, where an earlier run left it",
+                    human_bytes(have),
+                    human_bytes(size)
+                ));
+                let session = Session { url, min_chunk: 0 };
+                let sent = self
+                    .send_chunks(repo, digest, size, session, body, have)
+                    .await;
+                Some(sent.map(|()| Pushed::Uploaded))
+            }
+            _ => {
+                store.remove(self.registry(), repo, digest);
+                None
+            }
+        }
     }
 
     /// A stream (a blob of a bundle without a seek table) in chunk-size PATCHes, each a

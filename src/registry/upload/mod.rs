@@ -10,8 +10,10 @@
 mod body;
 mod chunked;
 mod monolithic;
+mod resume;
 
 pub(super) use monolithic::SINGLE_UNKNOWN;
+pub(super) use resume::SessionStore;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -189,15 +191,31 @@ impl Client {
         }
     }
 
-    /// The line saying this registry refused a monolithic upload and gets chunks from now
-    /// on: given once, to the first caller after it happened.
+    /// The next line for the user: this registry refused a monolithic upload and gets
+    /// chunks from now on, an upload resumed where an earlier run left it, unfinished
+    /// uploads cannot be remembered. Each is given once.
     pub fn take_notice(&self) -> Option<String> {
-        self.inner.notice.lock().expect("notice lock").take()
+        let next = self.inner.notice.lock().expect("notice lock").pop_front();
+        next.or_else(|| self.inner.sessions.get().and_then(|s| s.take_warning()))
+    }
+
+    /// Remember unfinished chunked uploads in `dir` (see `resume.rs`), and resume the ones
+    /// an earlier run left there. Set once, before the first upload.
+    pub fn remember_uploads(&self, dir: std::path::PathBuf) {
+        let _ = self.inner.sessions.set(SessionStore::new(dir));
+    }
+
+    fn notify(&self, line: String) {
+        self.inner
+            .notice
+            .lock()
+            .expect("notice lock")
+            .push_back(line);
     }
 
     fn fall_back(&self, repo: &str, digest: &Digest, e: &RegistryError) {
         if !self.inner.chunked.swap(true, Ordering::Relaxed) {
-            *self.inner.notice.lock().expect("notice lock") = Some(format!(
+            self.notify(format!(
                 "registry {} refused a monolithic upload (blob {digest} to {repo}: {e}); uploading in chunks of {} from now on",
                 self.registry(),
                 crate::progress::human_bytes(self.chunk_size())
@@ -222,6 +240,9 @@ impl Client {
         body: &Again,
         probe: bool,
     ) -> Result<Pushed, Failed> {
+        if let Some(r) = self.resume_saved(repo, digest, size, body).await {
+            return r;
+        }
         let chunked = self.chunked();
         let probe = probe && !self.inner.no_probe.load(Ordering::Relaxed);
         // A blob in memory, monolithic, not asked to be mounted: in the POST itself where
@@ -246,7 +267,8 @@ impl Client {
             },
         };
         if chunked {
-            self.send_chunks(repo, digest, size, session, body).await?;
+            self.send_chunks(repo, digest, size, session, body, 0)
+                .await?;
         } else {
             self.put_whole(repo, digest, size, &session, body.range(0, size))
                 .await?;
