@@ -88,8 +88,16 @@ pub enum Fault {
         content_type: String,
         body: Arc<Vec<u8>>,
     },
-    /// For each request, the first of these `Canned`/`CannedFirst` faults that applies.
+    /// For each request, the first of these `Canned`/`CannedFirst`/`Hold` faults that applies.
     Each(Vec<Fault>),
+    /// Hold every request whose method is `method` (any method when `None`) and whose path
+    /// contains `path_contains` for `hold` before forwarding it (its body unread meanwhile):
+    /// a slow registry, so uploads are still in flight when something else happens.
+    Hold {
+        method: Option<String>,
+        path_contains: String,
+        hold: Duration,
+    },
     /// Answer a request with `method` (any method when `None`), a path containing
     /// `path_contains` and a `Content-Length` above `above` at once, before reading its body
     /// (as a registry refusing monolithic uploads, or nginx over `client_max_body_size`
@@ -576,7 +584,8 @@ fn answer_canned(
     }
 }
 
-/// The `Canned` answer `f` gives this request, if any (a `CannedFirst` counts the match).
+/// The `Canned` answer (or `Hold`) `f` gives this request, if any (a `CannedFirst` counts
+/// the match).
 fn canned_for(f: &Fault, head: &Head, state: &State) -> Option<Fault> {
     let matches = |method: Option<&str>, path_contains: &str| {
         method.is_none_or(|m| m.eq_ignore_ascii_case(&head.method))
@@ -607,8 +616,13 @@ fn canned_for(f: &Fault, head: &Head, state: &State) -> Option<Fault> {
                 body: body.clone(),
             })
         }
-        Fault::Canned { .. } | Fault::CannedFirst { .. } => None,
-        Fault::Each(_) => panic!("Fault::Each holds Canned and CannedFirst faults only"),
+        Fault::Hold {
+            method,
+            path_contains,
+            ..
+        } if matches(method.as_deref(), path_contains) => Some(f.clone()),
+        Fault::Canned { .. } | Fault::CannedFirst { .. } | Fault::Hold { .. } => None,
+        Fault::Each(_) => panic!("Fault::Each holds Canned, CannedFirst and Hold faults only"),
         _ => None,
     }
 }
@@ -726,6 +740,20 @@ fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
             .unwrap_or(Fault::None),
         f => canned_for(&f, &head, state).unwrap_or(f),
     };
+    if let Fault::Hold {
+        method,
+        path_contains,
+        hold,
+    } = &fault
+    {
+        if method
+            .as_ref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(&head.method))
+            && head.path.contains(path_contains.as_str())
+        {
+            std::thread::sleep(*hold);
+        }
+    }
     let status = match &fault {
         Fault::StatusFirst {
             n,
