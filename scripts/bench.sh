@@ -4,6 +4,7 @@
 #
 #   scripts/bench.sh large     # ~12 images (3 multi-platform), shared base, ~1 GiB unique
 #   scripts/bench.sh many      # 240 small single-platform images, shared base, ~200 MB
+#   scripts/bench.sh large many  # both, one after the other
 #   scripts/bench.sh interop   # issue 13's acceptance: load of a 100 MiB layer direct, through
 #                              # nginx, nginx refusing monolithic PUTs, nginx capping bodies at
 #                              # 16 MiB (scripts/bench-interop.sh; its own header and report)
@@ -70,6 +71,14 @@ usage() {
   awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
 }
 
+# Several sets (`scripts/bench.sh large many`): one invocation each, in turn.
+if [[ $# -gt 1 ]]; then
+  status=0
+  for set in "$@"; do
+    bash "${BASH_SOURCE[0]}" "$set" || status=1
+  done
+  exit "$status"
+fi
 SET=${1:-}
 case "$SET" in
   large | many) ;;
