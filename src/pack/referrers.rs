@@ -165,6 +165,8 @@ async fn schema_index(
 const MAX_TAG_PAGES: usize = 16;
 
 type Tags = Option<Arc<HashSet<String>>>;
+/// (registry, repository) -> its tags, read by the first image that asks.
+type TagLists = HashMap<(String, String), Arc<OnceCell<Tags>>>;
 
 /// What discovery learns once and every image of the pack shares: per registry, whether it
 /// has the referrers API (asked with the first subject's own request; the others wait for
@@ -175,7 +177,7 @@ type Tags = Option<Arc<HashSet<String>>>;
 #[derive(Default)]
 pub struct Discovery {
     api: Mutex<HashMap<String, Arc<OnceCell<bool>>>>,
-    tags: Mutex<HashMap<(String, String), Arc<OnceCell<Tags>>>>,
+    tags: Mutex<TagLists>,
     /// Images of this pack per (registry, repository).
     images: HashMap<(String, String), usize>,
 }
