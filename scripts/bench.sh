@@ -498,6 +498,8 @@ maxof() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
 
 SERVE_PID=
 serve_start() {
+  # Created here: the loop below may read it before the background job's redirection has.
+  : >"$RUNDIR/serve.out"
   "$AIRGAP" serve "$RUNDIR/airgap-out/bundle.tar.zst" --listen 127.0.0.1:0 -q \
     >"$RUNDIR/serve.out" 2>"$WORK/logs/serve-run$RUN.err" &
   SERVE_PID=$!
