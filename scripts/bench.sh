@@ -4,6 +4,7 @@
 #
 #   scripts/bench.sh large     # ~12 images (3 multi-platform), shared base, ~1 GiB unique
 #   scripts/bench.sh many      # 240 small single-platform images, shared base, ~200 MB
+#   scripts/bench.sh large many  # both, one after the other
 #   scripts/bench.sh interop   # issue 13's acceptance: load of a 100 MiB layer direct, through
 #                              # nginx, nginx refusing monolithic PUTs, nginx capping bodies at
 #                              # 16 MiB (scripts/bench-interop.sh; its own header and report)
@@ -17,6 +18,7 @@
 #   BENCH_RUNS=3       runs; every figure printed is the median over them (default 1)
 #   BENCH_SCALE=0.1    multiplies every layer size (default 1) for a quick smoke run
 #   BENCH_PARALLEL=4   parallel curl processes for the raw limits (default 4)
+#   BENCH_SKOPEO_WORKERS=4  skopeo processes at once in the "skopeo x4" baseline (default 4)
 #   BENCH_KEEP=1       keep target/bench/work-SET (registries' storage, bundles, logs)
 #   BENCH_PERF=1       run airgap pack and load under `perf record -g`; the top of each
 #                      profile goes to target/bench/SET-perf-{pack,load}.txt (slows them)
@@ -27,13 +29,19 @@
 # API, then per run, each target registry fresh:
 #   skopeo pack     skopeo copy --all --preserve-digests docker://SRC/… oci:DIR:NAME per image,
 #                   then tar -C DIR -cf - . | zstd -T0 -3
+#   skopeo x4 pack  the strongest workflow a careful user scripts: the images dealt round-robin
+#                   to BENCH_SKOPEO_WORKERS (4) workers running at once, each copying its share
+#                   into an OCI layout of its own (one layout per worker: skopeo locks none),
+#                   then one tar | zstd -T0 -3 of the layouts
 #   airgap pack     airgap pack SPEC -o bundle.tar.zst
 #   limits          every blob GET with BENCH_PARALLEL curls to /dev/null; zstd -T0 -3 of the
 #                   same bytes (read from the source's storage, written to a file)
 #   skopeo load     zstd -dc | tar -x into a directory, then skopeo copy --all
 #                   --preserve-digests oci:DIR:NAME docker://TARGET/… per image
+#   skopeo x4 load  the same from the x4 bundle: extract, then the same workers each pushing
+#                   their share from their own layout at once
 #   airgap load     airgap load bundle.tar.zst --registry TARGET --plain-http
-#   re-loads        both again into the same targets (skopeo: extract and copy again)
+#   re-loads        all three again into the same targets (skopeo: extract and copy again)
 #   serve           the GET limit again, answered by `airgap serve` of the bundle
 #   delta           (run 1) v1 = all images but the last, packed; v2 packed --base v1: sizes
 #   limits          zstd -d of airgap's bundle to /dev/null; every blob uploaded with
@@ -63,6 +71,14 @@ usage() {
   awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
 }
 
+# Several sets (`scripts/bench.sh large many`): one invocation each, in turn.
+if [[ $# -gt 1 ]]; then
+  status=0
+  for set in "$@"; do
+    bash "${BASH_SOURCE[0]}" "$set" || status=1
+  done
+  exit "$status"
+fi
 SET=${1:-}
 case "$SET" in
   large | many) ;;
@@ -84,8 +100,10 @@ esac
 RUNS=${BENCH_RUNS:-1}
 SCALE=${BENCH_SCALE:-1}
 PAR=${BENCH_PARALLEL:-4}
+WORKERS=${BENCH_SKOPEO_WORKERS:-4}
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_RUNS must be a positive integer" >&2; exit 2; }
 [[ $PAR =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_PARALLEL must be a positive integer" >&2; exit 2; }
+[[ $WORKERS =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_SKOPEO_WORKERS must be a positive integer" >&2; exit 2; }
 [[ $SCALE =~ ^[0-9]*\.?[0-9]+$ ]] || { echo "BENCH_SCALE must be a positive number" >&2; exit 2; }
 
 # Everything talks to loopback: no proxy, no credentials from the environment.
@@ -114,7 +132,7 @@ RAW=$OUT/$SET.tsv
 mkdir -p "$OUT"
 rm -rf "$WORK"
 mkdir -p "$WORK/tmp" "$WORK/seed" "$WORK/logs"
-export SEED_DIR=$WORK/seed PAR
+export SEED_DIR=$WORK/seed PAR WORKERS
 export POLICY=$WORK/policy.json
 echo '{"default":[{"type":"insecureAcceptAnything"}]}' >"$POLICY"
 
@@ -220,6 +238,52 @@ skopeo_load() {
   done <"$SEED_DIR/images.tsv"
 }
 
+# The same workflows with WORKERS skopeo processes at once, each on its share of the images
+# (dealt round-robin, so each worker gets small and big ones alike) and its own OCI layout
+# DIR/wN: a careful user's script. A worker that fails fails the step.
+# $1: what each worker runs per image (NAME REPO TAG LAYOUT); $2: the parent of the layouts.
+skopeo_workers() {
+  local per=$1 dir=$2 w pids=() failed=0
+  for ((w = 0; w < WORKERS; w++)); do
+    (
+      set -euo pipefail
+      mkdir -p "$dir/w$w"
+      awk -F'\t' -v n="$WORKERS" -v w="$w" '(NR - 1) % n == w' "$SEED_DIR/images.tsv" |
+        while IFS=$'\t' read -r name repo tag _ _; do
+          "$per" "$name" "$repo" "$tag" "$dir/w$w"
+        done
+    ) &
+    pids+=($!)
+  done
+  for w in "${pids[@]}"; do
+    wait "$w" || failed=1
+  done
+  return "$failed"
+}
+skopeo_pull_one() {
+  skopeo copy -q --policy "$POLICY" --all --preserve-digests --src-tls-verify=false \
+    "docker://$SRC_HOST/$2:$3" "oci:$4:$1" </dev/null
+}
+skopeo_push_one() {
+  skopeo copy -q --policy "$POLICY" --all --preserve-digests --dest-tls-verify=false \
+    "oci:$4:$1" "docker://$TGT/$2:$3" </dev/null
+}
+skopeo4_pack() {
+  local layout=$RUNDIR/skopeo4-layout
+  mkdir -p "$layout"
+  skopeo_workers skopeo_pull_one "$layout"
+  du -sb "$layout" | cut -f1 >"$RUNDIR/skopeo4-layout.bytes"
+  tar -C "$layout" -cf - . | zstd -T0 -3 -q -o "$RUNDIR/skopeo4.tar.zst"
+}
+skopeo4_load() {
+  local dir=$RUNDIR/skopeo4-extract
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  zstd -dc "$RUNDIR/skopeo4.tar.zst" | tar -C "$dir" -xf -
+  du -sb "$dir" | cut -f1 >"$RUNDIR/skopeo4-extract.bytes"
+  skopeo_workers skopeo_push_one "$dir"
+}
+
 # airgap runs in its own empty directory, with its own TMPDIR, and writes the bundle into
 # a directory of its own: what else appears there during a step is its extra disk.
 # BENCH_PERF=1: airgap under perf record (call graphs), one profile per step and run.
@@ -320,7 +384,8 @@ check_one() {
   fi
 }
 
-export -f airgap_cmd skopeo_pack skopeo_load airgap_pack airgap_load limit_get limit_zstd limit_unzstd \
+export -f airgap_cmd skopeo_pack skopeo_load skopeo_workers skopeo_pull_one skopeo_push_one \
+  skopeo4_pack skopeo4_load airgap_pack airgap_load limit_get limit_zstd limit_unzstd \
   limit_upload check_one
 export SEED_BLOB_BYTES SEED_BLOBS
 
@@ -433,6 +498,8 @@ maxof() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
 
 SERVE_PID=
 serve_start() {
+  # Created here: the loop below may read it before the background job's redirection has.
+  : >"$RUNDIR/serve.out"
   "$AIRGAP" serve "$RUNDIR/airgap-out/bundle.tar.zst" --listen 127.0.0.1:0 -q \
     >"$RUNDIR/serve.out" 2>"$WORK/logs/serve-run$RUN.err" &
   SERVE_PID=$!
@@ -504,6 +571,11 @@ for RUN in $(seq "$RUNS"); do
   rm -rf "$RUNDIR/skopeo-layout"
   sync_after "skopeo pack"
 
+  measure "skopeo x4 pack" skopeo4_pack
+  record "skopeo x4 pack" "$(stat -c %s "$RUNDIR/skopeo4.tar.zst")" "$(cat "$RUNDIR/skopeo4-layout.bytes")"
+  rm -rf "$RUNDIR/skopeo4-layout"
+  sync_after "skopeo x4 pack"
+
   sampler_start "$RUNDIR/airgap.peak"
   measure "airgap pack" airgap_pack
   sync_after "airgap pack"
@@ -544,6 +616,16 @@ for RUN in $(seq "$RUNS"); do
   rm -rf "$RUNDIR/skopeo-extract"
   check_target "$SKOPEO_TGT" skopeo-target
 
+  reg_start skopeo4-target
+  SKOPEO4_TGT=$REG_HOST
+  SKOPEO4_STORAGE=$REG_STORAGE
+  export TGT=$SKOPEO4_TGT
+  CPU_OF=$TGT
+  measure "skopeo x4 load" skopeo4_load
+  record "skopeo x4 load" "$(storage_bytes "$SKOPEO4_STORAGE")" "$(cat "$RUNDIR/skopeo4-extract.bytes")"
+  rm -rf "$RUNDIR/skopeo4-extract"
+  check_target "$SKOPEO4_TGT" skopeo4-target
+
   reg_start airgap-target
   AIRGAP_TGT=$REG_HOST
   AIRGAP_STORAGE=$REG_STORAGE
@@ -566,6 +648,14 @@ for RUN in $(seq "$RUNS"); do
   rm -rf "$RUNDIR/skopeo-extract"
   check_target "$SKOPEO_TGT" skopeo-target
 
+  export TGT=$SKOPEO4_TGT
+  CPU_OF=$TGT
+  before=$(storage_bytes "$SKOPEO4_STORAGE")
+  measure "skopeo x4 re-load" skopeo4_load again
+  record "skopeo x4 re-load" "$(pos "$(storage_bytes "$SKOPEO4_STORAGE")" "$before")" "$(cat "$RUNDIR/skopeo4-extract.bytes")"
+  rm -rf "$RUNDIR/skopeo4-extract"
+  check_target "$SKOPEO4_TGT" skopeo4-target
+
   export TGT=$AIRGAP_TGT
   CPU_OF=$TGT
   before=$(storage_bytes "$AIRGAP_STORAGE")
@@ -577,6 +667,7 @@ for RUN in $(seq "$RUNS"); do
     "$(maxof "$(cat "$RUNDIR/airgap.peak")" "$(pos "$WRITTEN" "$map")")"
   check_target "$AIRGAP_TGT" airgap-target
   reg_stop skopeo-target
+  reg_stop skopeo4-target
   reg_stop airgap-target
 
   # The raw limits of loading.
@@ -597,17 +688,21 @@ STATE_AFTER=$(machine_state)
 # ---------------------------------------------------------------------------------------------
 # The report: medians over the runs.
 
-ROWS=("skopeo pack" "airgap pack" "limit: GET blobs" "airgap serve: GET" "limit: zstd -3" "skopeo load" "airgap load"
-  "skopeo re-load" "airgap re-load" "limit: zstd -d" "limit: upload blobs")
+ROWS=("skopeo pack" "skopeo x4 pack" "airgap pack" "limit: GET blobs" "airgap serve: GET" "limit: zstd -3"
+  "skopeo load" "skopeo x4 load" "airgap load" "skopeo re-load" "skopeo x4 re-load" "airgap re-load"
+  "limit: zstd -d" "limit: upload blobs")
 declare -A NOTE=(
   ["skopeo pack"]="copy x$SEED_IMAGES to an OCI dir, then tar | zstd -T0 -3"
+  ["skopeo x4 pack"]="the same, $WORKERS skopeo at once (one OCI dir each), then tar | zstd -T0 -3"
   ["airgap pack"]="airgap pack (concurrency 8, zstd -3)"
   ["limit: GET blobs"]="every blob, $PAR curls, to /dev/null"
   ["airgap serve: GET"]="the same GETs from airgap serve of the bundle (RSS: the server)"
   ["limit: zstd -3"]="zstd -T0 -3 of the same bytes, to a file"
   ["skopeo load"]="zstd -dc | tar -x, then copy x$SEED_IMAGES"
+  ["skopeo x4 load"]="zstd -dc | tar -x, then $WORKERS skopeo at once (one OCI dir each)"
   ["airgap load"]="airgap load (concurrency 8), fresh registry"
   ["skopeo re-load"]="the same again, same registry"
+  ["skopeo x4 re-load"]="the same again, same registry"
   ["airgap re-load"]="the same again, same registry"
   ["limit: zstd -d"]="zstd -dc of the airgap bundle to /dev/null"
   ["limit: upload blobs"]="every blob POST+PUT, $PAR curls, fresh registry"
@@ -654,6 +749,12 @@ declare -A MED_WALL
     "$(ratio "${MED_WALL["airgap pack"]}" "${MED_WALL["skopeo pack"]}")" \
     "$(ratio "${MED_WALL["airgap load"]}" "${MED_WALL["skopeo load"]}")" \
     "$(ratio "${MED_WALL["airgap re-load"]}" "${MED_WALL["skopeo re-load"]}")"
+  printf '%-10s %9s %12s\n' ratio "vs skopeo" "vs skopeo x$WORKERS"
+  for step in pack load re-load; do
+    printf '%-10s %9s %12s\n' "$step" \
+      "$(ratio "${MED_WALL["airgap $step"]}" "${MED_WALL["skopeo $step"]}")" \
+      "$(ratio "${MED_WALL["airgap $step"]}" "${MED_WALL["skopeo x4 $step"]}")"
+  done
   printf 'airgap/limit    pack %s (vs GET + zstd, %.2f s; %s vs the slower of the two)   load %s (vs upload, %.2f s)\n' \
     "$(ratio "${MED_WALL["airgap pack"]}" "$limit_pack")" "$limit_pack" \
     "$(ratio "${MED_WALL["airgap pack"]}" "$limit_pack_max")" \
@@ -665,14 +766,17 @@ declare -A MED_WALL
   floor() { # ROW: the step's CPU and its registry's, spread over every CPU: no schedule is faster
     awk -v a="${MED_CPU[$1]}" -v b="${MED_REG[$1]}" -v n="$(nproc)" 'BEGIN { if (b == "-") print "-"; else printf "%.2f", (a + b) / n }'
   }
-  printf 'CPU floor       (CPU s + reg CPU) / %s CPUs: airgap pack %s s, airgap load %s s; skopeo pack %s s, skopeo load %s s\n' \
-    "$(nproc)" "$(floor "airgap pack")" "$(floor "airgap load")" "$(floor "skopeo pack")" "$(floor "skopeo load")"
+  printf 'CPU floor       (CPU s + reg CPU) / %s CPUs: airgap pack %s s, airgap load %s s; skopeo pack %s s, skopeo load %s s; skopeo x%s pack %s s, load %s s\n' \
+    "$(nproc)" "$(floor "airgap pack")" "$(floor "airgap load")" "$(floor "skopeo pack")" "$(floor "skopeo load")" \
+    "$WORKERS" "$(floor "skopeo x4 pack")" "$(floor "skopeo x4 load")"
   durable_skopeo=$(awk -v a="${MED_WALL["skopeo pack"]}" -v b="$(median "skopeo pack: sync" 3)" 'BEGIN { print a + b }')
   durable_airgap=$(awk -v a="${MED_WALL["airgap pack"]}" -v b="$(median "airgap pack: sync" 3)" 'BEGIN { print a + b }')
-  printf 'durable         pack, then sync: skopeo %.2f s, airgap %.2f s: %s (airgap syncs its bundle within its own time)\n' \
-    "$durable_skopeo" "$durable_airgap" "$(ratio "$durable_airgap" "$durable_skopeo")"
+  durable_skopeo4=$(awk -v a="${MED_WALL["skopeo x4 pack"]}" -v b="$(median "skopeo x4 pack: sync" 3)" 'BEGIN { print a + b }')
+  printf 'durable         pack, then sync: skopeo %.2f s, skopeo x%s %.2f s, airgap %.2f s: %s, %s (airgap syncs its bundle within its own time)\n' \
+    "$durable_skopeo" "$WORKERS" "$durable_skopeo4" "$durable_airgap" "$(ratio "$durable_airgap" "$durable_skopeo")" \
+    "$(ratio "$durable_airgap" "$durable_skopeo4")"
   echo "$DELTA_LINE"
-  for t in source skopeo-target airgap-target; do
+  for t in source skopeo-target skopeo4-target airgap-target; do
     printf 'digests %-14s %s of %s manifest checks match the source\n' \
       "$t" "${CHECK_OK[$t]:-0}" "${CHECK_ALL[$t]:-0}"
   done

@@ -764,45 +764,135 @@ fn through(
     )
 }
 
+/// What a pack asked about referrers, counted at the proxy: tag lists, referrers API
+/// requests, and manifest requests by a `sha256-<hex>…` tag.
+fn discovery_requests(seen: &[support::proxy::Seen]) -> (usize, usize, usize) {
+    let count = |f: &dyn Fn(&str) -> bool| seen.iter().filter(|s| f(&s.path)).count();
+    (
+        count(&|p| p.ends_with("/tags/list") || p.contains("/tags/list?")),
+        count(&|p| p.contains("/referrers/")),
+        count(&|p| p.contains("/manifests/sha256-")),
+    )
+}
+
 #[test]
-fn discovery_costs_at_most_five_requests_per_unsigned_image() {
+fn discovery_asks_one_tag_list_per_repository_and_the_referrers_api_once() {
     use support::proxy::{Fault, FaultProxy};
-    let src = Registry::start(RegistryOpts::plain());
-    let fx = Fixtures::new(&src);
-    let names: Vec<String> = (0..6).map(|i| format!("plain/app{i}:1")).collect();
-    for (i, n) in names.iter().enumerate() {
-        let (repo, tag) = n.split_once(':').unwrap();
+    // app/signed:1 signed, attested, with an SBOM and a tag-schema referrer; two more
+    // unsigned tags beside it, and six unsigned images in three other repositories.
+    let s = signed(Kind::Distribution);
+    let fx = Fixtures::new(&s.src);
+    let mut names = vec!["app/signed:1".to_string()];
+    for t in ["2", "3"] {
         fx.image(
-            repo,
-            Some(tag),
-            &ImageOpts::oci(7500 + i as u64).layers(1, 4096),
+            "app/signed",
+            Some(t),
+            &ImageOpts::oci(7600 + t.parse::<u64>().unwrap()).layers(1, 4096),
         );
+        names.push(format!("app/signed:{t}"));
     }
-    let dir = tempdir();
-    let proxy = FaultProxy::start(&src.host(), Fault::None);
+    for i in 0..6u64 {
+        let repo = format!("plain/app{}", i % 3);
+        let tag = format!("{}", i / 3 + 1);
+        fx.image(&repo, Some(&tag), &ImageOpts::oci(7500 + i).layers(1, 4096));
+        names.push(format!("{repo}:{tag}"));
+    }
+    let proxy = FaultProxy::start(&s.src.host(), Fault::None);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (spec, flags) = through(&proxy, &src, &refs, dir.path());
-    let bundle = dir.path().join("b.tar.zst");
+    let (spec, flags) = through(&proxy, &s.src, &refs, s.dir.path());
+    let bundle = s.dir.path().join("b.tar.zst");
     pack_ok(&spec, &bundle, flags.clone());
-    let asked = |seen: &[support::proxy::Seen]| {
-        seen.iter()
-            .filter(|s| s.path.contains("/manifests/sha256-") || s.path.contains("/referrers/"))
-            .count()
-    };
-    let with = asked(&proxy.seen());
-    // Three tag HEADs and the referrers API (or, once it is known missing, the tag schema's
-    // HEAD) per image; the first images also ask the tag schema after the API's 404.
-    assert!(
-        with >= 4 * names.len() && with <= 5 * names.len(),
-        "{with} requests:\n{}",
+    let (lists, api, by_tag) = discovery_requests(&proxy.seen());
+    // One tag list per repository (4), the referrers API once for the registry
+    // (distribution: 404), and tags asked about only where the lists name them: the signed
+    // image's .sig, .att, .sbom and its tag-schema index (4), none for the 8 unsigned images
+    // (which used to cost 4 each).
+    assert_eq!(
+        (lists, api, by_tag),
+        (4, 1, 4),
+        "tag lists, referrers requests, sha256- tag requests:\n{}",
         proxy.describe()
     );
+    // And what they found is carried: every signature and referrer of app/signed:1, nothing
+    // for the others.
+    let j = inspect_json(&bundle);
+    let images = j["images"].as_array().expect("images");
+    assert_eq!(images.len(), names.len());
+    let mut carried: Vec<String> = Vec::new();
+    for i in images {
+        let refs = i["referrers"].as_array().cloned().unwrap_or_default();
+        if i["reference"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("app/signed:1"))
+        {
+            carried.extend(
+                refs.iter()
+                    .map(|r| r["digest"].as_str().unwrap().to_string()),
+            );
+        } else {
+            assert!(refs.is_empty(), "{}: {refs:?}", i["reference"]);
+        }
+    }
+    carried.sort();
+    let mut want = vec![
+        s.att.sig.clone(),
+        s.att.att.clone(),
+        s.att.sbom.clone(),
+        s.att.referrer.clone(),
+    ];
+    want.sort();
+    assert_eq!(carried, want);
+
+    // --no-referrers asks nothing of the kind.
     proxy.reset_counts();
-    let plain = dir.path().join("plain.tar.zst");
+    let plain = s.dir.path().join("plain.tar.zst");
     let mut no = flags;
     no.push("--no-referrers".into());
     pack_ok(&spec, &plain, no);
-    assert_eq!(asked(&proxy.seen()), 0, "{}", proxy.describe());
+    assert_eq!(
+        discovery_requests(&proxy.seen()),
+        (0, 0, 0),
+        "{}",
+        proxy.describe()
+    );
+}
+
+#[test]
+fn a_refused_tag_list_falls_back_to_asking_each_tag() {
+    use support::proxy::{Fault, FaultProxy};
+    // A registry that refuses tag lists (some do, for pull-only tokens): each subject's
+    // tags are asked about one by one, and the signatures are still found.
+    let s = signed(Kind::Distribution);
+    let proxy = FaultProxy::start(
+        &s.src.host(),
+        Fault::Canned {
+            method: Some("GET".into()),
+            path_contains: "/tags/list".into(),
+            status: 403,
+            content_type: "application/json".into(),
+            headers: vec![],
+            body: std::sync::Arc::new(
+                br#"{"errors":[{"code":"DENIED","message":"no listing"}]}"#.to_vec(),
+            ),
+        },
+    );
+    let (spec, flags) = through(&proxy, &s.src, &["app/signed:1"], s.dir.path());
+    let bundle = s.dir.path().join("b.tar.zst");
+    pack_ok(&spec, &bundle, flags);
+    let (lists, api, by_tag) = discovery_requests(&proxy.seen());
+    assert_eq!(
+        (lists, api, by_tag),
+        (1, 1, 4),
+        "tag lists, referrers requests, sha256- tag requests:\n{}",
+        proxy.describe()
+    );
+    let b = Bundle::open(&bundle);
+    for d in [&s.att.sig, &s.att.att, &s.att.sbom, &s.att.referrer] {
+        assert!(
+            b.blob_digests().contains(d.as_str()),
+            "{d} not in the bundle"
+        );
+    }
 }
 
 #[test]

@@ -235,6 +235,99 @@ fn a_missing_repository_or_project_stops_the_load_naming_what_to_create() {
     }
 }
 
+/// "Stop before pushing anything else": `ok/app` (a 6 MiB layer read through the seek table,
+/// a small one, a config) exists; `missing/app`'s project does not (Harbor's 404). Every
+/// request to `ok/` is held 3 s at the proxy, so its uploads are in flight when the refusal
+/// comes. They are cancelled, not left to finish: no PUT or PATCH reaches the proxy at all
+/// (no blob byte, no manifest, no tag), none of `ok/app`'s blobs is at the target, and the
+/// error names the registry, the repository, the status and the registry's message.
+#[test]
+fn a_missing_project_cancels_the_uploads_in_flight_and_sends_nothing_more() {
+    let src = Registry::start(RegistryOpts::plain());
+    let fx = Fixtures::new(&src);
+    let ok = fx.big_layer_image("ok/app", "1", 6 * MIB, 137);
+    let missing = fx.image(
+        "missing/app",
+        Some("1"),
+        &ImageOpts::oci(138).layers(1, 4096),
+    );
+    let dir = tempdir();
+    let spec = Spec::new()
+        .image(&ok.reference(&src.host()))
+        .image(&missing.reference(&src.host()))
+        .write(dir.path());
+    let bundle = dir.path().join("bundle.tar.zst");
+    pack_ok(&spec, &bundle, args![src.source_flags(), "--quiet"]);
+
+    let tgt = Registry::start(RegistryOpts::plain());
+    let hold = Duration::from_secs(3);
+    let proxy = FaultProxy::start(
+        &tgt.host(),
+        Fault::Each(vec![
+            Fault::Canned {
+                method: Some("POST".into()),
+                path_contains: "/v2/missing/".into(),
+                status: 404,
+                content_type: "application/json".into(),
+                headers: vec![],
+                body: std::sync::Arc::new(
+                    br#"{"errors":[{"code":"NOT_FOUND","message":"project missing not found: project missing not found"}]}"#
+                        .to_vec(),
+                ),
+            },
+            Fault::Hold {
+                method: None,
+                path_contains: "/v2/ok/".into(),
+                hold,
+            },
+        ]),
+    );
+    let started = std::time::Instant::now();
+    let out = load(&bundle, &proxy.host(), &[]);
+    let took = started.elapsed();
+    assert_failure_contains(
+        &out,
+        &[
+            &proxy.host(),
+            "has no repository missing/app",
+            "HTTP 404",
+            "project missing not found",
+            "hint: ",
+        ],
+    );
+    // The load did not wait for the held uploads to finish.
+    assert!(
+        took < hold,
+        "the load took {took:?}, waiting for the uploads in flight"
+    );
+    // Let the proxy forward what it held (the sessions' POSTs, whose client is gone).
+    std::thread::sleep(hold + Duration::from_millis(500));
+    let seen = proxy.seen();
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "POST" && s.path.contains("/v2/ok/")),
+        "no upload to ok/app was in flight, the test proves nothing:\n{}",
+        proxy.describe()
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.method == "PUT" || s.method == "PATCH"),
+        "something was sent after the refusal:\n{}",
+        proxy.describe()
+    );
+    assert_eq!(proxy.body_bytes("PUT") + proxy.body_bytes("PATCH"), 0);
+    for b in &ok.blobs {
+        assert!(
+            !tgt.client().blob_exists(&ok.repo, &b.digest),
+            "blob {} landed in ok/app",
+            b.digest
+        );
+    }
+    assert_eq!(tgt.client().tags(&ok.repo), Vec::<String>::new());
+    assert_eq!(tgt.client().tags(&missing.repo), Vec::<String>::new());
+}
+
 /// A chunked upload (1 MiB chunks) reset at ~60% of its layer: load asks the session where
 /// it is (`GET` its Location), resumes there, and the PATCHes carry no more than the blobs'
 /// bytes plus one chunk, counted at the proxy.
@@ -327,8 +420,10 @@ fn a_refused_body_stops_once_the_answer_has_come() {
     // The PUT of the layer (16 MiB and its tar headers), then PATCHes of 16, 8, 4 and 2 MiB
     // (the largest power of two below the refused size each time): 46 MiB refused.
     assert!(refused >= 46 * MIB, "{refused}:\n{}", proxy.describe());
+    // Without the stop every refused byte arrives; with it about a tenth does on a quiet
+    // machine (more when the client is slow to see the answer: half is the bound here).
     assert!(
-        arrived * 4 < refused,
+        arrived * 2 < refused,
         "{arrived} bytes of {refused} refused ones were sent anyway:\n{}",
         proxy.describe()
     );

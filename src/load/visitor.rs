@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::graph::{ImageGraph, Walk};
 use super::reread::{corrupt, tokio_stream_from, BundleRange};
@@ -18,7 +19,7 @@ use crate::bundle::seek::{ReadAt, SeekIndex};
 use crate::bundle::{parse_index, BlobContent, BlobRecord, BundleError, Flow, Head, Visitor};
 use crate::digest::Digest;
 use crate::progress::Progress;
-use crate::registry::{BlobBody, Client, Pushed, Reread};
+use crate::registry::{BlobBody, Client, Pushed, RegistryError, Reread};
 
 /// Blobs up to this size are read into memory and uploaded concurrently; bigger ones stream.
 pub(super) const SMALL_BLOB: u64 = 4 * 1024 * 1024;
@@ -53,6 +54,9 @@ pub struct LoadVisitor {
     pub(super) tasks: Vec<JoinHandle<Result<(), LoadError>>>,
     pub(super) sem: Arc<Semaphore>,
     pub(super) failed: Arc<AtomicBool>,
+    /// Cancelled by an upload the registry refused for a repository that does not exist:
+    /// every other upload in flight stops at once (nothing more is sent, nothing tagged).
+    pub(super) stop: CancellationToken,
     pub(super) failure: Option<LoadError>,
     /// Images whose manifests and tag are in (kept across `push_manifests` rounds).
     pub(super) landed: Vec<bool>,
@@ -103,6 +107,7 @@ impl LoadVisitor {
             tasks: Vec::new(),
             sem: Arc::new(Semaphore::new(permits)),
             failed: Arc::new(AtomicBool::new(false)),
+            stop: CancellationToken::new(),
             failure: None,
             landed: Vec::new(),
             pushed: Mutex::default(),
@@ -227,7 +232,12 @@ impl LoadVisitor {
             .rt
             .block_on(self.sem.clone().acquire_owned())
             .map_err(|e| BundleError::Visitor(e.to_string()))?;
+        // An upload may have failed while this one waited for its turn: start nothing more.
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(BundleError::Visitor("an upload failed".into()));
+        }
         let client = self.client.clone();
+        let stop = self.stop.clone();
         let counters = self.counters.clone();
         let pending = self.pending.clone();
         let failed = self.failed.clone();
@@ -238,7 +248,7 @@ impl LoadVisitor {
         let spawn = |source: Source| {
             self.rt.spawn(async move {
                 let _permit = permit;
-                let r = push_to_repos(
+                let push = push_to_repos(
                     &client,
                     &digest,
                     size,
@@ -247,10 +257,19 @@ impl LoadVisitor {
                     &counters,
                     &pending,
                     task_progress.as_ref(),
-                )
-                .await;
-                if r.is_err() {
+                );
+                // Cancelled: dropping the upload closes its connection mid-request, so the
+                // registry keeps nothing of it. The load's error is the stopping upload's
+                // own (a task of this same pass), so this one reports nothing.
+                let r = tokio::select! {
+                    r = push => r,
+                    () = stop.cancelled() => return Ok(()),
+                };
+                if let Err(e) = &r {
                     failed.store(true, Ordering::Relaxed);
+                    if stops_the_load(e) {
+                        stop.cancel();
+                    }
                 }
                 r
             })
@@ -326,6 +345,13 @@ impl LoadVisitor {
         }
         Ok(())
     }
+}
+
+/// A refusal no other upload can get past: the repository (Harbor project, ECR repository,
+/// GitLab group) must be created first. Uploads in flight are cancelled rather than left to
+/// finish, so nothing more goes to the registry before the user has fixed it.
+fn stops_the_load(e: &LoadError) -> bool {
+    matches!(e, LoadError::Blob { source, .. } if matches!(**source, RegistryError::RepositoryMissing { .. }))
 }
 
 enum Source {

@@ -295,18 +295,24 @@ pub async fn pack(
     // Resolving is round trips for small manifests and configs, not bandwidth: over a WAN
     // link (50 ms) 240 images at 8 at once cost 3 s of waiting; more at once hide it.
     let concurrency = opts.concurrency.max(1) * RESOLVE_PER_DOWNLOAD;
-    let no_api = referrers::NoApi::default();
+    // Shared by every image: what one tag list per repository and one referrers probe per
+    // registry told.
+    let discovery = std::sync::Arc::new(referrers::Discovery::new(
+        images
+            .iter()
+            .map(|i| (i.reference.registry(), i.reference.repository())),
+    ));
     let resolved: Vec<ResolvedImage> = futures::stream::iter(images.into_iter().map(|req| {
         let client = origin_of(&req);
         let filter = opts.platforms.clone();
         let with_referrers = opts.referrers;
-        let no_api = no_api.clone();
+        let discovery = discovery.clone();
         let progress = progress.clone();
         async move {
             let mut r = resolve::resolve(&client, req, &filter).await?;
             // An archive's image has no registry to ask; its referrers are not carried.
             if let (true, Origin::Registry(c)) = (with_referrers, &client) {
-                referrers::discover(c, &no_api, &mut r, progress.as_ref()).await?;
+                referrers::discover(c, &discovery, &mut r, progress.as_ref()).await?;
             }
             progress.item(&format!(
                 "resolved {} -> {}",

@@ -4,7 +4,11 @@
 //! Their manifests and blobs join the image's, so they are stored (and deduplicated,
 //! omitted by a delta's base) like any other.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
 use futures::{StreamExt, TryStreamExt};
+use tokio::sync::OnceCell;
 
 use super::resolve::{add_fetched, ResolvedImage};
 use super::PackError;
@@ -15,7 +19,7 @@ use crate::progress::Progress;
 use crate::referrers::{cosign_tag, facts, schema_tag, COSIGN_SUFFIXES};
 use crate::registry::{Client, FetchedManifest, RegistryError};
 
-/// Subjects asked about at once per image (each costs four requests, sent together).
+/// Subjects asked about at once per image (each costs up to four requests, sent together).
 const SUBJECTS_AT_ONCE: usize = 4;
 
 /// One thing found referring to a subject.
@@ -30,7 +34,7 @@ struct Found {
 /// so nothing refers to it: what referred to the served index is left out, with a warning.
 pub async fn discover(
     client: &Client,
-    no_api: &NoApi,
+    discovery: &Discovery,
     img: &mut ResolvedImage,
     progress: &dyn Progress,
 ) -> Result<(), PackError> {
@@ -44,13 +48,13 @@ pub async fn discover(
     let found: Vec<Vec<Found>> = futures::stream::iter(
         subjects
             .iter()
-            .map(|s| find(client, no_api, &repo, s.clone(), &image)),
+            .map(|s| find(client, discovery, &repo, s.clone(), &image)),
     )
     .buffered(SUBJECTS_AT_ONCE)
     .try_collect()
     .await?;
     if let Some(served) = &img.source_digest {
-        let lost = find(client, no_api, &repo, served.clone(), &image).await?;
+        let lost = find(client, discovery, &repo, served.clone(), &image).await?;
         if !lost.is_empty() {
             progress.warn(&format!(
                 "{image}: --platform made a new index ({}); the {} signature(s)/referrer(s) of the \
@@ -156,14 +160,97 @@ async fn schema_index(
     }
 }
 
-/// Registries whose referrers API answered "no such API" during this pack (by name).
-pub type NoApi = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+/// Pages of one repository's tag list read at most: the per-subject requests it replaces
+/// (four per image at least) bound it, so it never costs more than it saves.
+const MAX_TAG_PAGES: usize = 16;
+
+type Tags = Option<Arc<HashSet<String>>>;
+/// (registry, repository) -> its tags, read by the first image that asks.
+type TagLists = HashMap<(String, String), Arc<OnceCell<Tags>>>;
+
+/// What discovery learns once and every image of the pack shares: per registry, whether it
+/// has the referrers API (asked with the first subject's own request; the others wait for
+/// that answer instead of each probing); per repository, its tags, from one tag list
+/// (`tags/list`), so cosign tags and tag-schema indexes are asked about only where they
+/// exist. Where the tag list is refused or too long, each subject's tags are asked about
+/// one by one, as a registry without tag lists needs.
+#[derive(Default)]
+pub struct Discovery {
+    api: Mutex<HashMap<String, Arc<OnceCell<bool>>>>,
+    tags: Mutex<TagLists>,
+    /// Images of this pack per (registry, repository).
+    images: HashMap<(String, String), usize>,
+}
+
+impl Discovery {
+    /// `images`: the (registry, repository) of every image the pack resolves.
+    pub fn new<'a>(images: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut counts = HashMap::new();
+        for (reg, repo) in images {
+            *counts
+                .entry((reg.to_string(), repo.to_string()))
+                .or_default() += 1;
+        }
+        Discovery {
+            images: counts,
+            ..Default::default()
+        }
+    }
+
+    /// `repo`'s tags, read once per pack; `None`: unknown (ask about each tag).
+    async fn tags(&self, client: &Client, repo: &str) -> Result<Tags, RegistryError> {
+        let key = (client.registry().to_string(), repo.to_string());
+        let pages = (self.images.get(&key).copied().unwrap_or(1) * 4).min(MAX_TAG_PAGES);
+        let cell = self
+            .tags
+            .lock()
+            .expect("tags lock")
+            .entry(key)
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async { Ok(client.list_tags(repo, pages).await?.map(Arc::new)) })
+            .await
+            .cloned()
+    }
+
+    /// What the referrers API lists for `subject`, or `None` where the registry has no such
+    /// API: the first subject of a registry asks, the others wait for its answer.
+    async fn referrers(
+        &self,
+        client: &Client,
+        repo: &str,
+        subject: &Digest,
+    ) -> Result<Option<Vec<serde_json::Value>>, RegistryError> {
+        let cell = self
+            .api
+            .lock()
+            .expect("api lock")
+            .entry(client.registry().to_string())
+            .or_default()
+            .clone();
+        let mut first = None;
+        let has = *cell
+            .get_or_try_init(|| async {
+                let r = client.referrers(repo, subject).await?;
+                let has = r.is_some();
+                first = Some(r);
+                Ok::<_, RegistryError>(has)
+            })
+            .await?;
+        match (first, has) {
+            (Some(r), _) => Ok(r),
+            (None, true) => client.referrers(repo, subject).await,
+            (None, false) => Ok(None),
+        }
+    }
+}
 
 /// Asks, all at once, for `subject`'s cosign tags and its referrers (the API, else the tag
-/// schema). A missing tag is a 404 (MANIFEST_UNKNOWN or NAME_UNKNOWN): nothing there.
+/// schema), each tag only if the repository's tag list names it (or no list is known). A
+/// missing tag is a 404 (MANIFEST_UNKNOWN or NAME_UNKNOWN): nothing there.
 async fn find(
     client: &Client,
-    no_api: &NoApi,
+    discovery: &Discovery,
     repo: &str,
     subject: Digest,
     image: &str,
@@ -172,48 +259,37 @@ async fn find(
         image: image.to_string(),
         source: Box::new(source),
     };
-    // HEADs: most images have no signature tags, and a HEAD is no metered pull.
+    let tags = discovery.tags(client, repo).await.map_err(err)?;
+    let listed = |t: &str| tags.as_ref().is_none_or(|all| all.contains(t));
+    // HEADs: a HEAD is no metered pull.
     let tag = |suffix: &'static str| {
         let t = cosign_tag(&subject, suffix);
+        let listed = listed(&t);
         async move {
+            if !listed {
+                return Ok(None);
+            }
             client
                 .head_manifest(repo, &t)
                 .await
                 .map(|h| h.map(|h| (t, h)))
         }
     };
-    // The referrers API, or (on a registry known to lack it) the tag schema, asked at once
-    // with the tags: one round trip per subject once the registry's answer is known.
-    let known_without = no_api
-        .lock()
-        .expect("no_api lock")
-        .contains(client.registry());
+    // The referrers API, or (on a registry without it) the tag schema, asked at once with
+    // the tags.
+    let schema_listed = listed(&schema_tag(&subject));
     let listing = async {
-        if known_without {
-            return Ok(None);
-        }
-        let r = client.referrers(repo, &subject).await;
-        if let Ok(None) = r {
-            no_api
-                .lock()
-                .expect("no_api lock")
-                .insert(client.registry().to_string());
-        }
-        r
-    };
-    let schema = async {
-        if known_without {
-            schema_index(client, repo, &subject).await.map(Some)
-        } else {
-            Ok(None)
+        match discovery.referrers(client, repo, &subject).await? {
+            Some(list) => Ok(list),
+            None if schema_listed => schema_index(client, repo, &subject).await,
+            None => Ok(Vec::new()),
         }
     };
-    let (sig, att, sbom, api, early_schema) = futures::join!(
+    let (sig, att, sbom, listed) = futures::join!(
         tag(COSIGN_SUFFIXES[0]),
         tag(COSIGN_SUFFIXES[1]),
         tag(COSIGN_SUFFIXES[2]),
-        listing,
-        schema
+        listing
     );
     let mut out = Vec::new();
     for t in [sig, att, sbom] {
@@ -233,12 +309,7 @@ async fn find(
             });
         }
     }
-    let listed = match (api.map_err(err)?, early_schema.map_err(err)?) {
-        (Some(list), _) => list,
-        (None, Some(list)) => list,
-        (None, None) => schema_index(client, repo, &subject).await.map_err(err)?,
-    };
-    for v in listed {
+    for v in listed.map_err(err)? {
         let d: Descriptor = serde_json::from_value(v).map_err(|e| PackError::Invalid {
             image: image.to_string(),
             reason: format!("the referrers index of {subject} has a bad descriptor: {e}"),

@@ -1,10 +1,11 @@
-//! The catalog (`/v2/_catalog`), followed page by page.
+//! The catalog (`/v2/_catalog`) and a repository's tag list (`/v2/<name>/tags/list`), followed
+//! page by page.
 
 use std::collections::HashSet;
 
 use reqwest::header;
 
-use super::client::Client;
+use super::client::{pull_scope, Client};
 use super::error::RegistryError;
 
 impl Client {
@@ -52,6 +53,59 @@ impl Client {
             match next {
                 None => return Ok(Some(repos)),
                 // Credentials go only where they went for the first page.
+                Some(n) if self.same_origin(&n) => url = self.resolve_location(&n),
+                Some(_) => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Client {
+    /// Every tag of `repo`, following its pages, or `None` when the list gives no answer to
+    /// rely on: refused (any status but success), not JSON, or more than `max_pages` pages.
+    /// Only a refused connection is an error. Pack reads it once per repository to learn
+    /// which signature and referrer tags exist instead of asking about each one.
+    pub async fn list_tags(
+        &self,
+        repo: &str,
+        max_pages: usize,
+    ) -> Result<Option<HashSet<String>>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            name: Option<String>,
+            tags: Option<Vec<String>>,
+        }
+        let scopes = [pull_scope(repo)];
+        let mut url = self.url(&format!("/v2/{repo}/tags/list"));
+        let mut tags = HashSet::new();
+        for _ in 0..max_pages {
+            let resp = match self.send(&scopes, repo, |h| h.get(&url)).await {
+                Ok(r) => r,
+                Err(e @ (RegistryError::Connect { .. } | RegistryError::Tls { .. })) => {
+                    return Err(e)
+                }
+                Err(_) => return Ok(None),
+            };
+            if !resp.status().is_success() {
+                return Ok(None);
+            }
+            let next = resp
+                .headers()
+                .get(header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link);
+            let Ok(page) = resp.json::<Page>().await else {
+                return Ok(None);
+            };
+            // distribution answers `"tags": null` for a repository without tags; an answer
+            // with neither field is no tag list (a proxy's page), so nothing is concluded.
+            if page.name.is_none() && page.tags.is_none() {
+                return Ok(None);
+            }
+            tags.extend(page.tags.unwrap_or_default());
+            match next {
+                None => return Ok(Some(tags)),
                 Some(n) if self.same_origin(&n) => url = self.resolve_location(&n),
                 Some(_) => return Ok(None),
             }

@@ -97,9 +97,17 @@ pub enum Fault {
         headers: Vec<(String, String)>,
         body: Arc<Vec<u8>>,
     },
-    /// For each request, the first of these `Canned`/`CannedFirst`/`CannedAt` faults that
-    /// applies.
+    /// For each request, the first of these `Canned`/`CannedFirst`/`CannedAt`/`Hold` faults
+    /// that applies.
     Each(Vec<Fault>),
+    /// Hold every request whose method is `method` (any method when `None`) and whose path
+    /// contains `path_contains` for `hold` before forwarding it (its body unread meanwhile):
+    /// a slow registry, so uploads are still in flight when something else happens.
+    Hold {
+        method: Option<String>,
+        path_contains: String,
+        hold: Duration,
+    },
     /// Answer a request with `method` (any method when `None`), a path containing
     /// `path_contains` and a `Content-Length` above `above` at once, before reading its body
     /// (as a registry refusing monolithic uploads, or nginx over `client_max_body_size`
@@ -596,7 +604,8 @@ fn answer_canned(
     }
 }
 
-/// The `Canned` answer `f` gives this request, if any (a `CannedFirst` counts the match).
+/// The `Canned` answer (or `Hold`) `f` gives this request, if any (a `CannedFirst` counts
+/// the match).
 fn canned_for(f: &Fault, head: &Head, state: &State) -> Option<Fault> {
     let matches = |method: Option<&str>, path_contains: &str| {
         method.is_none_or(|m| m.eq_ignore_ascii_case(&head.method))
@@ -641,9 +650,17 @@ fn canned_for(f: &Fault, head: &Head, state: &State) -> Option<Fault> {
             headers: headers.clone(),
             body: body.clone(),
         }),
-        Fault::Canned { .. } | Fault::CannedFirst { .. } | Fault::CannedAt { .. } => None,
+        Fault::Hold {
+            method,
+            path_contains,
+            ..
+        } if matches(method.as_deref(), path_contains) => Some(f.clone()),
+        Fault::Canned { .. }
+        | Fault::CannedFirst { .. }
+        | Fault::CannedAt { .. }
+        | Fault::Hold { .. } => None,
         Fault::Each(_) => {
-            panic!("Fault::Each holds Canned, CannedFirst and CannedAt faults only")
+            panic!("Fault::Each holds Canned, CannedFirst, CannedAt and Hold faults only")
         }
         _ => None,
     }
@@ -768,6 +785,20 @@ fn handle(mut client: TcpStream, state: &State) -> std::io::Result<()> {
             .unwrap_or(Fault::None),
         f => canned_for(&f, &head, state).unwrap_or(f),
     };
+    if let Fault::Hold {
+        method,
+        path_contains,
+        hold,
+    } = &fault
+    {
+        if method
+            .as_ref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(&head.method))
+            && head.path.contains(path_contains.as_str())
+        {
+            std::thread::sleep(*hold);
+        }
+    }
     let status = match &fault {
         Fault::StatusFirst {
             n,
