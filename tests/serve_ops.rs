@@ -462,7 +462,10 @@ fn clients_pulling_the_same_layer_at_once_share_its_frames() {
     assert!(decoded < clients * frames, "no frame shared:\n{m}");
     assert!(shared > 0, "{m}");
     assert_eq!(metric(&m, "airgap_serve_verification_failures_total"), 0);
-    assert!(metric(&m, "airgap_serve_frame_cache_bytes") <= 16 << 20, "{m}");
+    assert!(
+        metric(&m, "airgap_serve_frame_cache_bytes") <= 16 << 20,
+        "{m}"
+    );
     proc.kill();
 }
 

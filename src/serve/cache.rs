@@ -58,7 +58,10 @@ impl Decoded {
 enum Slot {
     /// Being decoded by one reader; its bytes are already counted.
     Loading,
-    Ready { frame: Arc<Decoded>, tick: u64 },
+    Ready {
+        frame: Arc<Decoded>,
+        tick: u64,
+    },
 }
 
 #[derive(Default)]
@@ -112,12 +115,7 @@ impl FrameCache {
     /// The decoded frame `key` (`frame` is where it lies in `src`): from the cache, after
     /// waiting for the reader decoding it, or decoded now. When the cache cannot take it (all
     /// of it reserved by frames being decoded) it is decoded for this reader alone.
-    pub fn get(
-        &self,
-        key: FrameKey,
-        frame: &Frame,
-        src: &dyn ReadAt,
-    ) -> io::Result<Arc<Decoded>> {
+    pub fn get(&self, key: FrameKey, frame: &Frame, src: &dyn ReadAt) -> io::Result<Arc<Decoded>> {
         let mut st = self.lock();
         loop {
             let st_ref = &mut *st;

@@ -159,7 +159,11 @@ fn concurrent_readers_get_identical_bytes_from_one_decode_per_frame() {
     }
     let spanned = fx.frames_of(&fx.a) as u64;
     assert!(spanned >= 4, "the fixture spans {spanned} frames");
-    assert_eq!(count(&metrics.frames_decoded), spanned, "one decode per frame");
+    assert_eq!(
+        count(&metrics.frames_decoded),
+        spanned,
+        "one decode per frame"
+    );
     assert_eq!(
         count(&metrics.frames_shared),
         (n as u64 - 1) * spanned,
@@ -261,7 +265,10 @@ fn readers_of_a_frame_being_decoded_wait_for_that_decode() {
     });
     assert_eq!(slow.1.load(Ordering::Relaxed), 1, "read from the file once");
     assert_eq!(count(&metrics.frames_decoded), 1);
-    assert!(got.iter().all(|g| Arc::ptr_eq(g, &got[0])), "one buffer shared");
+    assert!(
+        got.iter().all(|g| Arc::ptr_eq(g, &got[0])),
+        "one buffer shared"
+    );
     assert_eq!(cache.used(), f.d_size);
     // A source that fails: the slot is freed, the error reported, the next reader retries.
     struct Failing;
