@@ -458,6 +458,10 @@ pub struct ServeArgs {
     /// growing the server
     #[arg(long, default_value = "64M", value_name = "SIZE", value_parser = parse_size)]
     pub memory: u64,
+    /// Of --memory, how much holds decoded frames shared by clients reading the same blob
+    /// at once (default: a quarter; at most half; 0: every read decodes its own), e.g. 16M
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub frame_cache: Option<u64>,
     /// On SIGTERM or Ctrl-C, stop accepting and let responses in flight finish for up to
     /// this many seconds
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
@@ -654,6 +658,7 @@ impl ServeArgs {
             max_connections: self.max_connections,
             shutdown_timeout: std::time::Duration::from_secs(self.shutdown_timeout),
             memory: self.memory,
+            frame_cache: self.frame_cache,
             repository: self.repository.clone(),
             expected_ids: Vec::new(),
         }

@@ -348,9 +348,13 @@ fn a_blob_damaged_before_any_verified_read_never_completes() {
 #[test]
 fn memory_is_split_between_frames_and_readers() {
     use super::super::http::split_memory;
-    assert_eq!(split_memory(64 * MIB, true), (16 * MIB, 48));
-    assert_eq!(split_memory(64 * MIB, false), (0, 64));
-    assert_eq!(split_memory(16 * MIB, true), (4 * MIB, 12));
+    assert_eq!(split_memory(64 * MIB, None, true), (16 * MIB, 48));
+    assert_eq!(split_memory(64 * MIB, None, false), (0, 64));
+    assert_eq!(split_memory(16 * MIB, None, true), (4 * MIB, 12));
+    // Asked for: at most half, whole MiB; 0 turns sharing off.
+    assert_eq!(split_memory(64 * MIB, Some(8 * MIB + 5), true), (8 * MIB, 56));
+    assert_eq!(split_memory(64 * MIB, Some(60 * MIB), true), (32 * MIB, 32));
+    assert_eq!(split_memory(64 * MIB, Some(0), true), (0, 64));
     // Too little to share: two readers in place, as before.
-    assert_eq!(split_memory(4 * MIB, true), (0, 12));
+    assert_eq!(split_memory(4 * MIB, None, true), (0, 12));
 }

@@ -59,15 +59,12 @@ pub const READER_MEMORY: u64 = 6 * MIB;
 /// is decoding; counted with room.
 pub const SHARED_READER_MEMORY: u64 = 4 * MIB;
 
-/// How `--memory` is split: (frame cache bytes, reader budget in MiB). A quarter goes to
-/// decoded frames when some bundle is seekable (none below 8 MiB in all); at least two
-/// readers in place may always run.
-pub fn split_memory(memory: u64, seekable: bool) -> (u64, u64) {
-    let cache = if seekable && memory / 4 >= 2 * MIB {
-        memory / 4 / MIB * MIB
-    } else {
-        0
-    };
+/// How `--memory` is split: (frame cache bytes, reader budget in MiB). `frame_cache` (by
+/// default a quarter, at most half, whole MiB, none under 2 MiB) goes to decoded frames when
+/// some bundle is seekable; at least two readers in place may always run.
+pub fn split_memory(memory: u64, frame_cache: Option<u64>, seekable: bool) -> (u64, u64) {
+    let want = frame_cache.unwrap_or(memory / 4).min(memory / 2) / MIB * MIB;
+    let cache = if seekable && want >= 2 * MIB { want } else { 0 };
     let readers = (memory - cache).max(2 * READER_MEMORY) / MIB;
     (cache, readers)
 }
@@ -103,7 +100,7 @@ pub async fn serve(opts: ServeOptions, progress: Arc<dyn Progress>) -> Result<Se
         .bundles
         .iter()
         .any(|b| matches!(&b.data, Data::Bundle { index, .. } if index.seekable));
-    let (cache_bytes, reader_mib) = split_memory(opts.memory, seekable);
+    let (cache_bytes, reader_mib) = split_memory(opts.memory, opts.frame_cache, seekable);
     let metrics = Arc::new(Metrics::default());
     let frames = (cache_bytes > 0).then(|| Arc::new(Frames::new(cache_bytes, metrics.clone())));
     if auth.is_none() && !opts.listen.ip().is_loopback() {

@@ -91,6 +91,8 @@ pub struct ServeOptions {
     /// Buffer memory for blob reads, in total: the shared frame cache and the readers
     /// (see [`http::split_memory`]).
     pub memory: u64,
+    /// Of `memory`, the bytes for the shared frame cache (`None`: a quarter).
+    pub frame_cache: Option<u64>,
     /// Per bundle (in the order of `bundles`; missing: none), the identity (sha256 of
     /// `airgap.json`) whose signature was checked: a bundle with another head is refused at
     /// startup.
