@@ -460,7 +460,7 @@ pub struct ServeArgs {
     pub memory: u64,
     /// Of --memory, how much holds decoded frames shared by clients reading the same blob
     /// at once (default: a quarter; at most half; 0: every read decodes its own), e.g. 16M
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_or_zero)]
     pub frame_cache: Option<u64>,
     /// On SIGTERM or Ctrl-C, stop accepting and let responses in flight finish for up to
     /// this many seconds
@@ -516,6 +516,14 @@ pub struct RewriteArgs {
 }
 
 /// `--split SIZE`: clap shows only the error's text, so the advice goes with it.
+/// A size where 0 means "none" (`--frame-cache 0`).
+fn parse_size_or_zero(s: &str) -> Result<u64, String> {
+    match s.trim() {
+        "0" => Ok(0),
+        other => parse_size(other),
+    }
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     airgap::bundle::volume::parse_size(s).map_err(|e| match e.hint() {
         Some(h) => format!("{e} ({h})"),

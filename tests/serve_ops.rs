@@ -467,6 +467,21 @@ fn clients_pulling_the_same_layer_at_once_share_its_frames() {
         "{m}"
     );
     proc.kill();
+
+    // `--frame-cache 0`: every read decodes its own frames, the same bytes.
+    let (mut proc, port) = serve(&args!["-q", "--frame-cache", "0"]);
+    let url = format!("http://127.0.0.1:{port}/v2/site/app/blobs/{}", w.big.digest);
+    let body = client().get(&url).send().unwrap().bytes().unwrap();
+    assert_eq!(sha256_digest(&body), w.big.digest);
+    let m = client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(metric(&m, "airgap_serve_frames_decoded_total"), 0, "{m}");
+    assert_eq!(metric(&m, "airgap_serve_frame_cache_bytes"), 0, "{m}");
+    proc.kill();
 }
 
 /// Two bundles in one namespace (given as a directory), and a third that gives an image the

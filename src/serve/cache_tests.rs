@@ -352,9 +352,35 @@ fn memory_is_split_between_frames_and_readers() {
     assert_eq!(split_memory(64 * MIB, None, false), (0, 64));
     assert_eq!(split_memory(16 * MIB, None, true), (4 * MIB, 12));
     // Asked for: at most half, whole MiB; 0 turns sharing off.
-    assert_eq!(split_memory(64 * MIB, Some(8 * MIB + 5), true), (8 * MIB, 56));
+    assert_eq!(
+        split_memory(64 * MIB, Some(8 * MIB + 5), true),
+        (8 * MIB, 56)
+    );
     assert_eq!(split_memory(64 * MIB, Some(60 * MIB), true), (32 * MIB, 32));
     assert_eq!(split_memory(64 * MIB, Some(0), true), (0, 64));
     // Too little to share: two readers in place, as before.
     assert_eq!(split_memory(4 * MIB, None, true), (0, 12));
+}
+
+#[test]
+fn frames_readers_still_want_stay_before_more_recent_ones_nobody_wants() {
+    let fx = Fixture::new();
+    let metrics = Arc::new(Metrics::default());
+    let first = fx.index.frame_index(fx.offset(&fx.a)).unwrap();
+    let f = |k: usize| fx.index.frames[first + k];
+    let size = f(0).d_size.max(f(1).d_size);
+    let cache = FrameCache::new(2 * size, metrics.clone());
+    let get = |k: usize| cache.get((0, first + k), &f(k), fx.src.as_ref()).unwrap();
+    // A slower reader still has frames 1..=3 ahead of it; frame 0 is behind everyone.
+    cache.want(0, first + 1..=first + 3);
+    get(1);
+    get(0);
+    assert_eq!(count(&metrics.frames_decoded), 2);
+    // Room for frame 2: frame 0 goes, though used after frame 1.
+    get(2);
+    get(1);
+    assert_eq!(count(&metrics.frames_decoded), 3, "frame 1 was dropped");
+    get(0);
+    assert_eq!(count(&metrics.frames_decoded), 4);
+    cache.unwant(0, first + 1..=first + 3);
 }

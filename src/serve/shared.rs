@@ -150,9 +150,11 @@ impl Frames {
         let last = index.frame_index(end - 1).ok_or_else(beyond)?;
         let mut check = self.check_for(key, last - first + 1, verify);
         let mut held: Option<Bytes> = None;
+        let mut ahead = Ahead::new(&self.cache, bundle, first, last);
         for k in first..=last {
             let f = &index.frames[k];
             let frame = self.cache.get((bundle, k), f, src).map_err(corrupt)?;
+            ahead.passed(k);
             let lo = (pos - f.d_off) as usize;
             let hi = (end.min(f.d_off + f.d_size) - f.d_off) as usize;
             let part = frame.bytes.get(lo..hi).ok_or_else(beyond)?;
@@ -219,5 +221,42 @@ impl Frames {
             send(last);
         }
         Ok(())
+    }
+}
+
+/// The frames a read has still to read, told to the cache (whatever way the read ends).
+struct Ahead<'a> {
+    cache: &'a FrameCache,
+    bundle: usize,
+    /// The first frame not yet passed, and the last.
+    next: usize,
+    last: usize,
+}
+
+impl<'a> Ahead<'a> {
+    fn new(cache: &'a FrameCache, bundle: usize, first: usize, last: usize) -> Ahead<'a> {
+        cache.want(bundle, first..=last);
+        Ahead {
+            cache,
+            bundle,
+            next: first,
+            last,
+        }
+    }
+
+    /// Frame `k` is being read now: it and those before are no longer ahead.
+    fn passed(&mut self, k: usize) {
+        if k >= self.next {
+            self.cache.unwant(self.bundle, self.next..=k);
+            self.next = k + 1;
+        }
+    }
+}
+
+impl Drop for Ahead<'_> {
+    fn drop(&mut self) {
+        if self.next <= self.last {
+            self.cache.unwant(self.bundle, self.next..=self.last);
+        }
     }
 }
