@@ -453,9 +453,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 512, value_name = "N")]
     pub max_connections: usize,
     /// Buffer memory for blob reads in total, e.g. 64M: a quarter holds decoded frames of a
-    /// seekable bundle shared by clients reading them at once, the rest is counted as 4 MiB
-    /// per blob read through them (6 MiB in place); more clients wait their turn instead of
-    /// growing the server
+    /// seekable bundle shared by clients reading them at once, the rest is counted as 6 MiB
+    /// per blob read at once; more clients wait their turn instead of growing the server
     #[arg(long, default_value = "64M", value_name = "SIZE", value_parser = parse_size)]
     pub memory: u64,
     /// Of --memory, how much holds decoded frames shared by clients reading the same blob

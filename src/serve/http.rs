@@ -56,8 +56,9 @@ pub const READER_MEMORY: u64 = 6 * MIB;
 
 /// A reader through the shared frames: its queued chunks (about 1.75 MiB) and the one frame
 /// it copies from (1 MiB, perhaps already evicted from the cache) or the compressed frame it
-/// is decoding; counted with room.
-pub const SHARED_READER_MEMORY: u64 = 4 * MIB;
+/// is decoding. Counted as a reader in place: at 4 MiB, 12 readers and the 16 MiB of frames
+/// peaked at 64.9 MiB RSS with 256 clients (`bench.sh fleet-many`, images), over the target.
+pub const SHARED_READER_MEMORY: u64 = 6 * MIB;
 
 /// How `--memory` is split: (frame cache bytes, reader budget in MiB). `frame_cache` (by
 /// default a quarter, at most half, whole MiB, none under 2 MiB) goes to decoded frames when
