@@ -715,9 +715,10 @@ fn stream_blob(
     const CHUNK: usize = 256 * 1024;
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
     let counted = metrics.clone();
-    let through_cache = frames.is_some()
-        && matches!(&cat.bundles[blob.bundle].data, Data::Bundle { index, .. }
-            if Frames::covers(index, blob.loc.offset + start, len));
+    let through_cache = frames.as_ref().is_some_and(|f| {
+        matches!(&cat.bundles[blob.bundle].data, Data::Bundle { index, .. }
+            if f.serves(index, blob.loc.offset + start, len))
+    });
     let cost = if through_cache {
         SHARED_READER_MEMORY
     } else {

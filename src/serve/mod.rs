@@ -525,7 +525,7 @@ pub fn send_blob(
     let digest = &blob.record.digest;
     match data {
         Data::Bundle { src, index }
-            if frames.is_some() && Frames::covers(index, blob.loc.offset + start, len) =>
+            if frames.is_some_and(|f| f.serves(index, blob.loc.offset + start, len)) =>
         {
             frames.expect("checked").send(
                 blob.bundle,

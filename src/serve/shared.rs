@@ -85,6 +85,15 @@ impl Frames {
         index.frames[a..=b].iter().all(cacheable)
     }
 
+    /// Whether a read of `len` bytes from `offset` goes through the cache: its frames can be
+    /// cached and it is no longer than the cache. Readers of a longer blob are admitted one
+    /// by one as others finish, so they spread over more frames than the cache holds and
+    /// each decodes nearly every frame again: through the cache that cost 5% more than
+    /// reading in place (`fleet-large`, 96 MiB layer, 256 clients).
+    pub fn serves(&self, index: &SeekIndex, offset: u64, len: u64) -> bool {
+        len <= self.cache.capacity() && Self::covers(index, offset, len)
+    }
+
     fn check_for(&self, key: BlobKey, frames: usize, verify: bool) -> Check {
         if !verify {
             return Check::None;
