@@ -16,7 +16,9 @@
 # Per variant: aggregate MiB/s (bytes every client received / wall time from the moment all
 # start), and the server's peak RSS: VmHWM of a fresh `airgap serve` process (default
 # --memory 64M), and of the distribution registry after resetting its peak (/proc/PID/clear_refs
-# 5) just before the fleet. Environment: BENCH_SCALE (default 1), BENCH_FLEET, BENCH_KEEP=1.
+# 5) just before the fleet. Environment: BENCH_SCALE (default 1), BENCH_FLEET, BENCH_KEEP=1,
+# BENCH_NO_CACHE=1 (also run `airgap serve --frame-cache 0`, every read decoding its own
+# frames, as server "serve uncached": an A/B of the shared frames in the same run).
 # Output: a table on stdout, also target/bench/fleet-SET.txt.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -89,13 +91,15 @@ read -r BIG_REPO BIG_DIGEST BIG_SIZE _ < <(sort -t$'\t' -k3,3nr "$WORK/seed/blob
 
 hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 
-serve_start() {
-  "$AIRGAP" serve "$WORK/bundle.tar.zst" --listen 127.0.0.1:0 -q --max-connections 1024 \
+serve_start() { # [EXTRA SERVE ARGS]
+  # Gone first: the shell may truncate it only after the loop below has read the last run's.
+  rm -f "$WORK/serve.out"
+  "$AIRGAP" serve "$WORK/bundle.tar.zst" --listen 127.0.0.1:0 -q --max-connections 1024 "$@" \
     >"$WORK/serve.out" 2>"$WORK/serve.err" &
   SERVE_PID=$!
   SERVE_HOST=
   for _ in $(seq 600); do
-    SERVE_HOST=$(awk '/^listening on / { print $3; exit }' "$WORK/serve.out")
+    SERVE_HOST=$(awk '/^listening on / { print $3; exit }' "$WORK/serve.out" 2>/dev/null || true)
     [[ -n $SERVE_HOST ]] && return 0
     sleep 0.1
   done
@@ -134,6 +138,13 @@ for mode in layer images; do
     kill "$SERVE_PID"
     wait "$SERVE_PID" 2>/dev/null || true
     SERVE_PID=
+    if [[ ${BENCH_NO_CACHE:-0} == 1 ]]; then
+      serve_start --frame-cache 0
+      fleet "serve uncached" "$SERVE_HOST" "$SERVE_PID" "$n" "$mode"
+      kill "$SERVE_PID"
+      wait "$SERVE_PID" 2>/dev/null || true
+      SERVE_PID=
+    fi
     fleet distribution "$SRC_HOST" "$DIST_PID" "$n" "$mode"
   done
 done

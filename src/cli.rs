@@ -459,10 +459,15 @@ pub struct ServeArgs {
     /// Answer connections beyond this many with 503 and Retry-After
     #[arg(long, default_value_t = 512, value_name = "N")]
     pub max_connections: usize,
-    /// Buffer memory for blob reads in total (counted as 6 MiB per blob read at once; more
-    /// clients wait their turn instead of growing the server), e.g. 64M
+    /// Buffer memory for blob reads in total, e.g. 64M: a quarter holds decoded frames of a
+    /// seekable bundle shared by clients reading them at once, the rest is counted as 6 MiB
+    /// per blob read at once; more clients wait their turn instead of growing the server
     #[arg(long, default_value = "64M", value_name = "SIZE", value_parser = parse_size)]
     pub memory: u64,
+    /// Of --memory, how much holds decoded frames shared by clients reading the same blob
+    /// at once (default: a quarter; at most half; 0: every read decodes its own), e.g. 16M
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_or_zero)]
+    pub frame_cache: Option<u64>,
     /// On SIGTERM or Ctrl-C, stop accepting and let responses in flight finish for up to
     /// this many seconds
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
@@ -517,6 +522,14 @@ pub struct RewriteArgs {
 }
 
 /// `--split SIZE`: clap shows only the error's text, so the advice goes with it.
+/// A size where 0 means "none" (`--frame-cache 0`).
+fn parse_size_or_zero(s: &str) -> Result<u64, String> {
+    match s.trim() {
+        "0" => Ok(0),
+        other => parse_size(other),
+    }
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     airgap::bundle::volume::parse_size(s).map_err(|e| match e.hint() {
         Some(h) => format!("{e} ({h})"),
@@ -672,6 +685,7 @@ impl ServeArgs {
             max_connections: self.max_connections,
             shutdown_timeout: std::time::Duration::from_secs(self.shutdown_timeout),
             memory: self.memory,
+            frame_cache: self.frame_cache,
             repository: self.repository.clone(),
             expected_ids: Vec::new(),
         }

@@ -383,6 +383,107 @@ fn many_clients_at_once_stay_within_the_memory_budget() {
     }
 }
 
+/// Clients pulling the same layer at the same moment share its decoded frames: 8 reqwest
+/// clients and a skopeo copy of the image at once, every digest checked (skopeo checks each
+/// blob it copies; the layer it wrote is hashed again here); `/metrics` counts fewer frame
+/// decodes than clients x frames, and a range across frames is the layer's own bytes.
+#[test]
+fn clients_pulling_the_same_layer_at_once_share_its_frames() {
+    let w = world();
+    let (mut proc, port) = serve(&args!["-q"]);
+    let host = format!("127.0.0.1:{port}");
+    let url = format!("http://{host}/v2/site/app/blobs/{}", w.big.digest);
+    let clients = 8u64;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(clients as usize + 1));
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (url, barrier) = (url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let c = client();
+                barrier.wait();
+                c.get(&url).send().unwrap().bytes().unwrap()
+            })
+        })
+        .collect();
+    let out = tempdir();
+    let layout = out.path().join("oci");
+    let skopeo_copy = {
+        let (reference, dest, barrier) = (
+            format!("docker://{host}/site/app:1.0"),
+            format!("oci:{}:app", layout.display()),
+            barrier.clone(),
+        );
+        std::thread::spawn(move || {
+            barrier.wait();
+            skopeo(&args![
+                "copy",
+                "--all",
+                "--preserve-digests",
+                "--src-tls-verify=false",
+                reference,
+                dest
+            ])
+        })
+    };
+    let bodies: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for b in &bodies {
+        assert_eq!(sha256_digest(b), w.big.digest);
+    }
+    let copied = skopeo_copy.join().unwrap();
+    assert!(copied.status.success(), "{}", text_of(&copied));
+    let hex = w.big.digest.strip_prefix("sha256:").unwrap();
+    let written = std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap();
+    assert_eq!(sha256_digest(&written), w.big.digest);
+
+    // A range across two frames: the layer's own bytes.
+    let (from, to) = ((1 << 20) - 1000, (1 << 20) + 5000);
+    let r = client()
+        .get(&url)
+        .header("Range", format!("bytes={from}-{to}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().unwrap()[..] == bodies[0][from..=to]);
+
+    let m = client()
+        .get(format!("http://{host}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let frames = w.big.size.div_ceil(1 << 20);
+    let decoded = metric(&m, "airgap_serve_frames_decoded_total");
+    let shared = metric(&m, "airgap_serve_frames_shared_total");
+    eprintln!(
+        "{} clients x {frames} frames: {decoded} decoded, {shared} shared",
+        clients + 1
+    );
+    assert!(decoded >= frames, "{m}");
+    assert!(decoded < clients * frames, "no frame shared:\n{m}");
+    assert!(shared > 0, "{m}");
+    assert_eq!(metric(&m, "airgap_serve_verification_failures_total"), 0);
+    assert!(
+        metric(&m, "airgap_serve_frame_cache_bytes") <= 16 << 20,
+        "{m}"
+    );
+    proc.kill();
+
+    // `--frame-cache 0`: every read decodes its own frames, the same bytes.
+    let (mut proc, port) = serve(&args!["-q", "--frame-cache", "0"]);
+    let url = format!("http://127.0.0.1:{port}/v2/site/app/blobs/{}", w.big.digest);
+    let body = client().get(&url).send().unwrap().bytes().unwrap();
+    assert_eq!(sha256_digest(&body), w.big.digest);
+    let m = client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(metric(&m, "airgap_serve_frames_decoded_total"), 0, "{m}");
+    assert_eq!(metric(&m, "airgap_serve_frame_cache_bytes"), 0, "{m}");
+    proc.kill();
+}
+
 /// Two bundles in one namespace (given as a directory), and a third that gives an image the
 /// first already serves another digest: refused at startup, naming both files and digests.
 #[test]

@@ -216,6 +216,17 @@ pub enum BundleError {
     FutureVersion { found: u32 },
     #[error("blob {digest} does not match its digest (content hashes to {actual})")]
     DigestMismatch { digest: Digest, actual: Digest },
+    /// `serve`'s shared frames: a frame decoded again hashes differently from the same
+    /// frame in an earlier read whose blob matched its digest.
+    #[error(
+        "blob {digest}: its bytes in frame {frame} (tar offset {offset}) differ from those \
+         an earlier read of it verified: the bundle file changed while it was served"
+    )]
+    FrameMismatch {
+        digest: Digest,
+        frame: usize,
+        offset: u64,
+    },
     #[error("blob {digest} is {actual} bytes, but {expected} were declared")]
     SizeMismatch {
         digest: Digest,

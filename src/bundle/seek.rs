@@ -70,10 +70,15 @@ pub struct SeekIndex {
 impl SeekIndex {
     /// The frame holding uncompressed offset `offset`.
     fn frame_for(&self, offset: u64) -> Option<&Frame> {
+        self.frames.get(self.frame_index(offset)?)
+    }
+
+    /// The index in [`SeekIndex::frames`] of the frame holding uncompressed offset `offset`.
+    pub fn frame_index(&self, offset: u64) -> Option<usize> {
         let i = self
             .frames
             .partition_point(|f| f.d_off.saturating_add(f.d_size) <= offset);
-        self.frames.get(i)
+        (i < self.frames.len()).then_some(i)
     }
 
     pub fn entry(&self, name: &str) -> Option<&EntryLoc> {

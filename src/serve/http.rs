@@ -17,7 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use super::ops::{Htpasswd, Metrics};
-use super::{Blob, Catalog, ServeError, ServeOptions};
+use super::{Blob, Catalog, Data, Frames, ServeError, ServeOptions};
 use crate::digest::Digest;
 use crate::progress::Progress;
 
@@ -39,14 +39,36 @@ struct Shared {
     access_log: bool,
     metrics: Arc<Metrics>,
     auth: Option<Htpasswd>,
-    /// Blob readers at once (each holds a frame, a decoder and its queued chunks): the bound
-    /// on buffer memory whatever the number of clients; the others wait (back-pressure).
+    /// The buffer budget for blob readers, in MiB ([`READER_MEMORY`] or
+    /// [`SHARED_READER_MEMORY`] each): the bound on buffer memory whatever the number of
+    /// clients; the others wait (back-pressure).
     readers: Arc<tokio::sync::Semaphore>,
+    /// Decoded frames shared by readers of seekable bundles (the rest of the budget).
+    frames: Option<Arc<Frames>>,
 }
 
-/// What one blob reader is counted as: its decoder's frame and window, the chunks queued for
-/// the client and the connection's write buffer (measured: about 3.5 MiB; counted with room).
-pub const READER_MEMORY: u64 = 6 * 1024 * 1024;
+const MIB: u64 = 1024 * 1024;
+
+/// What one blob reader reading in place is counted as: its decoder's frame and window, the
+/// chunks queued for the client and the connection's write buffer (measured: about 3.5 MiB;
+/// counted with room).
+pub const READER_MEMORY: u64 = 6 * MIB;
+
+/// A reader through the shared frames: its queued chunks (about 1.75 MiB) and the one frame
+/// it copies from (1 MiB, perhaps already evicted from the cache) or the compressed frame it
+/// is decoding. Counted as a reader in place: at 4 MiB, 12 readers and the 16 MiB of frames
+/// peaked at 64.9 MiB RSS with 256 clients (`bench.sh fleet-many`, images), over the target.
+pub const SHARED_READER_MEMORY: u64 = 6 * MIB;
+
+/// How `--memory` is split: (frame cache bytes, reader budget in MiB). `frame_cache` (by
+/// default a quarter, at most half, whole MiB, none under 2 MiB) goes to decoded frames when
+/// some bundle is seekable; at least two readers in place may always run.
+pub fn split_memory(memory: u64, frame_cache: Option<u64>, seekable: bool) -> (u64, u64) {
+    let want = frame_cache.unwrap_or(memory / 4).min(memory / 2) / MIB * MIB;
+    let cache = if seekable && want >= 2 * MIB { want } else { 0 };
+    let readers = (memory - cache).max(2 * READER_MEMORY) / MIB;
+    (cache, readers)
+}
 
 /// Opens the bundle and binds the listener; [`Server::run`] then answers until cancelled.
 pub async fn serve(opts: ServeOptions, progress: Arc<dyn Progress>) -> Result<Server, ServeError> {
@@ -75,6 +97,13 @@ pub async fn serve(opts: ServeOptions, progress: Arc<dyn Progress>) -> Result<Se
         Some(p) => Some(Htpasswd::read(p)?),
         None => None,
     };
+    let seekable = catalog
+        .bundles
+        .iter()
+        .any(|b| matches!(&b.data, Data::Bundle { index, .. } if index.seekable));
+    let (cache_bytes, reader_mib) = split_memory(opts.memory, opts.frame_cache, seekable);
+    let metrics = Arc::new(Metrics::default());
+    let frames = (cache_bytes > 0).then(|| Arc::new(Frames::new(cache_bytes, metrics.clone())));
     if auth.is_none() && !opts.listen.ip().is_loopback() {
         progress.warn(&format!(
             "anyone who can reach {} can pull every image: no --htpasswd",
@@ -94,11 +123,10 @@ pub async fn serve(opts: ServeOptions, progress: Arc<dyn Progress>) -> Result<Se
             catalog: Arc::new(catalog),
             progress,
             access_log: opts.access_log,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             auth,
-            readers: Arc::new(tokio::sync::Semaphore::new(
-                (opts.memory / READER_MEMORY).max(2) as usize,
-            )),
+            readers: Arc::new(tokio::sync::Semaphore::new(reader_mib as usize)),
+            frames,
         }),
         max_connections: opts.max_connections.max(1) as u64,
         shutdown_timeout: opts.shutdown_timeout,
@@ -656,6 +684,7 @@ fn blob_response(
             shared.catalog.clone(),
             shared.metrics.clone(),
             shared.readers.clone(),
+            shared.frames.clone(),
             blob.clone(),
             start,
             len,
@@ -670,12 +699,14 @@ fn blob_response(
 }
 
 /// Streams `len` bytes of `blob` from `start`, read on a blocking thread. A whole-blob read
-/// is hashed; on a mismatch the body ends in an error, which cuts the connection before the
+/// is verified; on a mismatch the body ends in an error, which cuts the connection before the
 /// response completes.
+#[allow(clippy::too_many_arguments)]
 fn stream_blob(
     cat: Arc<Catalog>,
     metrics: Arc<Metrics>,
     readers: Arc<tokio::sync::Semaphore>,
+    frames: Option<Arc<Frames>>,
     blob: Blob,
     start: u64,
     len: u64,
@@ -684,9 +715,18 @@ fn stream_blob(
     const CHUNK: usize = 256 * 1024;
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
     let counted = metrics.clone();
+    let through_cache = frames.as_ref().is_some_and(|f| {
+        matches!(&cat.bundles[blob.bundle].data, Data::Bundle { index, .. }
+            if f.serves(index, blob.loc.offset + start, len))
+    });
+    let cost = if through_cache {
+        SHARED_READER_MEMORY
+    } else {
+        READER_MEMORY
+    } / MIB;
     tokio::spawn(async move {
-        // Wait for a reader slot; a client gone meanwhile frees its place unread.
-        let Ok(permit) = readers.acquire_owned().await else {
+        // Wait for room in the budget; a client gone meanwhile frees its place unread.
+        let Ok(permit) = readers.acquire_many_owned(cost as u32).await else {
             return;
         };
         if tx.is_closed() {
@@ -701,10 +741,12 @@ fn stream_blob(
                 len,
                 verify,
                 CHUNK,
+                frames.as_deref(),
                 |b| send(&tx, Ok(b)),
             );
             if let Err(e) = result {
-                if matches!(e, crate::bundle::BundleError::DigestMismatch { .. }) {
+                use crate::bundle::BundleError::{DigestMismatch, FrameMismatch};
+                if matches!(e, DigestMismatch { .. } | FrameMismatch { .. }) {
                     Metrics::add(&metrics.verification_failures, 1);
                 }
                 // The body ends in an error: the connection is cut before the response completes.

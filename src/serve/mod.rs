@@ -7,8 +7,10 @@
 //! and the connection is cut if the bundle's bytes do not match: a client never gets a
 //! complete response with wrong content.
 
+mod cache;
 mod http;
 pub mod ops;
+mod shared;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -26,6 +28,7 @@ use crate::naming::{Mode, NamingError, Target};
 use crate::progress::Progress;
 
 pub use http::{serve, shutdown_signal, Server};
+pub use shared::Frames;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -85,9 +88,11 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// On SIGTERM, how long responses in flight may take to finish.
     pub shutdown_timeout: std::time::Duration,
-    /// Buffer memory for blob reads, in total: at most this divided by
-    /// [`http::READER_MEMORY`] blobs are read at once.
+    /// Buffer memory for blob reads, in total: the shared frame cache and the readers
+    /// (see [`http::split_memory`]).
     pub memory: u64,
+    /// Of `memory`, the bytes for the shared frame cache (`None`: a quarter).
+    pub frame_cache: Option<u64>,
     /// Per bundle (in the order of `bundles`; missing: none), the identity (sha256 of
     /// `airgap.json`) whose signature was checked: a bundle with another head is refused at
     /// startup.
@@ -504,7 +509,9 @@ fn open_foreign(
 }
 
 /// Reads `len` bytes of `blob` from `start` in chunks, as `send_chunks` does for a bundle
-/// (verified when whole, the last chunk held back until it is).
+/// (verified when whole, the last chunk held back until it is). With `frames`, a seekable
+/// bundle's frames are decoded once for every reader of them (`shared`).
+#[allow(clippy::too_many_arguments)]
 pub fn send_blob(
     data: &Data,
     blob: &Blob,
@@ -512,10 +519,27 @@ pub fn send_blob(
     len: u64,
     verify: bool,
     chunk: usize,
+    frames: Option<&Frames>,
     mut send: impl FnMut(Bytes) -> bool,
 ) -> Result<(), BundleError> {
     let digest = &blob.record.digest;
     match data {
+        Data::Bundle { src, index }
+            if frames.is_some_and(|f| f.serves(index, blob.loc.offset + start, len)) =>
+        {
+            frames.expect("checked").send(
+                blob.bundle,
+                src.as_ref(),
+                index,
+                blob.loc.offset,
+                start,
+                len,
+                digest,
+                verify,
+                chunk,
+                send,
+            )
+        }
         Data::Bundle { src, index } => crate::bundle::seek::send_chunks(
             src.clone(),
             index,
@@ -537,7 +561,7 @@ fn read_manifest(data: &Data, b: &Blob) -> Result<Bytes, String> {
         return Err(format!("larger than {MAX_MANIFEST_SIZE} bytes"));
     }
     let mut bytes = Vec::with_capacity(b.loc.size as usize);
-    send_blob(data, b, 0, b.loc.size, false, 1 << 20, |c| {
+    send_blob(data, b, 0, b.loc.size, false, 1 << 20, None, |c| {
         bytes.extend_from_slice(&c);
         true
     })

@@ -111,6 +111,11 @@ pub struct Metrics {
     pub open_connections: AtomicU64,
     pub refused_connections: AtomicU64,
     pub auth_failures: AtomicU64,
+    /// Shared frame decompression (`serve::cache`).
+    pub frames_decoded: AtomicU64,
+    pub frames_shared: AtomicU64,
+    pub frame_cache_evictions: AtomicU64,
+    pub frame_cache_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -173,6 +178,30 @@ impl Metrics {
                 "counter",
                 "Requests refused with 401.",
                 get(&self.auth_failures),
+            ),
+            (
+                "frames_decoded_total",
+                "counter",
+                "zstd frames decompressed for blob reads through the shared frame cache.",
+                get(&self.frames_decoded),
+            ),
+            (
+                "frames_shared_total",
+                "counter",
+                "Frame reads answered by a frame another read decompressed (from the cache).",
+                get(&self.frames_shared),
+            ),
+            (
+                "frame_cache_evictions_total",
+                "counter",
+                "Decoded frames dropped from the cache to make room (least recently used).",
+                get(&self.frame_cache_evictions),
+            ),
+            (
+                "frame_cache_bytes",
+                "gauge",
+                "Decoded frame bytes the cache holds now (within --memory).",
+                get(&self.frame_cache_bytes),
             ),
         ] {
             out.push_str(&format!(
