@@ -14,7 +14,9 @@
 #   scripts/bench.sh interop          # or: scripts/bench-interop.sh
 #
 # Environment: BENCH_RUNS (default 3; the variants are run in a rotated order each run, so
-# none always goes first), BENCH_SCALE (default 1: multiplies the layer sizes), BENCH_KEEP=1.
+# none always goes first), BENCH_SCALE (default 1: multiplies the layer sizes), BENCH_KEEP=1,
+# BENCH_NGINX_UNBUFFERED=1 (every nginx variant streams request bodies to the registry as they
+# arrive, HTTP/1.1 to the registry: `proxy_request_buffering off`, as Harbor's own nginx is set).
 #
 # nginx runs with its defaults otherwise: request bodies are buffered to a temporary file
 # before they are passed on (`proxy_request_buffering on`), HTTP/1.0 to the registry without
@@ -120,6 +122,10 @@ nginx_start() {
   mkdir -p "$dir"
   port=$(free_port)
   [[ $variant == cap16m* ]] && limit=16m
+  local stream=""
+  if [[ ${BENCH_NGINX_UNBUFFERED:-0} == 1 ]]; then
+    stream='proxy_request_buffering off; proxy_buffering off; proxy_http_version 1.1; proxy_set_header Connection "";'
+  fi
   if [[ $variant == refuse ]]; then
     # A PUT carrying a body to an upload session: the monolithic flow. The final PUT of a
     # chunked upload has Content-Length 0 and gets through.
@@ -139,6 +145,7 @@ http {
   uwsgi_temp_path $dir/uwsgi;
   scgi_temp_path $dir/scgi;
   default_type application/json;
+  $stream
   map "\$request_method:\$http_content_length" \$monolithic { default 0; "~^PUT:[1-9]" 1; }
   server {
     listen 127.0.0.1:$port;
@@ -250,6 +257,7 @@ done
 {
   echo "airgap interop benchmark (issue 13 acceptance), $RUNS run(s), $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "data: 1 image, $SEED_BLOBS blobs, $(awk -v b="$SEED_BLOB_BYTES" 'BEGIN { printf "%.1f", b / 1048576 }') MiB (a 100 MiB layer x BENCH_SCALE=$SCALE)"
+  [[ ${BENCH_NGINX_UNBUFFERED:-0} == 1 ]] && echo "nginx: proxy_request_buffering off, HTTP/1.1 to the registry (BENCH_NGINX_UNBUFFERED=1)"
   echo "machine: $(nproc) CPUs; airgap $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(nginx -v 2>&1 | sed 's/^nginx version: //'); docker-registry $(dpkg-query -W -f '${Version}' docker-registry 2>/dev/null || echo '?')"
   echo "1-minute load average at the start of each load: $(awk -F'\t' 'NR > 1 { print $13 }' "$RAW" | sort -n | sed -n '1p;$p' | paste -sd- -)"
   echo

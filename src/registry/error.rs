@@ -290,10 +290,26 @@ pub(crate) fn body_message(body: &str) -> String {
         return "no details".to_string();
     }
     if trimmed.starts_with('<') {
-        return "the server returned an HTML page, not a registry API answer (is this URL a registry?)".into();
+        // A proxy's own page (nginx's 413 for client_max_body_size, a balancer's 502) names
+        // the trouble in its title; the rest of the page is markup.
+        return match html_title(trimmed) {
+            Some(t) => format!("the server returned an HTML page \"{t}\", not a registry API answer (from a proxy in front of the registry, or not a registry at all)"),
+            None => "the server returned an HTML page, not a registry API answer (is this URL a registry?)".into(),
+        };
     }
     let one_line: String = trimmed.split_whitespace().collect::<Vec<_>>().join(" ");
     one_line.chars().take(200).collect()
+}
+
+fn html_title(page: &str) -> Option<String> {
+    let lower = page.to_ascii_lowercase();
+    let start = lower.find("<title>")? + "<title>".len();
+    let end = start + lower[start..].find("</title>")?;
+    let t: String = page[start..end]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    (!t.is_empty() && !t.contains('<')).then(|| t.chars().take(100).collect())
 }
 
 /// Whether a refused upload POST says the repository itself is missing: `NAME_UNKNOWN`
@@ -361,6 +377,22 @@ mod tests {
         // OCI errors keep their own reading.
         let oci = r#"{"errors":[{"code":"UNAUTHORIZED","message":"no"}]}"#;
         assert_eq!(body_message(oci), "UNAUTHORIZED no");
+    }
+
+    #[test]
+    fn an_html_page_is_named_by_its_title_and_never_dumped() {
+        let nginx = "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n";
+        let m = body_message(nginx);
+        assert!(m.contains("\"413 Request Entity Too Large\""), "{m}");
+        assert!(m.contains("not a registry API answer"), "{m}");
+        assert!(!m.contains("nginx/1.22.1") && !m.contains('<'), "{m}");
+        let untitled = body_message("<html><body>hello</body></html>");
+        assert!(
+            untitled.contains("HTML page, not a registry API answer"),
+            "{untitled}"
+        );
+        let odd = body_message("<html><title><b>x</b></title></html>");
+        assert!(!odd.contains('<'), "{odd}");
     }
 
     #[test]
