@@ -82,38 +82,44 @@ fn helm_manifest(config: &str, layers: &[(&str, &[u8])], annotations: &[(&str, &
     )
 }
 
-/// `python3 -m http.server` on a free port, serving `dir`; killed when dropped.
+/// `python3 -m http.server` serving `dir` on a port it picks itself (port 0, read back from
+/// its first line: a port found free beforehand can be taken by another test's server before
+/// python binds it, and a connect check would then succeed against that other server);
+/// killed when dropped.
 struct Http {
     child: Child,
     port: u16,
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
 }
 
 impl Http {
     fn start(dir: &Path) -> Http {
-        for _ in 0..5 {
-            let port = free_port();
-            let child = Command::new("python3")
-                .args(["-m", "http.server", "--bind", "127.0.0.1"])
-                .arg(port.to_string())
-                .current_dir(dir)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let mut http = Http { child, port };
-            while Instant::now() < deadline {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return http;
-                }
-                if http.child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = http.child.kill();
+        use std::io::BufRead;
+        let mut child = Command::new("python3")
+            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let port = line
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("python3 -m http.server did not start: {line:?}")
+            });
+        Http {
+            child,
+            port,
+            _stdout: stdout,
         }
-        panic!("python3 -m http.server did not start");
     }
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
