@@ -5,6 +5,7 @@
 //! then `blobs/sha256/<hex>`: indexes and manifests, configs, layers.
 
 mod base;
+pub mod chunks;
 mod frames;
 mod reader;
 pub mod seek;

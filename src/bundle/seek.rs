@@ -418,17 +418,16 @@ pub fn send_from(
     let mut read = 0u64;
     let mut held: Option<bytes::Bytes> = None;
     loop {
-        let mut buf = vec![0u8; chunk];
+        let mut buf = super::chunks::take(chunk);
         let n = r.read(&mut buf).map_err(corrupt)?;
         if n == 0 {
             break;
         }
-        buf.truncate(n);
         if let Some(h) = &mut hasher {
-            h.update(&buf);
+            h.update(&buf[..n]);
         }
         read += n as u64;
-        if let Some(prev) = held.replace(bytes::Bytes::from(buf)) {
+        if let Some(prev) = held.replace(super::chunks::freeze(buf, n)) {
             if !send(prev) {
                 return Ok(());
             }

@@ -195,7 +195,7 @@ impl Frames {
             }
             let hold = matches!(check, Check::Whole { .. });
             for c in part.chunks(chunk) {
-                let c = Bytes::copy_from_slice(c);
+                let c = crate::bundle::chunks::copy(c, chunk);
                 let out = if hold { held.replace(c) } else { Some(c) };
                 if let Some(c) = out {
                     if !send(c) {
