@@ -1,5 +1,5 @@
 //! `airgap serve` as an operator runs it (issue 20): pulls behind an htpasswd file made by
-//! Apache's `htpasswd -B` and judged by skopeo, `/healthz`, Prometheus `/metrics`,
+//! Apache's `htpasswd -B` and judged by skopeo and a real containerd (`ctr`), `/healthz`, Prometheus `/metrics`,
 //! `--max-connections` refusing with 503 and `Retry-After`, and SIGTERM letting the response
 //! in flight finish (digest checked) before a clean exit.
 
@@ -208,6 +208,73 @@ fn htpasswd_protects_pulls_and_metrics_count_them() {
         text.contains(" ms)"),
         "access log lines give the duration: {text}"
     );
+}
+
+#[test]
+fn containerd_pulls_with_the_htpasswd_credentials_and_is_refused_without() {
+    let w = world();
+    let dir = tempdir();
+    let users = htpasswd(dir.path(), "-B");
+    let (proc, port) = serve(&args!["--htpasswd", &users]);
+    let reference = format!("127.0.0.1:{port}/site/app:1.0");
+    let ctrd = support::containerd::Containerd::shared();
+    let ns = "serve-htpasswd";
+    let fetch = |creds: Option<&str>| {
+        let mut a = vec!["content", "fetch", "--plain-http", "--all-platforms"];
+        if let Some(c) = creds {
+            a.extend(["--user", c]);
+        }
+        a.push(&reference);
+        ctrd.ctr(ns, &a)
+    };
+    let listed = || {
+        let ls = ctrd.ctr(ns, &["images", "ls"]);
+        String::from_utf8_lossy(&ls.stdout)
+            .lines()
+            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .find(|cols| cols.first() == Some(&reference))
+            .and_then(|cols| cols.get(2).cloned())
+    };
+
+    // Without credentials, and with a wrong password: refused, nothing recorded.
+    for creds in [None, Some("site:wrong")] {
+        let out = fetch(creds);
+        let text = text_of(&out);
+        assert!(!out.status.success(), "fetched with {creds:?}:\n{text}");
+        assert!(
+            text.contains("401 Unauthorized"),
+            "containerd's error does not say it was refused ({creds:?}):\n{text}"
+        );
+        assert_eq!(listed(), None, "an image record after a refusal: {creds:?}");
+    }
+
+    // With them: the image, by the digest the source gave it, and its big layer's content.
+    let creds = format!("site:{PASSWORD}");
+    let out = fetch(Some(&creds));
+    assert!(out.status.success(), "{}\n{}", text_of(&out), ctrd.log());
+    assert_eq!(listed().as_deref(), Some(w.image.digest.as_str()));
+    // Read with `output()`: the helper's bounded wait does not drain a 12 MiB stdout.
+    let layer = Command::new("ctr")
+        .arg("--address")
+        .arg(ctrd.socket())
+        .args(["--namespace", ns, "content", "get", &w.big.digest])
+        .output()
+        .unwrap();
+    assert!(
+        layer.status.success(),
+        "{}",
+        String::from_utf8_lossy(&layer.stderr)
+    );
+    assert_eq!(sha256_digest(&layer.stdout), w.big.digest);
+
+    let mut proc = proc;
+    proc.kill();
+    let text = text_of(&proc.wait());
+    assert!(
+        !text.contains(PASSWORD),
+        "the password was printed:\n{text}"
+    );
+    assert!(text.contains("-> 401"), "{text}");
 }
 
 #[test]
