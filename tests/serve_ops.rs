@@ -106,6 +106,58 @@ fn htpasswd(dir: &Path, flag: &str) -> PathBuf {
     file
 }
 
+/// Every sample of a Prometheus text exposition (format 0.0.4), checked as it is read: each
+/// line a `# HELP`/`# TYPE` comment or `name{labels} value`, a sample only after its family's
+/// `# TYPE` (counter or gauge), counters ending in `_total`, values numbers, no name twice.
+fn prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut types = std::collections::BTreeMap::new();
+    let mut samples = std::collections::BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let at = || format!("line {}: {line:?} in:\n{text}", i + 1);
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or_else(|| panic!("{}", at()));
+            assert!(matches!(kind, "counter" | "gauge"), "{}", at());
+            assert!(kind != "counter" || name.ends_with("_total"), "{}", at());
+            assert!(types.insert(name.to_string(), kind).is_none(), "{}", at());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            assert!(
+                rest.split_once(' ').is_some_and(|(_, h)| !h.is_empty()),
+                "{}",
+                at()
+            );
+            continue;
+        }
+        assert!(!line.starts_with('#') && !line.is_empty(), "{}", at());
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{}", at()));
+        let family = series.split('{').next().unwrap();
+        assert!(
+            family
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{}",
+            at()
+        );
+        if let Some(labels) = series.strip_prefix(family).filter(|l| !l.is_empty()) {
+            let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}'));
+            let ok = inner.is_some_and(|l| {
+                l.split(',').all(|kv| {
+                    kv.split_once('=').is_some_and(|(k, v)| {
+                        !k.is_empty() && v.len() >= 2 && v.starts_with('"') && v.ends_with('"')
+                    })
+                })
+            });
+            assert!(ok, "{}", at());
+        }
+        assert!(types.contains_key(family), "no # TYPE before {}", at());
+        let v: f64 = value.parse().unwrap_or_else(|_| panic!("{}", at()));
+        assert!(samples.insert(series.to_string(), v).is_none(), "{}", at());
+    }
+    assert!(!samples.is_empty(), "no samples in:\n{text}");
+    samples
+}
+
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -194,6 +246,37 @@ fn htpasswd_protects_pulls_and_metrics_count_them() {
     assert!(metric(&m, "airgap_serve_blobs_served_total") >= 1, "{m}");
     assert_eq!(metric(&m, "airgap_serve_verification_failures_total"), 0);
     assert!(metric(&m, "airgap_serve_open_connections") >= 1, "{m}");
+
+    // Exactly what this test does next shows in the counters: two refusals, one blob.
+    let before = prometheus(&m);
+    for _ in 0..2 {
+        let r = client().get(format!("http://{host}/v2/")).send().unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = client()
+        .get(format!("http://{host}/v2/site/app/blobs/{}", w.big.digest))
+        .basic_auth("site", Some(PASSWORD))
+        .send()
+        .unwrap();
+    assert_eq!(sha256_digest(&r.bytes().unwrap()), w.big.digest);
+    let after = prometheus(
+        &client()
+            .get(format!("http://{host}/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+    );
+    let delta = |name: &str| {
+        after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)
+    };
+    assert_eq!(delta("airgap_serve_requests_total{status=\"401\"}"), 2.0);
+    // The blob, and the scrape before (counted once answered, after it rendered).
+    assert_eq!(delta("airgap_serve_requests_total{status=\"200\"}"), 2.0);
+    assert_eq!(delta("airgap_serve_auth_failures_total"), 2.0);
+    assert_eq!(delta("airgap_serve_blobs_served_total"), 1.0);
+    assert_eq!(delta("airgap_serve_bytes_sent_total"), w.big.size as f64);
+    assert_eq!(after["airgap_serve_verification_failures_total"], 0.0);
 
     let mut proc = proc;
     proc.kill();
