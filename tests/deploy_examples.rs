@@ -142,11 +142,7 @@ fn assert_pulls_only_with_credentials(port: u16, s: &Site, tls: &[String]) {
     without.push(reference);
     let out = skopeo(&without);
     assert!(!out.status.success(), "pulled without credentials");
-    assert!(
-        text_of(&out).contains("unauthorized"),
-        "{}",
-        text_of(&out)
-    );
+    assert!(text_of(&out).contains("unauthorized"), "{}", text_of(&out));
 }
 
 #[test]
