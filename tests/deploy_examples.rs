@@ -7,9 +7,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use saphyr::{LoadableYamlNode, Yaml};
@@ -44,14 +42,7 @@ fn site() -> Site {
         .write(dir.path());
     let bundle = dir.path().join("bundle.tar.zst");
     pack_ok(&spec, &bundle, args![src.source_flags(), "-q"]);
-    let users = dir.path().join("users");
-    let out = Command::new("htpasswd")
-        .args(["-B", "-b", "-c"])
-        .arg(&users)
-        .args(["site", PASSWORD])
-        .output()
-        .expect("htpasswd (apache2-utils) is installed by scripts/install-deps.sh");
-    assert!(out.status.success(), "{out:?}");
+    let users = htpasswd_file(dir.path(), "-B", "site", PASSWORD);
     Site {
         digest: image.digest.clone(),
         _src: src,
@@ -59,13 +50,6 @@ fn site() -> Site {
         bundle,
         users,
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
 }
 
 /// The value after `flag` in `args`.

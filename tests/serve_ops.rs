@@ -6,7 +6,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -51,13 +51,6 @@ fn world() -> &'static World {
     })
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
-}
-
 fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .no_proxy()
@@ -95,15 +88,7 @@ fn serve(extra: &[String]) -> (RunningAirgap, u16) {
 }
 
 fn htpasswd(dir: &Path, flag: &str) -> PathBuf {
-    let file = dir.join("users");
-    let out = Command::new("htpasswd")
-        .args([flag, "-b", "-c"])
-        .arg(&file)
-        .args(["site", PASSWORD])
-        .output()
-        .expect("htpasswd (apache2-utils) is installed by scripts/install-deps.sh");
-    assert!(out.status.success(), "{out:?}");
-    file
+    htpasswd_file(dir, flag, "site", PASSWORD)
 }
 
 /// Every sample of a Prometheus text exposition (format 0.0.4), checked as it is read: each

@@ -45,6 +45,28 @@ pub fn digest_hex(digest: &str) -> &str {
     digest.strip_prefix("sha256:").unwrap_or(digest)
 }
 
+/// A loopback port free a moment ago (the caller binds it next; another process could take it
+/// first, which a caller starting a server should treat as a failed start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
+/// `dir/users`, made by Apache's `htpasswd FLAG -b -c` (`-B`: bcrypt) for one user.
+pub fn htpasswd_file(dir: &Path, flag: &str, user: &str, password: &str) -> PathBuf {
+    let file = dir.join("users");
+    let out = std::process::Command::new("htpasswd")
+        .args([flag, "-b", "-c"])
+        .arg(&file)
+        .args([user, password])
+        .output()
+        .expect("htpasswd (apache2-utils) is installed by scripts/install-deps.sh");
+    assert!(out.status.success(), "{out:?}");
+    file
+}
+
 /// A fresh temporary directory, removed when dropped.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
